@@ -1,0 +1,28 @@
+//! The shared vocabulary of vpcep: validated names, port mappings, statuses and the
+//! rules that need no I/O. Nothing here knows HTTP, SQL or sockets.
+#![forbid(unsafe_code)]
+
+mod error;
+mod names;
+mod net;
+mod ports;
+mod status;
+mod tags;
+mod whitelist;
+
+pub use error::{Reason, Rejection};
+pub use names::{full_service_name, validate_description, validate_service_name, ServiceName};
+pub use net::{
+    check_subnet_cidr, overlaps_system_range, parse_cidr, parse_ipv4, subnet_hosts,
+    validate_endpoint_whitelist, SNAT_RANGE, SYSTEM_RANGE,
+};
+pub use ports::{validate_port_mappings, PortMapping, Protocol, MAX_PORT_MAPPINGS};
+pub use status::{
+    EndpointStatus, ServerType, ServiceStatus, ServiceType, TcpProxy, MARKER_ID_BASE,
+};
+pub use tags::{validate_tag, validate_tags, Tag, MAX_TAGS};
+pub use whitelist::{Permission, MAX_PERMISSIONS};
+
+/// Default quotas per account and region (user guide, 5.1).
+pub const DEFAULT_SERVICE_QUOTA: i64 = 20;
+pub const DEFAULT_ENDPOINT_QUOTA: i64 = 50;

@@ -1,0 +1,130 @@
+//! Durable state of vpcep. Every mutation is one transaction that also advances a
+//! monotonic revision; the controller and (later) the data plane watch that revision.
+//! The API talks to a [`Store`]; [`SqliteStore`] is the embedded implementation.
+#![forbid(unsafe_code)]
+
+mod records;
+mod secrets;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use records::*;
+pub use secrets::{sign_key_matches, MasterKey};
+pub use sqlite::SqliteStore;
+use vpcep_model::Rejection;
+
+/// Everything the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A business rule refused the change; nothing was written.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+macro_rules! store_trait {
+    ($($(#[$m:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        /// The operations the API and the controller need from durable state. Every
+        /// query is scoped by the caller's project; a resource of another project is
+        /// reported exactly as a missing one.
+        pub trait Store: Send + Sync + 'static {
+            $($(#[$m])* fn $name(&self $(, $arg: $ty)*) -> BoxFuture<'_, $ret>;)*
+        }
+
+        impl Store for SqliteStore {
+            $(fn $name(&self $(, $arg: $ty)*) -> BoxFuture<'_, $ret> {
+                Box::pin(SqliteStore::$name(self $(, $arg)*))
+            })*
+        }
+    };
+}
+
+store_trait! {
+    /// The current revision (advanced by every committed mutation).
+    fn revision(&self) -> u64;
+    fn create_account(&self, name: String, region: String) -> NewAccount;
+    fn list_accounts(&self) -> Vec<Account>;
+    fn set_quota(&self, name: String, services: Option<i64>, endpoints: Option<i64>) -> Account;
+    /// Resolves an access key to its account and secret key.
+    fn credential(&self, access_key: String) -> Option<Credential>;
+    fn account_by_domain(&self, domain_id: String) -> Option<Account>;
+    fn project_of(&self, domain_id: String, region: String) -> Option<String>;
+    fn login(&self, name: String, password: String, region: String) -> Option<IssuedToken>;
+    fn token(&self, token: String) -> Option<Caller>;
+
+    fn create_vpc(&self, caller: Caller, vpc: NewVpc) -> Vpc;
+    fn list_vpcs(&self, caller: Caller, id: Option<String>) -> Vec<Vpc>;
+    fn get_vpc(&self, caller: Caller, id: String) -> Vpc;
+    fn update_vpc(&self, caller: Caller, id: String, name: Option<String>, description: Option<String>) -> Vpc;
+    fn delete_vpc(&self, caller: Caller, id: String) -> ();
+    fn create_subnet(&self, caller: Caller, subnet: NewSubnet) -> Subnet;
+    fn list_subnets(&self, caller: Caller, vpc_id: Option<String>) -> Vec<Subnet>;
+    fn get_subnet(&self, caller: Caller, id: String) -> Subnet;
+    fn update_subnet(&self, caller: Caller, id: String, name: Option<String>, description: Option<String>) -> Subnet;
+    fn delete_subnet(&self, caller: Caller, vpc_id: String, id: String) -> ();
+    fn create_port(&self, caller: Caller, port: NewPort) -> Port;
+    fn list_ports(&self, caller: Caller, filter: PortFilter) -> Vec<Port>;
+    fn get_port(&self, caller: Caller, id: String) -> Port;
+    fn update_port(&self, caller: Caller, id: String, name: Option<String>) -> Port;
+    fn delete_port(&self, caller: Caller, id: String) -> ();
+    fn create_route_table(&self, caller: Caller, rt: NewRouteTable) -> RouteTable;
+    fn list_route_tables(&self, caller: Caller, vpc_id: Option<String>, id: Option<String>) -> Vec<RouteTable>;
+    fn get_route_table(&self, caller: Caller, id: String) -> RouteTable;
+    fn update_route_table(&self, caller: Caller, id: String, update: RouteTableUpdate) -> RouteTable;
+    fn delete_route_table(&self, caller: Caller, id: String) -> ();
+
+    fn create_service(&self, caller: Caller, svc: NewService) -> Service;
+    fn create_public_service(&self, svc: NewPublicService) -> Service;
+    fn list_services(&self, caller: Caller, filter: ServiceFilter, page: Page) -> (Vec<Service>, i64);
+    fn get_service(&self, caller: Caller, id: String) -> Service;
+    /// A service as a prospective consumer may see it: own, public, or whitelisted.
+    fn describe_service(&self, caller: Caller, id: Option<String>, name: Option<String>) -> Service;
+    fn list_public_services(&self, filter: ServiceFilter, page: Page) -> (Vec<Service>, i64);
+    fn update_service(&self, caller: Caller, id: String, update: ServiceUpdate) -> Service;
+    fn delete_service(&self, caller: Caller, id: String) -> ();
+    fn add_server_resources(&self, caller: Caller, id: String, resources: Vec<String>) -> ();
+    fn upgrade_service(&self, caller: Caller, id: String) -> ();
+
+    fn list_connections(&self, caller: Caller, service_id: String, filter: ConnectionFilter, page: Page) -> (Vec<Endpoint>, i64);
+    fn decide_connection(&self, caller: Caller, service_id: String, endpoint_id: String, accept: bool) -> Endpoint;
+    fn describe_connections(&self, caller: Caller, service_id: String, items: Vec<(String, String)>) -> Vec<Endpoint>;
+
+    fn list_permissions(&self, caller: Caller, service_id: String, like: Option<String>, page: Page) -> (Vec<PermissionRow>, i64);
+    fn add_permissions(&self, caller: Caller, service_id: String, entries: Vec<(String, String)>) -> Vec<PermissionRow>;
+    fn remove_permissions(&self, caller: Caller, service_id: String, entries: Vec<String>) -> Vec<PermissionRow>;
+    fn remove_permission_ids(&self, caller: Caller, service_id: String, ids: Vec<String>) -> Vec<PermissionRow>;
+    fn describe_permission(&self, caller: Caller, service_id: String, id: String, description: String) -> PermissionRow;
+
+    fn create_endpoint(&self, caller: Caller, ep: NewEndpoint) -> Endpoint;
+    fn list_endpoints(&self, caller: Caller, filter: EndpointFilter, page: Page) -> (Vec<Endpoint>, i64);
+    fn get_endpoint(&self, caller: Caller, id: String) -> Endpoint;
+    fn update_endpoint_whitelist(&self, caller: Caller, id: String, whitelist: Vec<String>, enable: bool) -> Endpoint;
+    fn update_endpoint_policy(&self, caller: Caller, id: String, statement: Option<serde_json::Value>, document: Option<serde_json::Value>) -> Endpoint;
+    fn delete_endpoint_policy(&self, caller: Caller, id: String) -> Endpoint;
+    fn update_endpoint_routetables(&self, caller: Caller, id: String, routetables: Vec<String>) -> Endpoint;
+    fn delete_endpoint(&self, caller: Caller, id: String) -> ();
+    fn upgrade_endpoint(&self, caller: Caller, id: String) -> ();
+
+    fn quota(&self, caller: Caller) -> Quota;
+
+    fn tag_resource(&self, caller: Caller, kind: ResourceKind, id: String, create: bool, tags: Vec<(String, Option<String>)>) -> ();
+    fn project_tags(&self, caller: Caller, kind: ResourceKind) -> Vec<(String, Vec<String>)>;
+    fn tagged_resources(&self, caller: Caller, kind: ResourceKind) -> Vec<TaggedResource>;
+
+    /// Rows the controller still has to move out of a transitional status.
+    fn transitional(&self) -> Transitional;
+    fn settle_service(&self, id: String, outcome: std::result::Result<(), String>) -> ();
+    fn settle_endpoint(&self, id: String, outcome: std::result::Result<(), String>) -> ();
+    fn finish_service_deletion(&self, id: String) -> ();
+    fn finish_endpoint_deletion(&self, id: String) -> ();
+}
