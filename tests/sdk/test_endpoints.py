@@ -23,9 +23,10 @@ from conftest import (
     NOT_FOUND_ENDPOINT,
     PENDING,
     REGION,
-    TIMESTAMP,
+    check_timestamps,
     expect_error,
     random_id,
+    raw_json,
     wait_gone,
     wait_status,
 )
@@ -61,7 +62,7 @@ def test_same_account_flow_without_approval(alice):
     assert endpoint.routetables in ([], None)
     assert endpoint.description == "from vpc1"
     assert endpoint.tags in ([], None)
-    assert TIMESTAMP.fullmatch(endpoint.created_at) and TIMESTAMP.fullmatch(endpoint.updated_at)
+    check_timestamps(raw_json(endpoint))
     # the provider sees the connection with the same marker id
     conns = alice.connections(svc.id).connections
     assert [(c.id, c.marker_id, c.status, c.domain_id) for c in conns] == \

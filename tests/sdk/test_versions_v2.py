@@ -7,31 +7,31 @@ import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 import huaweicloudsdkvpcep.v1.model as ep
-from conftest import NO_ROUTE, NOT_FOUND, NOT_FOUND_ENDPOINT, TIMESTAMP, expect_error, random_id
+from conftest import NO_ROUTE, NOT_FOUND, NOT_FOUND_ENDPOINT, check_timestamps, expect_error, random_id, raw_json
 
 VERSION_STATUSES = {"CURRENT", "SUPPORT", "DEPRECATED"}
 
 
-def check_version(v, vid):
+def check_version(v, raw, vid):
     assert v.id == vid
     assert v.status in VERSION_STATUSES
-    assert TIMESTAMP.fullmatch(v.updated), v.updated
     assert v.links and all(link.href and link.rel for link in v.links)
+    check_timestamps(raw, "updated")
 
 
 def test_list_versions(alice):
     res = alice.vpcep.list_version_details(ep.ListVersionDetailsRequest())
     by_id = {v.id: v for v in res.versions}
     assert {"v1", "v2"} <= set(by_id), by_id.keys()
-    for vid, v in by_id.items():
-        check_version(v, vid)
+    for v, raw in zip(res.versions, raw_json(res)["versions"]):
+        check_version(v, raw, v.id)
     assert sum(v.status == "CURRENT" for v in res.versions) >= 1
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_show_version(alice, version):
     res = alice.vpcep.list_specified_version_details(ep.ListSpecifiedVersionDetailsRequest(version=version))
-    check_version(res.version, version)
+    check_version(res.version, raw_json(res)["version"], version)
 
 
 def test_show_unknown_version_is_404(alice):

@@ -1,1 +1,94 @@
-//! placeholder
+//! The HTTP API of vpcep: Huawei Cloud VPCEP v1/v2 and a VPC v1 subset, wire-compatible
+//! with the official SDKs, plus console login, `/metrics` and `/openapi.json`. Handlers
+//! turn wire shapes into store commands; they never touch sockets or namespaces.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod error;
+mod extract;
+mod metrics;
+mod openapi;
+mod routes;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use vpcep_store::Store;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use openapi::OPERATIONS;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub store: Arc<dyn Store>,
+    pub region: String,
+    /// How far `X-Sdk-Date` may be from server time, in seconds (Huawei: 900).
+    pub clock_skew_secs: i64,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, region: String, clock_skew_secs: i64) -> Self {
+        App(Arc::new(AppInner {
+            store,
+            region,
+            clock_skew_secs,
+            metrics: Metrics::default(),
+        }))
+    }
+}
+
+/// The whole API as one router.
+pub fn router(app: App) -> Router {
+    routes::router()
+        .fallback(|| async { ApiError::no_route() })
+        .layer(middleware::from_fn_with_state(app.clone(), auth::layer))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// Gives every request an id (the `X-Request-Id` header the SDK reads), logs it and
+/// counts it in the metrics.
+async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut resp = error::REQUEST_ID
+        .scope(
+            id.clone(),
+            async move { next.run(req).await.into_response() },
+        )
+        .await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    app.metrics
+        .observe(method.as_str(), &route, status, elapsed);
+    tracing::debug!(request_id = %id, %method, %route, status, ms = elapsed.as_secs_f64() * 1e3, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -16,7 +16,10 @@ pub fn validate_service_name(raw: &str) -> Result<ServiceName, Rejection> {
     if raw.len() > 16 {
         return Err(Rejection::new(
             Reason::BadServiceName,
-            format!("service_name: at most 16 characters, got {}", raw.chars().count()),
+            format!(
+                "service_name: at most 16 characters, got {}",
+                raw.chars().count()
+            ),
         ));
     }
     if let Some(c) = raw
@@ -25,7 +28,9 @@ pub fn validate_service_name(raw: &str) -> Result<ServiceName, Rejection> {
     {
         return Err(Rejection::new(
             Reason::BadServiceName,
-            format!("service_name: character {c:?} is not allowed (only letters, digits, '_' and '-')"),
+            format!(
+                "service_name: character {c:?} is not allowed (only letters, digits, '_' and '-')"
+            ),
         ));
     }
     Ok(ServiceName(raw.to_owned()))

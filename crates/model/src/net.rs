@@ -14,12 +14,18 @@ pub const SNAT_RANGE: &str = "198.19.128.0/20";
 /// Parses `a.b.c.d/n` strictly: the address must be the network address.
 pub fn parse_cidr(field: &str, raw: &str) -> Result<Ipv4Net, Rejection> {
     let net: Ipv4Net = raw.parse().map_err(|_| {
-        Rejection::new(Reason::BadCidr, format!("{field}: {raw:?} is not an IPv4 CIDR"))
+        Rejection::new(
+            Reason::BadCidr,
+            format!("{field}: {raw:?} is not an IPv4 CIDR"),
+        )
     })?;
     if net.trunc() != net {
         return Err(Rejection::new(
             Reason::BadCidr,
-            format!("{field}: {raw:?} has host bits set (did you mean {}?)", net.trunc()),
+            format!(
+                "{field}: {raw:?} has host bits set (did you mean {}?)",
+                net.trunc()
+            ),
         ));
     }
     Ok(net)

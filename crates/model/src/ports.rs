@@ -105,13 +105,18 @@ mod tests {
     use super::*;
 
     fn check(raw: &[(i64, i64, Option<&str>)]) -> Result<usize, Reason> {
-        validate_port_mappings(raw).map(|v| v.len()).map_err(|e| e.reason)
+        validate_port_mappings(raw)
+            .map(|v| v.len())
+            .map_err(|e| e.reason)
     }
 
     #[test]
     fn mappings() {
         assert_eq!(check(&[(80, 8080, None)]), Ok(1));
-        assert_eq!(check(&[(80, 80, Some("TCP")), (80, 80, Some("UDP"))]), Ok(2));
+        assert_eq!(
+            check(&[(80, 80, Some("TCP")), (80, 80, Some("UDP"))]),
+            Ok(2)
+        );
         assert_eq!(check(&[]), Err(Reason::BadPortMapping));
         assert_eq!(check(&[(0, 80, None)]), Err(Reason::BadPortMapping));
         assert_eq!(check(&[(80, 65536, None)]), Err(Reason::BadPortMapping));

@@ -160,7 +160,11 @@ mod tests {
             (Failed, true, Err(Reason::EndpointFailed)),
         ];
         for (from, accept, want) in table {
-            assert_eq!(from.decide(accept).map_err(|e| e.reason), want, "{from} {accept}");
+            assert_eq!(
+                from.decide(accept).map_err(|e| e.reason),
+                want,
+                "{from} {accept}"
+            );
         }
         assert_eq!(EndpointStatus::settled(true), PendingAcceptance);
         assert_eq!(EndpointStatus::settled(false), Accepted);

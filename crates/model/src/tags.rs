@@ -77,9 +77,18 @@ mod tests {
         assert!(validate_tag("a<b", "v").is_err());
         assert!(validate_tag("k", &"v".repeat(256)).is_err());
         let dup = vec![
-            Tag { key: "a".into(), value: "1".into() },
-            Tag { key: "a".into(), value: "2".into() },
+            Tag {
+                key: "a".into(),
+                value: "1".into(),
+            },
+            Tag {
+                key: "a".into(),
+                value: "2".into(),
+            },
         ];
-        assert_eq!(validate_tags(&dup).unwrap_err().reason, Reason::DuplicateTagKey);
+        assert_eq!(
+            validate_tags(&dup).unwrap_err().reason,
+            Reason::DuplicateTagKey
+        );
     }
 }

@@ -34,10 +34,16 @@ impl Permission {
         if id == "*" {
             return Ok(Permission::Everyone);
         }
-        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Permission::Domain(id.to_owned()))
         } else {
-            Err(bad("names an account id that is not 32 lowercase hex characters"))
+            Err(bad(
+                "names an account id that is not 32 lowercase hex characters",
+            ))
         }
     }
 
@@ -69,7 +75,10 @@ mod tests {
             Permission::Domain(id.into())
         );
         assert_eq!(Permission::parse("*").unwrap(), Permission::Everyone);
-        assert_eq!(Permission::parse("iam:domain::*").unwrap(), Permission::Everyone);
+        assert_eq!(
+            Permission::parse("iam:domain::*").unwrap(),
+            Permission::Everyone
+        );
         for bad in [
             "iam:domain::0123",
             "iam:domain::0123456789ABCDEF0123456789abcdef",
@@ -77,7 +86,11 @@ mod tests {
             "",
             "organizations:orgPath::o-1/r-2",
         ] {
-            assert_eq!(Permission::parse(bad).unwrap_err().reason, Reason::BadPermission, "{bad}");
+            assert_eq!(
+                Permission::parse(bad).unwrap_err().reason,
+                Reason::BadPermission,
+                "{bad}"
+            );
         }
         assert!(Permission::Everyone.allows(id));
         assert!(!Permission::Domain(id.into()).allows("x"));

@@ -3,8 +3,7 @@
 use std::net::Ipv4Addr;
 
 use vpcep_model::{
-    EndpointStatus, PortMapping, ServerType, ServiceName, ServiceStatus, ServiceType, Tag,
-    TcpProxy,
+    EndpointStatus, PortMapping, ServerType, ServiceName, ServiceStatus, ServiceType, Tag, TcpProxy,
 };
 
 /// Who is asking: an authenticated account acting in one of its projects.

@@ -78,13 +78,14 @@ impl SqliteStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let domain_id: String = r.try_get("domain_id")?;
-            let projects = sqlx::query("SELECT id, region FROM projects WHERE domain_id = ? ORDER BY region")
-                .bind(&domain_id)
-                .fetch_all(&mut *c)
-                .await?
-                .iter()
-                .map(|p| Ok((p.try_get("region")?, p.try_get("id")?)))
-                .collect::<Result<Vec<(String, String)>>>()?;
+            let projects =
+                sqlx::query("SELECT id, region FROM projects WHERE domain_id = ? ORDER BY region")
+                    .bind(&domain_id)
+                    .fetch_all(&mut *c)
+                    .await?
+                    .iter()
+                    .map(|p| Ok((p.try_get("region")?, p.try_get("id")?)))
+                    .collect::<Result<Vec<(String, String)>>>()?;
             out.push(Account {
                 name: r.try_get("name")?,
                 domain_id,
@@ -140,10 +141,11 @@ impl SqliteStore {
 
     pub(crate) async fn credential(&self, access_key: String) -> Result<Option<Credential>> {
         let mut c = self.read().await?;
-        let row = sqlx::query("SELECT domain_id, secret_sealed FROM credentials WHERE access_key = ?")
-            .bind(&access_key)
-            .fetch_optional(&mut *c)
-            .await?;
+        let row =
+            sqlx::query("SELECT domain_id, secret_sealed FROM credentials WHERE access_key = ?")
+                .bind(&access_key)
+                .fetch_optional(&mut *c)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: String = row.try_get("secret_sealed")?;
         Ok(Some(Credential {
@@ -153,7 +155,11 @@ impl SqliteStore {
         }))
     }
 
-    pub(crate) async fn project_of(&self, domain_id: String, region: String) -> Result<Option<String>> {
+    pub(crate) async fn project_of(
+        &self,
+        domain_id: String,
+        region: String,
+    ) -> Result<Option<String>> {
         let mut c = self.read().await?;
         Ok(
             sqlx::query_scalar("SELECT id FROM projects WHERE domain_id = ? AND region = ?")
@@ -218,11 +224,13 @@ impl SqliteStore {
 
     pub(crate) async fn token(&self, token: String) -> Result<Option<Caller>> {
         let mut c = self.read().await?;
-        let row = sqlx::query("SELECT domain_id, project_id FROM tokens WHERE token_hash = ? AND expires_at > ?")
-            .bind(token_hash(&token))
-            .bind(now_micros())
-            .fetch_optional(&mut *c)
-            .await?;
+        let row = sqlx::query(
+            "SELECT domain_id, project_id FROM tokens WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash(&token))
+        .bind(now_micros())
+        .fetch_optional(&mut *c)
+        .await?;
         row.map(|r| {
             Ok(Caller {
                 domain_id: r.try_get("domain_id")?,

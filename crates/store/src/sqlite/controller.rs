@@ -13,15 +13,35 @@ impl SqliteStore {
         let mut c = self.read().await?;
         let ids = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
         Ok(Transitional {
-            services_creating: ids("SELECT id FROM services WHERE status = 'creating' ORDER BY created_at").fetch_all(&mut *c).await?,
-            services_deleting: ids("SELECT id FROM services WHERE status = 'deleting' ORDER BY updated_at").fetch_all(&mut *c).await?,
-            endpoints_creating: ids("SELECT id FROM endpoints WHERE status = 'creating' ORDER BY created_at").fetch_all(&mut *c).await?,
-            endpoints_deleting: ids("SELECT id FROM endpoints WHERE status = 'deleting' ORDER BY updated_at").fetch_all(&mut *c).await?,
+            services_creating: ids(
+                "SELECT id FROM services WHERE status = 'creating' ORDER BY created_at",
+            )
+            .fetch_all(&mut *c)
+            .await?,
+            services_deleting: ids(
+                "SELECT id FROM services WHERE status = 'deleting' ORDER BY updated_at",
+            )
+            .fetch_all(&mut *c)
+            .await?,
+            endpoints_creating: ids(
+                "SELECT id FROM endpoints WHERE status = 'creating' ORDER BY created_at",
+            )
+            .fetch_all(&mut *c)
+            .await?,
+            endpoints_deleting: ids(
+                "SELECT id FROM endpoints WHERE status = 'deleting' ORDER BY updated_at",
+            )
+            .fetch_all(&mut *c)
+            .await?,
         })
     }
 
     /// A service has come up (or failed to).
-    pub(crate) async fn settle_service(&self, id: String, outcome: std::result::Result<(), String>) -> Result<()> {
+    pub(crate) async fn settle_service(
+        &self,
+        id: String,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<()> {
         let (status, error) = match outcome {
             Ok(()) => ("available", String::new()),
             Err(e) => ("failed", e),
@@ -35,36 +55,63 @@ impl SqliteStore {
 
     /// An endpoint has come up: it settles as accepted or pending acceptance, according
     /// to its service's approval setting at this moment; or it failed.
-    pub(crate) async fn settle_endpoint(&self, id: String, outcome: std::result::Result<(), String>) -> Result<()> {
+    pub(crate) async fn settle_endpoint(
+        &self,
+        id: String,
+        outcome: std::result::Result<(), String>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let approval: Option<i64> = sqlx::query_scalar("SELECT s.approval_enabled FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.id = ? AND e.status = 'creating'")
             .bind(&id).fetch_optional(&mut *tx).await?;
-        let Some(approval) = approval else { return Ok(()) };
+        let Some(approval) = approval else {
+            return Ok(());
+        };
         let (status, error) = match outcome {
             Ok(()) => (EndpointStatus::settled(approval != 0), String::new()),
             Err(e) => (EndpointStatus::Failed, e),
         };
         sqlx::query("UPDATE endpoints SET status = ?, error = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str()).bind(error).bind(now_micros()).bind(&id)
-            .execute(&mut *tx).await?;
+            .bind(status.as_str())
+            .bind(error)
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
     pub(crate) async fn finish_service_deletion(&self, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
         orphan_endpoints(&mut tx, &id).await?;
-        sqlx::query("DELETE FROM permissions WHERE service_id = ?").bind(&id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?").bind(kind_str(ResourceKind::Service)).bind(&id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM services WHERE id = ? AND status = 'deleting'").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM permissions WHERE service_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
+            .bind(kind_str(ResourceKind::Service))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM services WHERE id = ? AND status = 'deleting'")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
     pub(crate) async fn finish_endpoint_deletion(&self, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        let gone = sqlx::query("DELETE FROM endpoints WHERE id = ? AND status = 'deleting'").bind(&id).execute(&mut *tx).await?;
+        let gone = sqlx::query("DELETE FROM endpoints WHERE id = ? AND status = 'deleting'")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         if gone.rows_affected() > 0 {
             release_address(&mut tx, &id).await?;
-            sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?").bind(kind_str(ResourceKind::Endpoint)).bind(&id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
+                .bind(kind_str(ResourceKind::Endpoint))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
         }
         self.commit(tx).await
     }

@@ -10,8 +10,13 @@ use vpcep_model::{
 use super::services::{connectable_service, quota_of};
 use super::tags::{insert_tags, load_tags};
 use super::vpc::{claim_address, find_subnet, find_vpc};
-use super::{from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject, SqliteStore};
-use crate::{Caller, Endpoint, EndpointFilter, NewEndpoint, Page, ResourceKind, Result, StoreError};
+use super::{
+    from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject,
+    SqliteStore,
+};
+use crate::{
+    Caller, Endpoint, EndpointFilter, NewEndpoint, Page, ResourceKind, Result, StoreError,
+};
 
 /// Endpoints with the current name and type of their service (kept on the row too, for
 /// endpoints whose service is gone).
@@ -22,7 +27,11 @@ fn endpoint_row(r: &SqliteRow) -> Result<Endpoint> {
     let corrupt = |e: Rejection| StoreError::Corrupt(e.msg);
     let opt_json = |col: &str| -> Result<Option<serde_json::Value>> {
         let raw = s(col)?;
-        if raw.is_empty() { Ok(None) } else { Ok(Some(from_json(&raw)?)) }
+        if raw.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(from_json(&raw)?))
+        }
     };
     let error = s("error")?;
     Ok(Endpoint {
@@ -55,7 +64,12 @@ fn endpoint_row(r: &SqliteRow) -> Result<Endpoint> {
 }
 
 /// Endpoints matching `where_` (over alias `e`), with tags; paged when `page` is given.
-pub(super) async fn endpoint_rows(conn: &mut SqliteConnection, where_: &str, args: &[String], page: Option<&Page>) -> Result<(Vec<Endpoint>, i64)> {
+pub(super) async fn endpoint_rows(
+    conn: &mut SqliteConnection,
+    where_: &str,
+    args: &[String],
+    page: Option<&Page>,
+) -> Result<(Vec<Endpoint>, i64)> {
     let count_sql = format!("SELECT COUNT(*) FROM endpoints e WHERE {where_}");
     let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
     for a in args {
@@ -77,25 +91,46 @@ pub(super) async fn endpoint_rows(conn: &mut SqliteConnection, where_: &str, arg
 }
 
 /// Any endpoint by id, whoever owns it: for the provider side, which scopes by service.
-pub(super) async fn endpoint_by_id(conn: &mut SqliteConnection, id: &str) -> Result<Option<Endpoint>> {
-    Ok(endpoint_rows(conn, "e.id = ?", &[id.to_owned()], None).await?.0.pop())
+pub(super) async fn endpoint_by_id(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<Endpoint>> {
+    Ok(endpoint_rows(conn, "e.id = ?", &[id.to_owned()], None)
+        .await?
+        .0
+        .pop())
 }
 
 async fn own_endpoint(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Endpoint> {
-    endpoint_rows(conn, "e.id = ? AND e.project_id = ?", &[id.to_owned(), caller.project_id.clone()], None)
-        .await?
-        .0
-        .pop()
-        .ok_or_else(|| not_found("endpoint"))
+    endpoint_rows(
+        conn,
+        "e.id = ? AND e.project_id = ?",
+        &[id.to_owned(), caller.project_id.clone()],
+        None,
+    )
+    .await?
+    .0
+    .pop()
+    .ok_or_else(|| not_found("endpoint"))
 }
 
-fn check_policy(statement: &Option<serde_json::Value>, document: &Option<serde_json::Value>) -> Result<()> {
+fn check_policy(
+    statement: &Option<serde_json::Value>,
+    document: &Option<serde_json::Value>,
+) -> Result<()> {
     if let Some(st) = statement {
         let ok = st.as_array().is_some_and(|items| {
             items.iter().all(|i| {
-                matches!(i.get("Effect").and_then(|e| e.as_str()), Some("Allow" | "Deny"))
-                    && i.get("Action").is_some_and(|a| a.as_array().is_some_and(|a| a.iter().all(|x| x.is_string())))
-                    && i.get("Resource").is_some_and(|a| a.as_array().is_some_and(|a| a.iter().all(|x| x.is_string())))
+                matches!(
+                    i.get("Effect").and_then(|e| e.as_str()),
+                    Some("Allow" | "Deny")
+                ) && i.get("Action").is_some_and(|a| {
+                    a.as_array()
+                        .is_some_and(|a| a.iter().all(|x| x.is_string()))
+                }) && i.get("Resource").is_some_and(|a| {
+                    a.as_array()
+                        .is_some_and(|a| a.iter().all(|x| x.is_string()))
+                })
             })
         });
         if !ok {
@@ -112,19 +147,38 @@ fn check_policy(statement: &Option<serde_json::Value>, document: &Option<serde_j
 
 /// Checks gateway route tables: each belongs to the VPC and routes no other endpoint of
 /// the same service. An empty choice means the VPC's default table.
-async fn check_route_tables(conn: &mut SqliteConnection, store: &SqliteStore, caller: &Caller, vpc_id: &str, service_id: &str, wanted: Option<Vec<String>>, except: Option<&str>) -> Result<Vec<String>> {
+async fn check_route_tables(
+    conn: &mut SqliteConnection,
+    store: &SqliteStore,
+    caller: &Caller,
+    vpc_id: &str,
+    service_id: &str,
+    wanted: Option<Vec<String>>,
+    except: Option<&str>,
+) -> Result<Vec<String>> {
     let tables = match wanted {
         Some(t) if !t.is_empty() => t,
-        _ => sqlx::query_scalar("SELECT id FROM route_tables WHERE vpc_id = ? AND is_default = 1").bind(vpc_id).fetch_all(&mut *conn).await?,
+        _ => {
+            sqlx::query_scalar("SELECT id FROM route_tables WHERE vpc_id = ? AND is_default = 1")
+                .bind(vpc_id)
+                .fetch_all(&mut *conn)
+                .await?
+        }
     };
     let mut seen = Vec::new();
     for t in &tables {
         let rt = store.find_route_table(conn, caller, t).await?;
         if rt.as_ref().is_none_or(|r| r.vpc_id != vpc_id) {
-            return reject(Reason::BadRouteTable, format!("routetables: route table {t} not found in VPC {vpc_id}"));
+            return reject(
+                Reason::BadRouteTable,
+                format!("routetables: route table {t} not found in VPC {vpc_id}"),
+            );
         }
         if seen.contains(t) {
-            return reject(Reason::BadRouteTable, format!("routetables: {t} is listed twice"));
+            return reject(
+                Reason::BadRouteTable,
+                format!("routetables: {t} is listed twice"),
+            );
         }
         seen.push(t.clone());
     }
@@ -136,7 +190,10 @@ async fn check_route_tables(conn: &mut SqliteConnection, store: &SqliteStore, ca
         }
         let rts: Vec<String> = from_json(&rts)?;
         if let Some(t) = tables.iter().find(|t| rts.contains(t)) {
-            return reject(Reason::RouteTableInUse, format!("routetables: {t} already routes endpoint {id} of the same service"));
+            return reject(
+                Reason::RouteTableInUse,
+                format!("routetables: {t} already routes endpoint {id} of the same service"),
+            );
         }
     }
     Ok(tables)
@@ -149,34 +206,83 @@ impl SqliteStore {
         validate_endpoint_whitelist(&n.whitelist)?;
         check_policy(&n.policy_statement, &n.policy_document)?;
         let mut tx = self.begin().await?;
-        let svc = connectable_service(&mut tx, &caller, &n.service_id).await?
-            .ok_or_else(|| Rejection::new(Reason::NotFound, format!("endpoint service {} not found (or your account is not on its whitelist)", n.service_id)))?;
+        let svc = connectable_service(&mut tx, &caller, &n.service_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::NotFound,
+                    format!(
+                        "endpoint service {} not found (or your account is not on its whitelist)",
+                        n.service_id
+                    ),
+                )
+            })?;
         if svc.status != ServiceStatus::Available {
-            return reject(Reason::ServiceNotAvailable, format!("endpoint service {} is {}, not available", svc.id, svc.status));
+            return reject(
+                Reason::ServiceNotAvailable,
+                format!(
+                    "endpoint service {} is {}, not available",
+                    svc.id, svc.status
+                ),
+            );
         }
         let q = quota_of(&mut tx, &caller).await?;
         if q.endpoints_used >= q.endpoints_quota {
-            return reject(Reason::QuotaExceeded, format!("endpoint quota exceeded: {} of {} used", q.endpoints_used, q.endpoints_quota));
+            return reject(
+                Reason::QuotaExceeded,
+                format!(
+                    "endpoint quota exceeded: {} of {} used",
+                    q.endpoints_used, q.endpoints_quota
+                ),
+            );
         }
-        let vpc = find_vpc(&mut tx, &caller, &n.vpc_id).await?
-            .ok_or_else(|| Rejection::new(Reason::BadVpcId, format!("vpc_id: VPC {} not found", n.vpc_id)))?;
+        let vpc = find_vpc(&mut tx, &caller, &n.vpc_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadVpcId,
+                    format!("vpc_id: VPC {} not found", n.vpc_id),
+                )
+            })?;
         let id = new_id();
         let enable_policy = svc.service_type == ServiceType::Gateway;
         if !enable_policy && (n.policy_statement.is_some() || n.policy_document.is_some()) {
-            return reject(Reason::BadPolicy, "this endpoint service does not take endpoint policies");
+            return reject(
+                Reason::BadPolicy,
+                "this endpoint service does not take endpoint policies",
+            );
         }
         let (subnet_id, ip, routetables, enable_dns) = match svc.service_type {
             ServiceType::Interface => {
                 let Some(sid) = &n.subnet_id else {
-                    return reject(Reason::BadSubnetId, "subnet_id: required for an interface endpoint");
+                    return reject(
+                        Reason::BadSubnetId,
+                        "subnet_id: required for an interface endpoint",
+                    );
                 };
-                let subnet = find_subnet(&mut tx, &caller, sid).await?
-                    .ok_or_else(|| Rejection::new(Reason::BadSubnetId, format!("subnet_id: subnet {sid} not found")))?;
+                let subnet = find_subnet(&mut tx, &caller, sid).await?.ok_or_else(|| {
+                    Rejection::new(
+                        Reason::BadSubnetId,
+                        format!("subnet_id: subnet {sid} not found"),
+                    )
+                })?;
                 if subnet.vpc_id != vpc.id {
-                    return reject(Reason::SubnetNotInVpc, format!("subnet_id: subnet {sid} is not in VPC {}", vpc.id));
+                    return reject(
+                        Reason::SubnetNotInVpc,
+                        format!("subnet_id: subnet {sid} is not in VPC {}", vpc.id),
+                    );
                 }
-                if vpcep_model::overlaps_system_range(&vpcep_model::parse_cidr("cidr", &subnet.cidr)?) {
-                    return reject(Reason::CidrOverlapsSystemRange, format!("subnet_id: the subnet overlaps {}", vpcep_model::SYSTEM_RANGE));
+                if vpcep_model::overlaps_system_range(&vpcep_model::parse_cidr(
+                    "cidr",
+                    &subnet.cidr,
+                )?) {
+                    return reject(
+                        Reason::CidrOverlapsSystemRange,
+                        format!(
+                            "subnet_id: the subnet overlaps {}",
+                            vpcep_model::SYSTEM_RANGE
+                        ),
+                    );
                 }
                 if n.enable_dns {
                     let dup: Option<String> = sqlx::query_scalar("SELECT id FROM endpoints WHERE service_id = ? AND vpc_id = ? AND enable_dns = 1 AND status != 'deleting'")
@@ -189,13 +295,43 @@ impl SqliteStore {
                 (subnet.id, ip.to_string(), Vec::new(), n.enable_dns)
             }
             ServiceType::Gateway => {
-                let rts = check_route_tables(&mut tx, self, &caller, &vpc.id, &svc.id, n.routetables.clone(), None).await?;
-                (n.subnet_id.clone().unwrap_or_default(), String::new(), rts, false)
+                let rts = check_route_tables(
+                    &mut tx,
+                    self,
+                    &caller,
+                    &vpc.id,
+                    &svc.id,
+                    n.routetables.clone(),
+                    None,
+                )
+                .await?;
+                (
+                    n.subnet_id.clone().unwrap_or_default(),
+                    String::new(),
+                    rts,
+                    false,
+                )
             }
         };
-        let marker: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(marker_id) + 1, ?) FROM endpoints").bind(MARKER_ID_BASE).fetch_one(&mut *tx).await?;
-        let short = if svc.short_name.is_empty() { "service" } else { svc.short_name.as_str() };
-        let dns_name = if enable_dns { format!("{id}.{}.vpcep.{}.internal", short.to_lowercase().replace('_', "-"), n.region) } else { String::new() };
+        let marker: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(marker_id) + 1, ?) FROM endpoints")
+                .bind(MARKER_ID_BASE)
+                .fetch_one(&mut *tx)
+                .await?;
+        let short = if svc.short_name.is_empty() {
+            "service"
+        } else {
+            svc.short_name.as_str()
+        };
+        let dns_name = if enable_dns {
+            format!(
+                "{id}.{}.vpcep.{}.internal",
+                short.to_lowercase().replace('_', "-"),
+                n.region
+            )
+        } else {
+            String::new()
+        };
         let now = now_micros();
         let opt = |v: &Option<serde_json::Value>| v.as_ref().map(json_text).unwrap_or_default();
         sqlx::query("INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, whitelist, enable_whitelist, routetables, description, conn_description, policy_statement, policy_document, edition, error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 'default', '', ?, ?)")
@@ -204,18 +340,32 @@ impl SqliteStore {
             .bind(json_text(&n.whitelist)).bind(n.enable_whitelist).bind(json_text(&routetables)).bind(&n.description)
             .bind(opt(&n.policy_statement)).bind(opt(&n.policy_document)).bind(now).bind(now)
             .execute(&mut *tx).await?;
-        insert_tags(&mut tx, ResourceKind::Endpoint, &id, &caller.project_id, &n.tags).await?;
+        insert_tags(
+            &mut tx,
+            ResourceKind::Endpoint,
+            &id,
+            &caller.project_id,
+            &n.tags,
+        )
+        .await?;
         let ep = own_endpoint(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(ep)
     }
 
-    pub(crate) async fn list_endpoints(&self, caller: Caller, f: EndpointFilter, page: Page) -> Result<(Vec<Endpoint>, i64)> {
+    pub(crate) async fn list_endpoints(
+        &self,
+        caller: Caller,
+        f: EndpointFilter,
+        page: Page,
+    ) -> Result<(Vec<Endpoint>, i64)> {
         let mut c = self.read().await?;
         let mut where_ = String::from("e.project_id = ?");
         let mut args = vec![caller.project_id];
         if let Some(n) = f.service_name_like {
-            where_.push_str(" AND LOWER(COALESCE(s.service_name, e.service_name)) LIKE ? ESCAPE '\\'");
+            where_.push_str(
+                " AND LOWER(COALESCE(s.service_name, e.service_name)) LIKE ? ESCAPE '\\'",
+            );
             args.push(like_pattern(&n));
         }
         if let Some(v) = f.vpc_id {
@@ -237,7 +387,13 @@ impl SqliteStore {
     }
 
     /// Runs a consumer-side modification of an endpoint in one transaction.
-    async fn modify_endpoint(&self, caller: &Caller, id: &str, sql: &str, args: Vec<String>) -> Result<Endpoint> {
+    async fn modify_endpoint(
+        &self,
+        caller: &Caller,
+        id: &str,
+        sql: &str,
+        args: Vec<String>,
+    ) -> Result<Endpoint> {
         let mut tx = self.begin().await?;
         let ep = own_endpoint(&mut tx, caller, id).await?;
         ep.status.check_modifiable()?;
@@ -251,35 +407,72 @@ impl SqliteStore {
         Ok(ep)
     }
 
-    pub(crate) async fn update_endpoint_whitelist(&self, caller: Caller, id: String, whitelist: Vec<String>, enable: bool) -> Result<Endpoint> {
+    pub(crate) async fn update_endpoint_whitelist(
+        &self,
+        caller: Caller,
+        id: String,
+        whitelist: Vec<String>,
+        enable: bool,
+    ) -> Result<Endpoint> {
         validate_endpoint_whitelist(&whitelist)?;
         {
             let mut c = self.read().await?;
             if own_endpoint(&mut c, &caller, &id).await?.service_type != ServiceType::Interface {
-                return reject(Reason::BadEndpointWhitelist, "whitelist: only interface endpoints have a source whitelist");
+                return reject(
+                    Reason::BadEndpointWhitelist,
+                    "whitelist: only interface endpoints have a source whitelist",
+                );
             }
         }
-        self.modify_endpoint(&caller, &id, "UPDATE endpoints SET whitelist = ?, enable_whitelist = ?, updated_at = ? WHERE id = ?", vec![json_text(&whitelist), (enable as i64).to_string()]).await
+        self.modify_endpoint(
+            &caller,
+            &id,
+            "UPDATE endpoints SET whitelist = ?, enable_whitelist = ?, updated_at = ? WHERE id = ?",
+            vec![json_text(&whitelist), (enable as i64).to_string()],
+        )
+        .await
     }
 
-    pub(crate) async fn update_endpoint_policy(&self, caller: Caller, id: String, statement: Option<serde_json::Value>, document: Option<serde_json::Value>) -> Result<Endpoint> {
+    pub(crate) async fn update_endpoint_policy(
+        &self,
+        caller: Caller,
+        id: String,
+        statement: Option<serde_json::Value>,
+        document: Option<serde_json::Value>,
+    ) -> Result<Endpoint> {
         check_policy(&statement, &document)?;
         if statement.is_none() && document.is_none() {
-            return reject(Reason::BadPolicy, "give policy_statement or policy_document");
+            return reject(
+                Reason::BadPolicy,
+                "give policy_statement or policy_document",
+            );
         }
         {
             let mut c = self.read().await?;
             if own_endpoint(&mut c, &caller, &id).await?.service_type != ServiceType::Gateway {
-                return reject(Reason::BadPolicy, "this endpoint's service does not take endpoint policies");
+                return reject(
+                    Reason::BadPolicy,
+                    "this endpoint's service does not take endpoint policies",
+                );
             }
         }
         let ep = self.get_endpoint(caller.clone(), id.clone()).await?;
-        let st = statement.or(ep.policy_statement).map(|v| json_text(&v)).unwrap_or_default();
-        let doc = document.or(ep.policy_document).map(|v| json_text(&v)).unwrap_or_default();
+        let st = statement
+            .or(ep.policy_statement)
+            .map(|v| json_text(&v))
+            .unwrap_or_default();
+        let doc = document
+            .or(ep.policy_document)
+            .map(|v| json_text(&v))
+            .unwrap_or_default();
         self.modify_endpoint(&caller, &id, "UPDATE endpoints SET policy_statement = ?, policy_document = ?, updated_at = ? WHERE id = ?", vec![st, doc]).await
     }
 
-    pub(crate) async fn delete_endpoint_policy(&self, caller: Caller, id: String) -> Result<Endpoint> {
+    pub(crate) async fn delete_endpoint_policy(
+        &self,
+        caller: Caller,
+        id: String,
+    ) -> Result<Endpoint> {
         let ep = self.get_endpoint(caller.clone(), id.clone()).await?;
         if ep.policy_statement.is_none() && ep.policy_document.is_none() {
             return reject(Reason::NoPolicy, "the endpoint has no policy");
@@ -287,15 +480,37 @@ impl SqliteStore {
         self.modify_endpoint(&caller, &id, "UPDATE endpoints SET policy_statement = '', policy_document = '', updated_at = ? WHERE id = ?", vec![]).await
     }
 
-    pub(crate) async fn update_endpoint_routetables(&self, caller: Caller, id: String, routetables: Vec<String>) -> Result<Endpoint> {
+    pub(crate) async fn update_endpoint_routetables(
+        &self,
+        caller: Caller,
+        id: String,
+        routetables: Vec<String>,
+    ) -> Result<Endpoint> {
         let mut tx = self.begin().await?;
         let ep = own_endpoint(&mut tx, &caller, &id).await?;
         if ep.service_type != ServiceType::Gateway {
-            return reject(Reason::NotGatewayEndpoint, "routetables: only gateway endpoints have route tables");
+            return reject(
+                Reason::NotGatewayEndpoint,
+                "routetables: only gateway endpoints have route tables",
+            );
         }
         ep.status.check_modifiable()?;
-        let rts = check_route_tables(&mut tx, self, &caller, &ep.vpc_id, &ep.service_id, Some(routetables), Some(&id)).await?;
-        sqlx::query("UPDATE endpoints SET routetables = ?, updated_at = ? WHERE id = ?").bind(json_text(&rts)).bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        let rts = check_route_tables(
+            &mut tx,
+            self,
+            &caller,
+            &ep.vpc_id,
+            &ep.service_id,
+            Some(routetables),
+            Some(&id),
+        )
+        .await?;
+        sqlx::query("UPDATE endpoints SET routetables = ?, updated_at = ? WHERE id = ?")
+            .bind(json_text(&rts))
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         let ep = own_endpoint(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(ep)
@@ -307,7 +522,11 @@ impl SqliteStore {
         if ep.status == EndpointStatus::Deleting {
             return Ok(());
         }
-        sqlx::query("UPDATE endpoints SET status = 'deleting', updated_at = ? WHERE id = ?").bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE endpoints SET status = 'deleting', updated_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
@@ -316,14 +535,28 @@ impl SqliteStore {
         let ep = own_endpoint(&mut tx, &caller, &id).await?;
         ep.status.check_modifiable()?;
         if ep.service_type != ServiceType::Interface {
-            return reject(Reason::Unsupported, "only interface endpoints have editions");
+            return reject(
+                Reason::Unsupported,
+                "only interface endpoints have editions",
+            );
         }
-        let editions: Option<String> = sqlx::query_scalar("SELECT editions FROM services WHERE id = ?").bind(&ep.service_id).fetch_optional(&mut *tx).await?;
-        let editions: Vec<String> = editions.map(|e| from_json(&e)).transpose()?.unwrap_or_default();
+        let editions: Option<String> =
+            sqlx::query_scalar("SELECT editions FROM services WHERE id = ?")
+                .bind(&ep.service_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let editions: Vec<String> = editions
+            .map(|e| from_json(&e))
+            .transpose()?
+            .unwrap_or_default();
         if !editions.iter().any(|e| e == "profession") {
             return reject(Reason::Unsupported, "the endpoint service does not support professional endpoints; its owner must upgrade it first");
         }
-        sqlx::query("UPDATE endpoints SET edition = 'profession', updated_at = ? WHERE id = ?").bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE endpoints SET edition = 'profession', updated_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 }

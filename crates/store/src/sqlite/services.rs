@@ -5,8 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{
     full_service_name, validate_description, validate_tags, EndpointStatus, Permission,
-    PortMapping, Reason, Rejection, ServerType, ServiceStatus, ServiceType,
-    TcpProxy, MAX_PERMISSIONS,
+    PortMapping, Reason, Rejection, ServerType, ServiceStatus, ServiceType, TcpProxy,
+    MAX_PERMISSIONS,
 };
 
 use super::endpoints::{endpoint_by_id, endpoint_rows};
@@ -17,9 +17,8 @@ use super::{
     SqliteStore,
 };
 use crate::{
-    Caller, ConnectionFilter, Endpoint, NewPublicService, NewService, Page, PermissionRow,
-    Quota, ResourceKind, Result, Service, ServiceFilter, ServiceUpdate, StoreError,
-    LB_DEVICE_OWNER,
+    Caller, ConnectionFilter, Endpoint, NewPublicService, NewService, Page, PermissionRow, Quota,
+    ResourceKind, Result, Service, ServiceFilter, ServiceUpdate, StoreError, LB_DEVICE_OWNER,
 };
 
 const SERVICE_SELECT: &str = "SELECT s.*, (SELECT COUNT(*) FROM endpoints e WHERE e.service_id = s.id AND e.status IN ('creating', 'accepted')) AS connection_count FROM services s";
@@ -63,10 +62,22 @@ async fn with_tags(conn: &mut SqliteConnection, mut rows: Vec<Service>) -> Resul
 }
 
 /// The caller's own service (never a public one), in any status.
-pub(super) async fn own_service(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Service> {
+pub(super) async fn own_service(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Service> {
     let sql = format!("{SERVICE_SELECT} WHERE s.id = ? AND s.project_id = ? AND s.is_public = 0");
-    let row = sqlx::query(&sql).bind(id).bind(&caller.project_id).fetch_optional(&mut *conn).await?;
-    let svc = row.as_ref().map(service_row).transpose()?.ok_or_else(|| not_found("endpoint service"))?;
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(&caller.project_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let svc = row
+        .as_ref()
+        .map(service_row)
+        .transpose()?
+        .ok_or_else(|| not_found("endpoint service"))?;
     Ok(with_tags(conn, vec![svc]).await?.remove(0))
 }
 
@@ -75,9 +86,18 @@ const VISIBLE: &str = "(s.project_id = ? OR s.is_public = 1 OR EXISTS (SELECT 1 
 
 /// A service the caller may connect to: its own, a public one, or one whose whitelist
 /// names the caller's account. Anything else is reported as missing.
-pub(super) async fn connectable_service(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Option<Service>> {
+pub(super) async fn connectable_service(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Service>> {
     let sql = format!("{SERVICE_SELECT} WHERE s.id = ? AND s.status != 'deleting' AND {VISIBLE}");
-    let row = sqlx::query(&sql).bind(id).bind(&caller.project_id).bind(&caller.domain_id).fetch_optional(conn).await?;
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(&caller.project_id)
+        .bind(&caller.domain_id)
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(service_row).transpose()
 }
 
@@ -92,9 +112,19 @@ pub(super) async fn quota_of(conn: &mut SqliteConnection, caller: &Caller) -> Re
         .await?
         .ok_or_else(|| not_found("account"))?;
     Ok(Quota {
-        services_used: count(conn, "SELECT COUNT(*) FROM services WHERE project_id = ? AND is_public = 0", &caller.project_id).await?,
+        services_used: count(
+            conn,
+            "SELECT COUNT(*) FROM services WHERE project_id = ? AND is_public = 0",
+            &caller.project_id,
+        )
+        .await?,
         services_quota: row.try_get("service_quota")?,
-        endpoints_used: count(conn, "SELECT COUNT(*) FROM endpoints WHERE project_id = ?", &caller.project_id).await?,
+        endpoints_used: count(
+            conn,
+            "SELECT COUNT(*) FROM endpoints WHERE project_id = ?",
+            &caller.project_id,
+        )
+        .await?,
         endpoints_quota: row.try_get("endpoint_quota")?,
     })
 }
@@ -110,26 +140,51 @@ async fn check_backend(
     ports: &[PortMapping],
     except_service: Option<&str>,
 ) -> Result<String> {
-    let port = find_port(conn, caller, port_id).await?
-        .ok_or_else(|| Rejection::new(Reason::BadPortId, format!("port_id: port {port_id} not found")))?;
+    let port = find_port(conn, caller, port_id).await?.ok_or_else(|| {
+        Rejection::new(
+            Reason::BadPortId,
+            format!("port_id: port {port_id} not found"),
+        )
+    })?;
     if port.vpc_id != vpc_id {
-        return reject(Reason::PortNotInVpc, format!("port_id: port {port_id} is not in VPC {vpc_id}"));
+        return reject(
+            Reason::PortNotInVpc,
+            format!("port_id: port {port_id} is not in VPC {vpc_id}"),
+        );
     }
     let is_lb = port.device_owner == LB_DEVICE_OWNER;
     match server_type {
-        ServerType::Lb if !is_lb => return reject(Reason::BadPortId, format!("port_id: port {port_id} is not a load balancer's private IP (server_type LB)")),
-        ServerType::Vm | ServerType::Vip if is_lb => return reject(Reason::BadPortId, format!("port_id: port {port_id} belongs to a load balancer; use server_type LB")),
+        ServerType::Lb if !is_lb => {
+            return reject(
+                Reason::BadPortId,
+                format!(
+                    "port_id: port {port_id} is not a load balancer's private IP (server_type LB)"
+                ),
+            )
+        }
+        ServerType::Vm | ServerType::Vip if is_lb => {
+            return reject(
+                Reason::BadPortId,
+                format!("port_id: port {port_id} belongs to a load balancer; use server_type LB"),
+            )
+        }
         _ => {}
     }
-    let others: Vec<(String, String)> = sqlx::query_as("SELECT id, ports FROM services WHERE port_id = ? AND status != 'deleting'")
-        .bind(port_id).fetch_all(&mut *conn).await?;
+    let others: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, ports FROM services WHERE port_id = ? AND status != 'deleting'")
+            .bind(port_id)
+            .fetch_all(&mut *conn)
+            .await?;
     for (other_id, other_ports) in others {
         if Some(other_id.as_str()) == except_service {
             continue;
         }
         let other_ports: Vec<PortMapping> = from_json(&other_ports)?;
         for p in ports {
-            if other_ports.iter().any(|o| o.server_port == p.server_port && o.protocol == p.protocol) {
+            if other_ports
+                .iter()
+                .any(|o| o.server_port == p.server_port && o.protocol == p.protocol)
+            {
                 return reject(Reason::PortMappingConflict, format!("ports: server_port {} {} of this backend is already published by service {other_id}", p.server_port, p.protocol));
             }
         }
@@ -155,7 +210,13 @@ fn filter_sql(f: &ServiceFilter) -> (String, Vec<String>) {
     (sql, args)
 }
 
-async fn page_services(conn: &mut SqliteConnection, base_where: &str, base_args: &[&str], f: &ServiceFilter, page: &Page) -> Result<(Vec<Service>, i64)> {
+async fn page_services(
+    conn: &mut SqliteConnection,
+    base_where: &str,
+    base_args: &[&str],
+    f: &ServiceFilter,
+    page: &Page,
+) -> Result<(Vec<Service>, i64)> {
     let (extra, args) = filter_sql(f);
     let where_ = format!("WHERE {base_where}{extra}");
     let count_sql = format!("SELECT COUNT(*) FROM services s {where_}");
@@ -197,14 +258,37 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let q = quota_of(&mut tx, &caller).await?;
         if q.services_used >= q.services_quota {
-            return reject(Reason::QuotaExceeded, format!("endpoint service quota exceeded: {} of {} used", q.services_used, q.services_quota));
+            return reject(
+                Reason::QuotaExceeded,
+                format!(
+                    "endpoint service quota exceeded: {} of {} used",
+                    q.services_used, q.services_quota
+                ),
+            );
         }
-        find_vpc(&mut tx, &caller, &s.vpc_id).await?
-            .ok_or_else(|| Rejection::new(Reason::BadVpcId, format!("vpc_id: VPC {} not found", s.vpc_id)))?;
-        let backend_ip = check_backend(&mut tx, &caller, &s.vpc_id, &s.port_id, s.server_type, &s.ports, None).await?;
+        find_vpc(&mut tx, &caller, &s.vpc_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadVpcId,
+                    format!("vpc_id: VPC {} not found", s.vpc_id),
+                )
+            })?;
+        let backend_ip = check_backend(
+            &mut tx,
+            &caller,
+            &s.vpc_id,
+            &s.port_id,
+            s.server_type,
+            &s.ports,
+            None,
+        )
+        .await?;
         let id = new_id();
         let region: String = sqlx::query_scalar("SELECT region FROM projects WHERE id = ?")
-            .bind(&caller.project_id).fetch_one(&mut *tx).await?;
+            .bind(&caller.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let now = now_micros();
         sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'interface', ?, 'creating', ?, ?, 0, '', ?, '[\"basic\"]', '[]', '', ?, ?)")
             .bind(&id).bind(&caller.project_id).bind(&caller.domain_id).bind(s.name.as_str())
@@ -212,7 +296,14 @@ impl SqliteStore {
             .bind(s.server_type.as_str()).bind(s.approval_enabled).bind(s.tcp_proxy.as_str()).bind(&s.description)
             .bind(json_text(&s.ports)).bind(now).bind(now)
             .execute(&mut *tx).await?;
-        insert_tags(&mut tx, ResourceKind::Service, &id, &caller.project_id, &s.tags).await?;
+        insert_tags(
+            &mut tx,
+            ResourceKind::Service,
+            &id,
+            &caller.project_id,
+            &s.tags,
+        )
+        .await?;
         let svc = own_service(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(svc)
@@ -220,22 +311,42 @@ impl SqliteStore {
 
     pub(crate) async fn create_public_service(&self, s: NewPublicService) -> Result<Service> {
         if vpcep_model::validate_service_name(&s.name).is_err() || s.name.is_empty() {
-            return reject(Reason::BadServiceName, format!("name {:?}: 1-16 of letters, digits, '_' and '-'", s.name));
+            return reject(
+                Reason::BadServiceName,
+                format!("name {:?}: 1-16 of letters, digits, '_' and '-'", s.name),
+            );
         }
         let cidr = match (&s.cidr, s.service_type) {
             (Some(c), _) => vpcep_model::parse_cidr("cidr", c)?.to_string(),
-            (None, ServiceType::Gateway) => return reject(Reason::BadParameter, "a gateway service needs --cidr (the service's address range)"),
+            (None, ServiceType::Gateway) => {
+                return reject(
+                    Reason::BadParameter,
+                    "a gateway service needs --cidr (the service's address range)",
+                )
+            }
             (None, ServiceType::Interface) => String::new(),
         };
         if s.service_type == ServiceType::Interface && s.ports.is_empty() {
-            return reject(Reason::BadPortMapping, "an interface service needs at least one port mapping");
+            return reject(
+                Reason::BadPortMapping,
+                "an interface service needs at least one port mapping",
+            );
         }
         let id = new_id();
         let now = now_micros();
         let full = format!("com.vpcep.{}.{}", s.region, s.name);
         let mut tx = self.begin().await?;
-        if super::exists(&mut tx, "SELECT 1 FROM services WHERE service_name = ?", &[&full]).await? {
-            return reject(Reason::BadServiceName, format!("a public service named {full} exists already"));
+        if super::exists(
+            &mut tx,
+            "SELECT 1 FROM services WHERE service_name = ?",
+            &[&full],
+        )
+        .await?
+        {
+            return reject(
+                Reason::BadServiceName,
+                format!("a public service named {full} exists already"),
+            );
         }
         sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, created_at, updated_at) VALUES (?, '', '', ?, ?, '', '', ?, 'VM', ?, 0, 'creating', 'close', ?, 1, ?, ?, '[\"basic\"]', '[]', '', ?, ?)")
             .bind(&id).bind(&s.name).bind(&full).bind(s.backend_ip.to_string()).bind(s.service_type.as_str())
@@ -248,9 +359,21 @@ impl SqliteStore {
         Ok(svc)
     }
 
-    pub(crate) async fn list_services(&self, caller: Caller, f: ServiceFilter, page: Page) -> Result<(Vec<Service>, i64)> {
+    pub(crate) async fn list_services(
+        &self,
+        caller: Caller,
+        f: ServiceFilter,
+        page: Page,
+    ) -> Result<(Vec<Service>, i64)> {
         let mut c = self.read().await?;
-        page_services(&mut c, "s.project_id = ? AND s.is_public = 0", &[&caller.project_id], &f, &page).await
+        page_services(
+            &mut c,
+            "s.project_id = ? AND s.is_public = 0",
+            &[&caller.project_id],
+            &f,
+            &page,
+        )
+        .await
     }
 
     pub(crate) async fn get_service(&self, caller: Caller, id: String) -> Result<Service> {
@@ -258,24 +381,49 @@ impl SqliteStore {
         own_service(&mut c, &caller, &id).await
     }
 
-    pub(crate) async fn describe_service(&self, caller: Caller, id: Option<String>, name: Option<String>) -> Result<Service> {
+    pub(crate) async fn describe_service(
+        &self,
+        caller: Caller,
+        id: Option<String>,
+        name: Option<String>,
+    ) -> Result<Service> {
         let mut c = self.read().await?;
         let (col, val) = match (id, name) {
             (Some(id), _) => ("s.id", id),
             (None, Some(n)) => ("s.service_name", n),
-            (None, None) => return reject(Reason::BadParameter, "give endpoint_service_name or id"),
+            (None, None) => {
+                return reject(Reason::BadParameter, "give endpoint_service_name or id")
+            }
         };
-        let sql = format!("{SERVICE_SELECT} WHERE {col} = ? AND s.status != 'deleting' AND {VISIBLE}");
-        let row = sqlx::query(&sql).bind(&val).bind(&caller.project_id).bind(&caller.domain_id).fetch_optional(&mut *c).await?;
-        row.as_ref().map(service_row).transpose()?.ok_or_else(|| not_found("endpoint service"))
+        let sql =
+            format!("{SERVICE_SELECT} WHERE {col} = ? AND s.status != 'deleting' AND {VISIBLE}");
+        let row = sqlx::query(&sql)
+            .bind(&val)
+            .bind(&caller.project_id)
+            .bind(&caller.domain_id)
+            .fetch_optional(&mut *c)
+            .await?;
+        row.as_ref()
+            .map(service_row)
+            .transpose()?
+            .ok_or_else(|| not_found("endpoint service"))
     }
 
-    pub(crate) async fn list_public_services(&self, f: ServiceFilter, page: Page) -> Result<(Vec<Service>, i64)> {
+    pub(crate) async fn list_public_services(
+        &self,
+        f: ServiceFilter,
+        page: Page,
+    ) -> Result<(Vec<Service>, i64)> {
         let mut c = self.read().await?;
         page_services(&mut c, "s.is_public = 1", &[], &f, &page).await
     }
 
-    pub(crate) async fn update_service(&self, caller: Caller, id: String, u: ServiceUpdate) -> Result<Service> {
+    pub(crate) async fn update_service(
+        &self,
+        caller: Caller,
+        id: String,
+        u: ServiceUpdate,
+    ) -> Result<Service> {
         if let Some(d) = &u.description {
             validate_description("description", d)?;
         }
@@ -286,15 +434,34 @@ impl SqliteStore {
                 return reject(Reason::PortMappingsImmutable, "ports: port mappings cannot be changed after the service is created; create a new service instead");
             }
         }
-        let touches = u.approval_enabled.is_some() || u.name.is_some() || u.port_id.is_some() || u.tcp_proxy.is_some() || u.description.is_some();
+        let touches = u.approval_enabled.is_some()
+            || u.name.is_some()
+            || u.port_id.is_some()
+            || u.tcp_proxy.is_some()
+            || u.description.is_some();
         if touches && svc.status != ServiceStatus::Available {
-            return reject(Reason::StateForbids, format!("the service is {} and cannot be changed now", svc.status));
+            return reject(
+                Reason::StateForbids,
+                format!("the service is {} and cannot be changed now", svc.status),
+            );
         }
         let mut backend_ip = svc.backend_ip.clone();
         if let Some(p) = &u.port_id {
-            backend_ip = check_backend(&mut tx, &caller, &svc.vpc_id, p, svc.server_type, &svc.ports, Some(&id)).await?;
+            backend_ip = check_backend(
+                &mut tx,
+                &caller,
+                &svc.vpc_id,
+                p,
+                svc.server_type,
+                &svc.ports,
+                Some(&id),
+            )
+            .await?;
         }
-        let region: String = sqlx::query_scalar("SELECT region FROM projects WHERE id = ?").bind(&caller.project_id).fetch_one(&mut *tx).await?;
+        let region: String = sqlx::query_scalar("SELECT region FROM projects WHERE id = ?")
+            .bind(&caller.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let (short, full) = match &u.name {
             Some(n) => (n.as_str().to_owned(), full_service_name(&region, n, &id)),
             None => (svc.short_name.clone(), svc.service_name.clone()),
@@ -312,9 +479,16 @@ impl SqliteStore {
 
     pub(crate) async fn delete_service(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        let public: Option<i64> = sqlx::query_scalar("SELECT 1 FROM services WHERE id = ? AND is_public = 1").bind(&id).fetch_optional(&mut *tx).await?;
+        let public: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM services WHERE id = ? AND is_public = 1")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if public.is_some() {
-            return reject(Reason::SystemServiceImmutable, "a system (cloud) service cannot be deleted");
+            return reject(
+                Reason::SystemServiceImmutable,
+                "a system (cloud) service cannot be deleted",
+            );
         }
         let svc = own_service(&mut tx, &caller, &id).await?;
         if svc.status == ServiceStatus::Deleting {
@@ -323,31 +497,60 @@ impl SqliteStore {
         if svc.connection_count > 0 {
             return reject(Reason::ServiceInUse, format!("the service has {} endpoint(s) connected (accepted or creating); delete or reject them first", svc.connection_count));
         }
-        sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?").bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
-    pub(crate) async fn add_server_resources(&self, caller: Caller, id: String, resources: Vec<String>) -> Result<()> {
+    pub(crate) async fn add_server_resources(
+        &self,
+        caller: Caller,
+        id: String,
+        resources: Vec<String>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let svc = own_service(&mut tx, &caller, &id).await?;
         if svc.server_type != ServerType::Lb {
             return reject(Reason::BadServerType, "server resources can be added only to a service whose backend is a load balancer (server_type LB)");
         }
         if resources.is_empty() {
-            return reject(Reason::BadParameter, "server_resources: at least one resource is required");
+            return reject(
+                Reason::BadParameter,
+                "server_resources: at least one resource is required",
+            );
         }
-        let mut list: Vec<String> = from_json(&sqlx::query_scalar::<_, String>("SELECT server_resources FROM services WHERE id = ?").bind(&id).fetch_one(&mut *tx).await?)?;
+        let mut list: Vec<String> = from_json(
+            &sqlx::query_scalar::<_, String>("SELECT server_resources FROM services WHERE id = ?")
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
         for r in resources {
-            let port = find_port(&mut tx, &caller, &r).await?
-                .ok_or_else(|| Rejection::new(Reason::BadPortId, format!("server_resources: resource {r} not found")))?;
+            let port = find_port(&mut tx, &caller, &r).await?.ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadPortId,
+                    format!("server_resources: resource {r} not found"),
+                )
+            })?;
             if port.device_owner != LB_DEVICE_OWNER || port.vpc_id != svc.vpc_id {
-                return reject(Reason::BadPortId, format!("server_resources: {r} is not a load balancer in the service's VPC"));
+                return reject(
+                    Reason::BadPortId,
+                    format!("server_resources: {r} is not a load balancer in the service's VPC"),
+                );
             }
             if !list.contains(&r) && r != svc.port_id {
                 list.push(r);
             }
         }
-        sqlx::query("UPDATE services SET server_resources = ?, updated_at = ? WHERE id = ?").bind(json_text(&list)).bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE services SET server_resources = ?, updated_at = ? WHERE id = ?")
+            .bind(json_text(&list))
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
@@ -355,13 +558,22 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let svc = own_service(&mut tx, &caller, &id).await?;
         if svc.status != ServiceStatus::Available {
-            return reject(Reason::StateForbids, format!("the service is {} and cannot be upgraded now", svc.status));
+            return reject(
+                Reason::StateForbids,
+                format!("the service is {} and cannot be upgraded now", svc.status),
+            );
         }
         sqlx::query("UPDATE services SET editions = '[\"basic\",\"profession\"]', updated_at = ? WHERE id = ?").bind(now_micros()).bind(&id).execute(&mut *tx).await?;
         self.commit(tx).await
     }
 
-    pub(crate) async fn list_connections(&self, caller: Caller, service_id: String, f: ConnectionFilter, page: Page) -> Result<(Vec<Endpoint>, i64)> {
+    pub(crate) async fn list_connections(
+        &self,
+        caller: Caller,
+        service_id: String,
+        f: ConnectionFilter,
+        page: Page,
+    ) -> Result<(Vec<Endpoint>, i64)> {
         let mut c = self.read().await?;
         own_service(&mut c, &caller, &service_id).await?;
         let mut where_ = String::from("e.service_id = ?");
@@ -381,20 +593,44 @@ impl SqliteStore {
         endpoint_rows(&mut c, &where_, &args, Some(&page)).await
     }
 
-    pub(crate) async fn decide_connection(&self, caller: Caller, service_id: String, endpoint_id: String, accept: bool) -> Result<Endpoint> {
+    pub(crate) async fn decide_connection(
+        &self,
+        caller: Caller,
+        service_id: String,
+        endpoint_id: String,
+        accept: bool,
+    ) -> Result<Endpoint> {
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
-        let ep = endpoint_by_id(&mut tx, &endpoint_id).await?
+        let ep = endpoint_by_id(&mut tx, &endpoint_id)
+            .await?
             .filter(|e| e.service_id == service_id)
-            .ok_or_else(|| Rejection::new(Reason::EndpointNotConnected, format!("endpoints: {endpoint_id} is not connected to this service")))?;
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::EndpointNotConnected,
+                    format!("endpoints: {endpoint_id} is not connected to this service"),
+                )
+            })?;
         let next = ep.status.decide(accept)?;
-        sqlx::query("UPDATE endpoints SET status = ?, updated_at = ? WHERE id = ?").bind(next.as_str()).bind(now_micros()).bind(&endpoint_id).execute(&mut *tx).await?;
-        let ep = endpoint_by_id(&mut tx, &endpoint_id).await?.ok_or_else(|| not_found("endpoint"))?;
+        sqlx::query("UPDATE endpoints SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(next.as_str())
+            .bind(now_micros())
+            .bind(&endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+        let ep = endpoint_by_id(&mut tx, &endpoint_id)
+            .await?
+            .ok_or_else(|| not_found("endpoint"))?;
         self.commit(tx).await?;
         Ok(ep)
     }
 
-    pub(crate) async fn describe_connections(&self, caller: Caller, service_id: String, items: Vec<(String, String)>) -> Result<Vec<Endpoint>> {
+    pub(crate) async fn describe_connections(
+        &self,
+        caller: Caller,
+        service_id: String,
+        items: Vec<(String, String)>,
+    ) -> Result<Vec<Endpoint>> {
         for (_, d) in &items {
             validate_description("description", d)?;
         }
@@ -402,30 +638,66 @@ impl SqliteStore {
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for (id, desc) in items {
-            let res = sqlx::query("UPDATE endpoints SET conn_description = ? WHERE id = ? AND service_id = ?").bind(&desc).bind(&id).bind(&service_id).execute(&mut *tx).await?;
+            let res = sqlx::query(
+                "UPDATE endpoints SET conn_description = ? WHERE id = ? AND service_id = ?",
+            )
+            .bind(&desc)
+            .bind(&id)
+            .bind(&service_id)
+            .execute(&mut *tx)
+            .await?;
             if res.rows_affected() == 0 {
-                return reject(Reason::EndpointNotConnected, format!("connections: {id} is not connected to this service"));
+                return reject(
+                    Reason::EndpointNotConnected,
+                    format!("connections: {id} is not connected to this service"),
+                );
             }
-            out.push(endpoint_by_id(&mut tx, &id).await?.ok_or_else(|| not_found("endpoint"))?);
+            out.push(
+                endpoint_by_id(&mut tx, &id)
+                    .await?
+                    .ok_or_else(|| not_found("endpoint"))?,
+            );
         }
         self.commit(tx).await?;
         Ok(out)
     }
 
-    pub(crate) async fn list_permissions(&self, caller: Caller, service_id: String, like: Option<String>, page: Page) -> Result<(Vec<PermissionRow>, i64)> {
+    pub(crate) async fn list_permissions(
+        &self,
+        caller: Caller,
+        service_id: String,
+        like: Option<String>,
+        page: Page,
+    ) -> Result<(Vec<PermissionRow>, i64)> {
         let mut c = self.read().await?;
         own_service(&mut c, &caller, &service_id).await?;
         let pat = like.as_deref().map(like_pattern);
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM permissions WHERE service_id = ? AND (? IS NULL OR LOWER(permission) LIKE ? ESCAPE '\\')")
             .bind(&service_id).bind(&pat).bind(&pat).fetch_one(&mut *c).await?;
         let sql = format!("SELECT * FROM permissions WHERE service_id = ? AND (? IS NULL OR LOWER(permission) LIKE ? ESCAPE '\\'){}", order_clause(&Page { sort: crate::SortKey::Created, ..page }, ""));
-        let rows = sqlx::query(&sql).bind(&service_id).bind(&pat).bind(&pat).fetch_all(&mut *c).await?;
-        Ok((rows.iter().map(permission_row).collect::<Result<_>>()?, total))
+        let rows = sqlx::query(&sql)
+            .bind(&service_id)
+            .bind(&pat)
+            .bind(&pat)
+            .fetch_all(&mut *c)
+            .await?;
+        Ok((
+            rows.iter().map(permission_row).collect::<Result<_>>()?,
+            total,
+        ))
     }
 
-    pub(crate) async fn add_permissions(&self, caller: Caller, service_id: String, entries: Vec<(String, String)>) -> Result<Vec<PermissionRow>> {
+    pub(crate) async fn add_permissions(
+        &self,
+        caller: Caller,
+        service_id: String,
+        entries: Vec<(String, String)>,
+    ) -> Result<Vec<PermissionRow>> {
         if entries.is_empty() {
-            return reject(Reason::EmptyPermissionList, "permissions: the list is empty");
+            return reject(
+                Reason::EmptyPermissionList,
+                "permissions: the list is empty",
+            );
         }
         let mut parsed = Vec::with_capacity(entries.len());
         for (raw, desc) in &entries {
@@ -437,7 +709,12 @@ impl SqliteStore {
         let now = now_micros();
         let mut out = Vec::new();
         for (perm, desc) in parsed {
-            let existing = sqlx::query("SELECT * FROM permissions WHERE service_id = ? AND permission = ?").bind(&service_id).bind(&perm).fetch_optional(&mut *tx).await?;
+            let existing =
+                sqlx::query("SELECT * FROM permissions WHERE service_id = ? AND permission = ?")
+                    .bind(&service_id)
+                    .bind(&perm)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(r) = existing {
                 out.push(permission_row(&r)?);
                 continue;
@@ -445,26 +722,58 @@ impl SqliteStore {
             let id = new_id();
             sqlx::query("INSERT INTO permissions (id, service_id, permission, permission_type, description, created_at) VALUES (?, ?, ?, 'domainId', ?, ?)")
                 .bind(&id).bind(&service_id).bind(&perm).bind(&desc).bind(now).execute(&mut *tx).await?;
-            out.push(PermissionRow { id, permission: perm, permission_type: "domainId".into(), description: desc, created_at: now });
+            out.push(PermissionRow {
+                id,
+                permission: perm,
+                permission_type: "domainId".into(),
+                description: desc,
+                created_at: now,
+            });
         }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM permissions WHERE service_id = ?").bind(&service_id).fetch_one(&mut *tx).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM permissions WHERE service_id = ?")
+            .bind(&service_id)
+            .fetch_one(&mut *tx)
+            .await?;
         if n as usize > MAX_PERMISSIONS {
-            return reject(Reason::PermissionListFull, format!("the whitelist holds at most {MAX_PERMISSIONS} entries; add * or remove some"));
+            return reject(
+                Reason::PermissionListFull,
+                format!(
+                    "the whitelist holds at most {MAX_PERMISSIONS} entries; add * or remove some"
+                ),
+            );
         }
         self.commit(tx).await?;
         Ok(out)
     }
 
-    pub(crate) async fn remove_permissions(&self, caller: Caller, service_id: String, entries: Vec<String>) -> Result<Vec<PermissionRow>> {
+    pub(crate) async fn remove_permissions(
+        &self,
+        caller: Caller,
+        service_id: String,
+        entries: Vec<String>,
+    ) -> Result<Vec<PermissionRow>> {
         if entries.is_empty() {
-            return reject(Reason::EmptyPermissionList, "permissions: the list is empty");
+            return reject(
+                Reason::EmptyPermissionList,
+                "permissions: the list is empty",
+            );
         }
-        let canon = entries.iter().map(|e| Permission::parse(e).map(|p| p.canonical())).collect::<std::result::Result<Vec<_>, _>>()?;
+        let canon = entries
+            .iter()
+            .map(|e| Permission::parse(e).map(|p| p.canonical()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for p in canon {
-            if let Some(r) = sqlx::query("DELETE FROM permissions WHERE service_id = ? AND permission = ? RETURNING *").bind(&service_id).bind(&p).fetch_optional(&mut *tx).await? {
+            if let Some(r) = sqlx::query(
+                "DELETE FROM permissions WHERE service_id = ? AND permission = ? RETURNING *",
+            )
+            .bind(&service_id)
+            .bind(&p)
+            .fetch_optional(&mut *tx)
+            .await?
+            {
                 out.push(permission_row(&r)?);
             }
         }
@@ -472,28 +781,59 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub(crate) async fn remove_permission_ids(&self, caller: Caller, service_id: String, ids: Vec<String>) -> Result<Vec<PermissionRow>> {
+    pub(crate) async fn remove_permission_ids(
+        &self,
+        caller: Caller,
+        service_id: String,
+        ids: Vec<String>,
+    ) -> Result<Vec<PermissionRow>> {
         if ids.is_empty() {
-            return reject(Reason::EmptyPermissionList, "permissions: the list is empty");
+            return reject(
+                Reason::EmptyPermissionList,
+                "permissions: the list is empty",
+            );
         }
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for id in ids {
-            let r = sqlx::query("DELETE FROM permissions WHERE service_id = ? AND id = ? RETURNING *").bind(&service_id).bind(&id).fetch_optional(&mut *tx).await?
-                .ok_or_else(|| Rejection::new(Reason::NotFound, format!("permissions: whitelist entry {id} not found")))?;
+            let r =
+                sqlx::query("DELETE FROM permissions WHERE service_id = ? AND id = ? RETURNING *")
+                    .bind(&service_id)
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            Reason::NotFound,
+                            format!("permissions: whitelist entry {id} not found"),
+                        )
+                    })?;
             out.push(permission_row(&r)?);
         }
         self.commit(tx).await?;
         Ok(out)
     }
 
-    pub(crate) async fn describe_permission(&self, caller: Caller, service_id: String, id: String, description: String) -> Result<PermissionRow> {
+    pub(crate) async fn describe_permission(
+        &self,
+        caller: Caller,
+        service_id: String,
+        id: String,
+        description: String,
+    ) -> Result<PermissionRow> {
         validate_description("description", &description)?;
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
-        let r = sqlx::query("UPDATE permissions SET description = ? WHERE service_id = ? AND id = ? RETURNING *").bind(&description).bind(&service_id).bind(&id).fetch_optional(&mut *tx).await?
-            .ok_or_else(|| not_found("whitelist entry"))?;
+        let r = sqlx::query(
+            "UPDATE permissions SET description = ? WHERE service_id = ? AND id = ? RETURNING *",
+        )
+        .bind(&description)
+        .bind(&service_id)
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found("whitelist entry"))?;
         let row = permission_row(&r)?;
         self.commit(tx).await?;
         Ok(row)

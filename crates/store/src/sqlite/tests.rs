@@ -6,8 +6,14 @@ use crate::*;
 async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let a = store.create_account("alice".into(), "r1".into()).await.unwrap();
-    let caller = Caller { domain_id: a.domain_id, project_id: a.project_id };
+    let a = store
+        .create_account("alice".into(), "r1".into())
+        .await
+        .unwrap();
+    let caller = Caller {
+        domain_id: a.domain_id,
+        project_id: a.project_id,
+    };
     (dir, store, caller)
 }
 
@@ -22,7 +28,10 @@ fn reason(e: StoreError) -> Reason {
 async fn secrets_are_not_stored_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let a = store.create_account("bob".into(), "r1".into()).await.unwrap();
+    let a = store
+        .create_account("bob".into(), "r1".into())
+        .await
+        .unwrap();
     store.close().await;
     let db = std::fs::read(dir.path().join("vpcep.db")).unwrap();
     let wal = std::fs::read(dir.path().join("vpcep.db-wal")).unwrap_or_default();
@@ -32,19 +41,65 @@ async fn secrets_are_not_stored_in_clear() {
         assert!(!hay.contains(&a.password));
     }
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let cred = store.credential(a.access_key.clone()).await.unwrap().unwrap();
+    let cred = store
+        .credential(a.access_key.clone())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cred.secret_key, a.secret_key);
-    assert!(store.login("bob".into(), a.password.clone(), "r1".into()).await.unwrap().is_some());
-    assert!(store.login("bob".into(), "wrong".into(), "r1".into()).await.unwrap().is_none());
+    assert!(store
+        .login("bob".into(), a.password.clone(), "r1".into())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .login("bob".into(), "wrong".into(), "r1".into())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
 async fn service_lifecycle_and_isolation() {
     let (_dir, store, alice) = setup().await;
     let rev0 = store.revision().await.unwrap();
-    let vpc = store.create_vpc(alice.clone(), NewVpc { name: "v".into(), cidr: "192.168.0.0/16".into(), description: String::new() }).await.unwrap();
-    let sub = store.create_subnet(alice.clone(), NewSubnet { vpc_id: vpc.id.clone(), name: "s".into(), cidr: "192.168.0.0/24".into(), gateway_ip: None, description: String::new() }).await.unwrap();
-    let port = store.create_port(alice.clone(), NewPort { subnet_id: sub.id.clone(), name: "vm".into(), ip: None, device_owner: String::new(), device_id: String::new() }).await.unwrap();
+    let vpc = store
+        .create_vpc(
+            alice.clone(),
+            NewVpc {
+                name: "v".into(),
+                cidr: "192.168.0.0/16".into(),
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let sub = store
+        .create_subnet(
+            alice.clone(),
+            NewSubnet {
+                vpc_id: vpc.id.clone(),
+                name: "s".into(),
+                cidr: "192.168.0.0/24".into(),
+                gateway_ip: None,
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let port = store
+        .create_port(
+            alice.clone(),
+            NewPort {
+                subnet_id: sub.id.clone(),
+                name: "vm".into(),
+                ip: None,
+                device_owner: String::new(),
+                device_id: String::new(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(port.ip, "192.168.0.3");
     let new = NewService {
         vpc_id: vpc.id.clone(),
@@ -54,27 +109,92 @@ async fn service_lifecycle_and_isolation() {
         approval_enabled: false,
         tcp_proxy: TcpProxy::Close,
         description: String::new(),
-        ports: vec![PortMapping { client_port: 80, server_port: 8080, protocol: Protocol::Tcp }],
+        ports: vec![PortMapping {
+            client_port: 80,
+            server_port: 8080,
+            protocol: Protocol::Tcp,
+        }],
         tags: vec![],
     };
-    let svc = store.create_service(alice.clone(), new.clone()).await.unwrap();
+    let svc = store
+        .create_service(alice.clone(), new.clone())
+        .await
+        .unwrap();
     assert_eq!(svc.service_name, format!("r1.web.{}", svc.id));
     assert!(store.revision().await.unwrap() > rev0);
     // The same server port of the same backend cannot be published twice.
-    assert_eq!(reason(store.create_service(alice.clone(), new.clone()).await.unwrap_err()), Reason::PortMappingConflict);
+    assert_eq!(
+        reason(
+            store
+                .create_service(alice.clone(), new.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::PortMappingConflict
+    );
     // LB type needs an LB port.
-    let lb = NewService { server_type: ServerType::Lb, ..new.clone() };
-    assert_eq!(reason(store.create_service(alice.clone(), lb).await.unwrap_err()), Reason::BadPortId);
+    let lb = NewService {
+        server_type: ServerType::Lb,
+        ..new.clone()
+    };
+    assert_eq!(
+        reason(store.create_service(alice.clone(), lb).await.unwrap_err()),
+        Reason::BadPortId
+    );
 
-    let b = store.create_account("bob".into(), "r1".into()).await.unwrap();
-    let bob = Caller { domain_id: b.domain_id, project_id: b.project_id };
-    assert_eq!(reason(store.get_service(bob.clone(), svc.id.clone()).await.unwrap_err()), Reason::NotFound);
-    assert_eq!(reason(store.get_vpc(bob.clone(), vpc.id.clone()).await.unwrap_err()), Reason::NotFound);
+    let b = store
+        .create_account("bob".into(), "r1".into())
+        .await
+        .unwrap();
+    let bob = Caller {
+        domain_id: b.domain_id,
+        project_id: b.project_id,
+    };
+    assert_eq!(
+        reason(
+            store
+                .get_service(bob.clone(), svc.id.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::NotFound
+    );
+    assert_eq!(
+        reason(
+            store
+                .get_vpc(bob.clone(), vpc.id.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::NotFound
+    );
 
     store.settle_service(svc.id.clone(), Ok(())).await.unwrap();
     // Bob is not whitelisted: the service looks missing to him.
-    let bvpc = store.create_vpc(bob.clone(), NewVpc { name: "v".into(), cidr: "192.168.0.0/16".into(), description: String::new() }).await.unwrap();
-    let bsub = store.create_subnet(bob.clone(), NewSubnet { vpc_id: bvpc.id.clone(), name: "s".into(), cidr: "192.168.0.0/24".into(), gateway_ip: None, description: String::new() }).await.unwrap();
+    let bvpc = store
+        .create_vpc(
+            bob.clone(),
+            NewVpc {
+                name: "v".into(),
+                cidr: "192.168.0.0/16".into(),
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let bsub = store
+        .create_subnet(
+            bob.clone(),
+            NewSubnet {
+                vpc_id: bvpc.id.clone(),
+                name: "s".into(),
+                cidr: "192.168.0.0/24".into(),
+                gateway_ip: None,
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
     let ep = NewEndpoint {
         service_id: svc.id.clone(),
         vpc_id: bvpc.id.clone(),
@@ -90,18 +210,57 @@ async fn service_lifecycle_and_isolation() {
         policy_document: None,
         region: "r1".into(),
     };
-    assert_eq!(reason(store.create_endpoint(bob.clone(), ep.clone()).await.unwrap_err()), Reason::NotFound);
-    store.add_permissions(alice.clone(), svc.id.clone(), vec![(format!("iam:domain::{}", bob.domain_id), String::new())]).await.unwrap();
-    let e = store.create_endpoint(bob.clone(), ep.clone()).await.unwrap();
+    assert_eq!(
+        reason(
+            store
+                .create_endpoint(bob.clone(), ep.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::NotFound
+    );
+    store
+        .add_permissions(
+            alice.clone(),
+            svc.id.clone(),
+            vec![(format!("iam:domain::{}", bob.domain_id), String::new())],
+        )
+        .await
+        .unwrap();
+    let e = store
+        .create_endpoint(bob.clone(), ep.clone())
+        .await
+        .unwrap();
     assert_eq!(e.status, vpcep_model::EndpointStatus::Creating);
     assert_eq!(e.ip, "192.168.0.3");
     assert!(e.marker_id >= vpcep_model::MARKER_ID_BASE);
     store.settle_endpoint(e.id.clone(), Ok(())).await.unwrap();
-    assert_eq!(store.get_endpoint(bob.clone(), e.id.clone()).await.unwrap().status, vpcep_model::EndpointStatus::Accepted);
-    assert_eq!(reason(store.delete_service(alice.clone(), svc.id.clone()).await.unwrap_err()), Reason::ServiceInUse);
-    store.delete_endpoint(bob.clone(), e.id.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .get_endpoint(bob.clone(), e.id.clone())
+            .await
+            .unwrap()
+            .status,
+        vpcep_model::EndpointStatus::Accepted
+    );
+    assert_eq!(
+        reason(
+            store
+                .delete_service(alice.clone(), svc.id.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::ServiceInUse
+    );
+    store
+        .delete_endpoint(bob.clone(), e.id.clone())
+        .await
+        .unwrap();
     store.finish_endpoint_deletion(e.id.clone()).await.unwrap();
-    store.delete_service(alice.clone(), svc.id.clone()).await.unwrap();
+    store
+        .delete_service(alice.clone(), svc.id.clone())
+        .await
+        .unwrap();
     store.finish_service_deletion(svc.id.clone()).await.unwrap();
     assert!(store.transitional().await.unwrap().is_empty());
 }

@@ -11,8 +11,8 @@ use vpcep_model::{check_subnet_cidr, parse_cidr, subnet_hosts, Reason, Rejection
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
 use crate::secrets::random_bytes;
 use crate::{
-    Caller, NewPort, NewRouteTable, NewSubnet, NewVpc, Port, PortFilter, Result, Route,
-    RouteTable, RouteTableUpdate, Subnet, Vpc,
+    Caller, NewPort, NewRouteTable, NewSubnet, NewVpc, Port, PortFilter, Result, Route, RouteTable,
+    RouteTableUpdate, Subnet, Vpc,
 };
 
 fn check_name(field: &str, name: &str) -> Result<()> {
@@ -71,7 +71,11 @@ fn port_row(r: &SqliteRow) -> Result<Port> {
     })
 }
 
-pub(super) async fn find_vpc(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Option<Vpc>> {
+pub(super) async fn find_vpc(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Vpc>> {
     let row = sqlx::query("SELECT * FROM vpcs WHERE id = ? AND project_id = ?")
         .bind(id)
         .bind(&caller.project_id)
@@ -80,7 +84,11 @@ pub(super) async fn find_vpc(conn: &mut SqliteConnection, caller: &Caller, id: &
     row.as_ref().map(vpc_row).transpose()
 }
 
-pub(super) async fn find_subnet(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Option<Subnet>> {
+pub(super) async fn find_subnet(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Subnet>> {
     let row = sqlx::query("SELECT * FROM subnets WHERE id = ? AND project_id = ?")
         .bind(id)
         .bind(&caller.project_id)
@@ -89,7 +97,11 @@ pub(super) async fn find_subnet(conn: &mut SqliteConnection, caller: &Caller, id
     row.as_ref().map(subnet_row).transpose()
 }
 
-pub(super) async fn find_port(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Option<Port>> {
+pub(super) async fn find_port(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Port>> {
     let sql = format!("SELECT {PORT_COLS} WHERE p.id = ? AND p.project_id = ?");
     let row = sqlx::query(&sql)
         .bind(id)
@@ -118,29 +130,44 @@ pub(super) async fn claim_address(
     if let Ok(gw) = subnet.gateway_ip.parse() {
         reserved.insert(gw);
     }
-    let taken: HashSet<Ipv4Addr> = sqlx::query_scalar::<_, String>("SELECT ip FROM addresses WHERE subnet_id = ?")
-        .bind(&subnet.id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let taken: HashSet<Ipv4Addr> =
+        sqlx::query_scalar::<_, String>("SELECT ip FROM addresses WHERE subnet_id = ?")
+            .bind(&subnet.id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
     let ip = match requested {
         Some(ip) => {
             if !net.contains(&ip) {
-                return reject(Reason::PortIpOutsideSubnet, format!("port_ip: {ip} is outside the subnet {net}"));
+                return reject(
+                    Reason::PortIpOutsideSubnet,
+                    format!("port_ip: {ip} is outside the subnet {net}"),
+                );
             }
             if reserved.contains(&ip) {
-                return reject(Reason::BadPortIp, format!("port_ip: {ip} is reserved in subnet {net}"));
+                return reject(
+                    Reason::BadPortIp,
+                    format!("port_ip: {ip} is reserved in subnet {net}"),
+                );
             }
             if taken.contains(&ip) {
-                return reject(Reason::PortIpInUse, format!("port_ip: {ip} is already in use"));
+                return reject(
+                    Reason::PortIpInUse,
+                    format!("port_ip: {ip} is already in use"),
+                );
             }
             ip
         }
         None => match subnet_hosts(&net).find(|a| !reserved.contains(a) && !taken.contains(a)) {
             Some(ip) => ip,
-            None => return reject(Reason::SubnetFull, format!("subnet {net} has no free address")),
+            None => {
+                return reject(
+                    Reason::SubnetFull,
+                    format!("subnet {net} has no free address"),
+                )
+            }
         },
     };
     sqlx::query("INSERT INTO addresses (subnet_id, ip, owner_id) VALUES (?, ?, ?)")
@@ -164,7 +191,10 @@ fn check_routes(routes: &[Route]) -> Result<()> {
     for r in routes {
         parse_cidr("routes.destination", &r.destination)?;
         if r.nexthop.is_empty() || r.kind.is_empty() {
-            return reject(Reason::BadParameter, "routes: type and nexthop are required");
+            return reject(
+                Reason::BadParameter,
+                "routes: type and nexthop are required",
+            );
         }
     }
     Ok(())
@@ -176,7 +206,10 @@ impl SqliteStore {
         vpcep_model::validate_description("description", &v.description)?;
         let net = parse_cidr("cidr", &v.cidr)?;
         if net.prefix_len() < 8 || net.prefix_len() > 28 {
-            return reject(Reason::BadCidr, format!("cidr: {net} must have a prefix between /8 and /28"));
+            return reject(
+                Reason::BadCidr,
+                format!("cidr: {net} must have a prefix between /8 and /28"),
+            );
         }
         let now = now_micros();
         let vpc = Vpc {
@@ -210,10 +243,18 @@ impl SqliteStore {
 
     pub(crate) async fn get_vpc(&self, caller: Caller, id: String) -> Result<Vpc> {
         let mut c = self.read().await?;
-        find_vpc(&mut c, &caller, &id).await?.ok_or_else(|| not_found("VPC"))
+        find_vpc(&mut c, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("VPC"))
     }
 
-    pub(crate) async fn update_vpc(&self, caller: Caller, id: String, name: Option<String>, description: Option<String>) -> Result<Vpc> {
+    pub(crate) async fn update_vpc(
+        &self,
+        caller: Caller,
+        id: String,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<Vpc> {
         if let Some(n) = &name {
             check_name("name", n)?;
         }
@@ -221,30 +262,51 @@ impl SqliteStore {
             vpcep_model::validate_description("description", d)?;
         }
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("VPC"))?;
+        find_vpc(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("VPC"))?;
         sqlx::query("UPDATE vpcs SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?")
             .bind(&name).bind(&description).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
-        let vpc = find_vpc(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("VPC"))?;
+        let vpc = find_vpc(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("VPC"))?;
         self.commit(tx).await?;
         Ok(vpc)
     }
 
     pub(crate) async fn delete_vpc(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("VPC"))?;
+        find_vpc(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("VPC"))?;
         for (sql, what) in [
             ("SELECT 1 FROM subnets WHERE vpc_id = ?", "subnets"),
-            ("SELECT 1 FROM services WHERE vpc_id = ?", "endpoint services"),
+            (
+                "SELECT 1 FROM services WHERE vpc_id = ?",
+                "endpoint services",
+            ),
             ("SELECT 1 FROM endpoints WHERE vpc_id = ?", "endpoints"),
-            ("SELECT 1 FROM route_tables WHERE vpc_id = ? AND is_default = 0", "custom route tables"),
+            (
+                "SELECT 1 FROM route_tables WHERE vpc_id = ? AND is_default = 0",
+                "custom route tables",
+            ),
         ] {
             if exists(&mut tx, sql, &[&id]).await? {
-                return reject(Reason::InUse, format!("the VPC still has {what}; delete them first"));
+                return reject(
+                    Reason::InUse,
+                    format!("the VPC still has {what}; delete them first"),
+                );
             }
         }
-        sqlx::query("DELETE FROM route_tables WHERE vpc_id = ?").bind(&id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM vpcs WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM route_tables WHERE vpc_id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM vpcs WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
@@ -253,25 +315,39 @@ impl SqliteStore {
         vpcep_model::validate_description("description", &s.description)?;
         let net = parse_cidr("cidr", &s.cidr)?;
         let mut tx = self.begin().await?;
-        let vpc = find_vpc(&mut tx, &caller, &s.vpc_id).await?
-            .ok_or_else(|| Rejection::new(Reason::BadVpcId, format!("vpc_id: VPC {} not found", s.vpc_id)))?;
+        let vpc = find_vpc(&mut tx, &caller, &s.vpc_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadVpcId,
+                    format!("vpc_id: VPC {} not found", s.vpc_id),
+                )
+            })?;
         check_subnet_cidr(&parse_cidr("vpc cidr", &vpc.cidr)?, &net)?;
         let gateway = match &s.gateway_ip {
             Some(g) => {
                 let ip = vpcep_model::parse_ipv4("gateway_ip", g)?;
                 if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() {
-                    return reject(Reason::BadParameter, format!("gateway_ip: {ip} is not a host address of {net}"));
+                    return reject(
+                        Reason::BadParameter,
+                        format!("gateway_ip: {ip} is not a host address of {net}"),
+                    );
                 }
                 ip
             }
             None => Ipv4Addr::from(u32::from(net.network()) + 1),
         };
         let siblings: Vec<String> = sqlx::query_scalar("SELECT cidr FROM subnets WHERE vpc_id = ?")
-            .bind(&vpc.id).fetch_all(&mut *tx).await?;
+            .bind(&vpc.id)
+            .fetch_all(&mut *tx)
+            .await?;
         for other in siblings {
             let o = parse_cidr("cidr", &other)?;
             if o.contains(&net.network()) || net.contains(&o.network()) {
-                return reject(Reason::BadCidr, format!("cidr: {net} overlaps subnet {o} of the same VPC"));
+                return reject(
+                    Reason::BadCidr,
+                    format!("cidr: {net} overlaps subnet {o} of the same VPC"),
+                );
             }
         }
         let now = now_micros();
@@ -294,7 +370,11 @@ impl SqliteStore {
         Ok(sub)
     }
 
-    pub(crate) async fn list_subnets(&self, caller: Caller, vpc_id: Option<String>) -> Result<Vec<Subnet>> {
+    pub(crate) async fn list_subnets(
+        &self,
+        caller: Caller,
+        vpc_id: Option<String>,
+    ) -> Result<Vec<Subnet>> {
         let mut c = self.read().await?;
         let rows = sqlx::query("SELECT * FROM subnets WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) ORDER BY created_at, id")
             .bind(&caller.project_id).bind(&vpc_id).bind(&vpc_id)
@@ -304,10 +384,18 @@ impl SqliteStore {
 
     pub(crate) async fn get_subnet(&self, caller: Caller, id: String) -> Result<Subnet> {
         let mut c = self.read().await?;
-        find_subnet(&mut c, &caller, &id).await?.ok_or_else(|| not_found("subnet"))
+        find_subnet(&mut c, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("subnet"))
     }
 
-    pub(crate) async fn update_subnet(&self, caller: Caller, id: String, name: Option<String>, description: Option<String>) -> Result<Subnet> {
+    pub(crate) async fn update_subnet(
+        &self,
+        caller: Caller,
+        id: String,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<Subnet> {
         if let Some(n) = &name {
             check_name("name", n)?;
         }
@@ -315,33 +403,62 @@ impl SqliteStore {
             vpcep_model::validate_description("description", d)?;
         }
         let mut tx = self.begin().await?;
-        find_subnet(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("subnet"))?;
+        find_subnet(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("subnet"))?;
         sqlx::query("UPDATE subnets SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?")
             .bind(&name).bind(&description).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
-        let s = find_subnet(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("subnet"))?;
+        let s = find_subnet(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("subnet"))?;
         self.commit(tx).await?;
         Ok(s)
     }
 
-    pub(crate) async fn delete_subnet(&self, caller: Caller, vpc_id: String, id: String) -> Result<()> {
+    pub(crate) async fn delete_subnet(
+        &self,
+        caller: Caller,
+        vpc_id: String,
+        id: String,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let s = find_subnet(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("subnet"))?;
+        let s = find_subnet(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("subnet"))?;
         if s.vpc_id != vpc_id {
             return Err(not_found("subnet"));
         }
-        if exists(&mut tx, "SELECT 1 FROM addresses WHERE subnet_id = ?", &[&id]).await? {
-            return reject(Reason::InUse, "the subnet still has ports or endpoints; delete them first");
+        if exists(
+            &mut tx,
+            "SELECT 1 FROM addresses WHERE subnet_id = ?",
+            &[&id],
+        )
+        .await?
+        {
+            return reject(
+                Reason::InUse,
+                "the subnet still has ports or endpoints; delete them first",
+            );
         }
-        sqlx::query("DELETE FROM subnets WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM subnets WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
     pub(crate) async fn create_port(&self, caller: Caller, p: NewPort) -> Result<Port> {
         check_name("name", &p.name)?;
         let mut tx = self.begin().await?;
-        let subnet = find_subnet(&mut tx, &caller, &p.subnet_id).await?
-            .ok_or_else(|| Rejection::new(Reason::BadSubnetId, format!("network_id: subnet {} not found", p.subnet_id)))?;
+        let subnet = find_subnet(&mut tx, &caller, &p.subnet_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadSubnetId,
+                    format!("network_id: subnet {} not found", p.subnet_id),
+                )
+            })?;
         let id = new_id();
         let ip = claim_address(&mut tx, &subnet, p.ip, &id).await?;
         let m = random_bytes::<3>();
@@ -350,7 +467,9 @@ impl SqliteStore {
             .bind(&id).bind(&caller.project_id).bind(&subnet.vpc_id).bind(&subnet.id).bind(&p.name).bind(ip.to_string())
             .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(now).bind(now)
             .execute(&mut *tx).await?;
-        let port = find_port(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("port"))?;
+        let port = find_port(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("port"))?;
         self.commit(tx).await?;
         Ok(port)
     }
@@ -360,50 +479,83 @@ impl SqliteStore {
         let sql = format!("SELECT {PORT_COLS} WHERE p.project_id = ? AND (? IS NULL OR p.id = ?) AND (? IS NULL OR p.subnet_id = ?) AND (? IS NULL OR p.device_owner = ?) AND (? IS NULL OR p.device_id = ?) ORDER BY p.created_at, p.id");
         let rows = sqlx::query(&sql)
             .bind(&caller.project_id)
-            .bind(&f.id).bind(&f.id)
-            .bind(&f.subnet_id).bind(&f.subnet_id)
-            .bind(&f.device_owner).bind(&f.device_owner)
-            .bind(&f.device_id).bind(&f.device_id)
-            .fetch_all(&mut *c).await?;
+            .bind(&f.id)
+            .bind(&f.id)
+            .bind(&f.subnet_id)
+            .bind(&f.subnet_id)
+            .bind(&f.device_owner)
+            .bind(&f.device_owner)
+            .bind(&f.device_id)
+            .bind(&f.device_id)
+            .fetch_all(&mut *c)
+            .await?;
         rows.iter().map(port_row).collect()
     }
 
     pub(crate) async fn get_port(&self, caller: Caller, id: String) -> Result<Port> {
         let mut c = self.read().await?;
-        find_port(&mut c, &caller, &id).await?.ok_or_else(|| not_found("port"))
+        find_port(&mut c, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("port"))
     }
 
-    pub(crate) async fn update_port(&self, caller: Caller, id: String, name: Option<String>) -> Result<Port> {
+    pub(crate) async fn update_port(
+        &self,
+        caller: Caller,
+        id: String,
+        name: Option<String>,
+    ) -> Result<Port> {
         if let Some(n) = &name {
             check_name("name", n)?;
         }
         let mut tx = self.begin().await?;
-        find_port(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("port"))?;
+        find_port(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("port"))?;
         sqlx::query("UPDATE ports SET name = COALESCE(?, name), updated_at = ? WHERE id = ?")
-            .bind(&name).bind(now_micros()).bind(&id)
-            .execute(&mut *tx).await?;
-        let p = find_port(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("port"))?;
+            .bind(&name)
+            .bind(now_micros())
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        let p = find_port(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("port"))?;
         self.commit(tx).await?;
         Ok(p)
     }
 
     pub(crate) async fn delete_port(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        find_port(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("port"))?;
+        find_port(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("port"))?;
         if exists(&mut tx, "SELECT 1 FROM services WHERE port_id = ?", &[&id]).await? {
-            return reject(Reason::InUse, "the port backs an endpoint service; delete the service first");
+            return reject(
+                Reason::InUse,
+                "the port backs an endpoint service; delete the service first",
+            );
         }
         release_address(&mut tx, &id).await?;
-        sqlx::query("DELETE FROM ports WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM ports WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 
-    async fn route_table_row(&self, conn: &mut SqliteConnection, r: &SqliteRow) -> Result<RouteTable> {
+    async fn route_table_row(
+        &self,
+        conn: &mut SqliteConnection,
+        r: &SqliteRow,
+    ) -> Result<RouteTable> {
         let vpc_id: String = r.try_get("vpc_id")?;
         let is_default = r.try_get::<i64, _>("is_default")? != 0;
         let subnet_ids = if is_default {
             sqlx::query_scalar("SELECT id FROM subnets WHERE vpc_id = ? ORDER BY created_at, id")
-                .bind(&vpc_id).fetch_all(conn).await?
+                .bind(&vpc_id)
+                .fetch_all(conn)
+                .await?
         } else {
             Vec::new()
         };
@@ -421,34 +573,59 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn find_route_table(&self, conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Option<RouteTable>> {
+    pub(super) async fn find_route_table(
+        &self,
+        conn: &mut SqliteConnection,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<RouteTable>> {
         let row = sqlx::query("SELECT * FROM route_tables WHERE id = ? AND project_id = ?")
-            .bind(id).bind(&caller.project_id)
-            .fetch_optional(&mut *conn).await?;
+            .bind(id)
+            .bind(&caller.project_id)
+            .fetch_optional(&mut *conn)
+            .await?;
         match row {
             Some(r) => Ok(Some(self.route_table_row(conn, &r).await?)),
             None => Ok(None),
         }
     }
 
-    pub(crate) async fn create_route_table(&self, caller: Caller, rt: NewRouteTable) -> Result<RouteTable> {
+    pub(crate) async fn create_route_table(
+        &self,
+        caller: Caller,
+        rt: NewRouteTable,
+    ) -> Result<RouteTable> {
         check_name("name", &rt.name)?;
         vpcep_model::validate_description("description", &rt.description)?;
         check_routes(&rt.routes)?;
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &rt.vpc_id).await?
-            .ok_or_else(|| Rejection::new(Reason::BadVpcId, format!("vpc_id: VPC {} not found", rt.vpc_id)))?;
+        find_vpc(&mut tx, &caller, &rt.vpc_id)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::BadVpcId,
+                    format!("vpc_id: VPC {} not found", rt.vpc_id),
+                )
+            })?;
         let id = new_id();
         let now = now_micros();
         sqlx::query("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)")
             .bind(&id).bind(&caller.project_id).bind(&rt.vpc_id).bind(&rt.name).bind(json_text(&rt.routes)).bind(&rt.description).bind(now).bind(now)
             .execute(&mut *tx).await?;
-        let t = self.find_route_table(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("route table"))?;
+        let t = self
+            .find_route_table(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("route table"))?;
         self.commit(tx).await?;
         Ok(t)
     }
 
-    pub(crate) async fn list_route_tables(&self, caller: Caller, vpc_id: Option<String>, id: Option<String>) -> Result<Vec<RouteTable>> {
+    pub(crate) async fn list_route_tables(
+        &self,
+        caller: Caller,
+        vpc_id: Option<String>,
+        id: Option<String>,
+    ) -> Result<Vec<RouteTable>> {
         let mut c = self.read().await?;
         let rows = sqlx::query("SELECT * FROM route_tables WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) AND (? IS NULL OR id = ?) ORDER BY created_at, id")
             .bind(&caller.project_id).bind(&vpc_id).bind(&vpc_id).bind(&id).bind(&id)
@@ -462,10 +639,17 @@ impl SqliteStore {
 
     pub(crate) async fn get_route_table(&self, caller: Caller, id: String) -> Result<RouteTable> {
         let mut c = self.read().await?;
-        self.find_route_table(&mut c, &caller, &id).await?.ok_or_else(|| not_found("route table"))
+        self.find_route_table(&mut c, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("route table"))
     }
 
-    pub(crate) async fn update_route_table(&self, caller: Caller, id: String, u: RouteTableUpdate) -> Result<RouteTable> {
+    pub(crate) async fn update_route_table(
+        &self,
+        caller: Caller,
+        id: String,
+        u: RouteTableUpdate,
+    ) -> Result<RouteTable> {
         if let Some(n) = &u.name {
             check_name("name", n)?;
         }
@@ -475,43 +659,72 @@ impl SqliteStore {
         check_routes(&u.add)?;
         check_routes(&u.modify)?;
         let mut tx = self.begin().await?;
-        let t = self.find_route_table(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("route table"))?;
+        let t = self
+            .find_route_table(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("route table"))?;
         let mut routes = t.routes;
         routes.retain(|r| !u.del.iter().any(|d| d.destination == r.destination));
         for m in &u.modify {
             match routes.iter_mut().find(|r| r.destination == m.destination) {
                 Some(r) => *r = m.clone(),
-                None => return reject(Reason::BadParameter, format!("routes.mod: no route to {}", m.destination)),
+                None => {
+                    return reject(
+                        Reason::BadParameter,
+                        format!("routes.mod: no route to {}", m.destination),
+                    )
+                }
             }
         }
         for a in &u.add {
             if routes.iter().any(|r| r.destination == a.destination) {
-                return reject(Reason::BadParameter, format!("routes.add: a route to {} exists already", a.destination));
+                return reject(
+                    Reason::BadParameter,
+                    format!("routes.add: a route to {} exists already", a.destination),
+                );
             }
             routes.push(a.clone());
         }
         sqlx::query("UPDATE route_tables SET name = COALESCE(?, name), description = COALESCE(?, description), routes = ?, updated_at = ? WHERE id = ?")
             .bind(&u.name).bind(&u.description).bind(json_text(&routes)).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
-        let t = self.find_route_table(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("route table"))?;
+        let t = self
+            .find_route_table(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("route table"))?;
         self.commit(tx).await?;
         Ok(t)
     }
 
     pub(crate) async fn delete_route_table(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        let t = self.find_route_table(&mut tx, &caller, &id).await?.ok_or_else(|| not_found("route table"))?;
+        let t = self
+            .find_route_table(&mut tx, &caller, &id)
+            .await?
+            .ok_or_else(|| not_found("route table"))?;
         if t.is_default {
-            return reject(Reason::InUse, "the default route table of a VPC cannot be deleted");
+            return reject(
+                Reason::InUse,
+                "the default route table of a VPC cannot be deleted",
+            );
         }
-        let users: Vec<String> = sqlx::query_scalar("SELECT routetables FROM endpoints WHERE vpc_id = ?")
-            .bind(&t.vpc_id).fetch_all(&mut *tx).await?;
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT routetables FROM endpoints WHERE vpc_id = ?")
+                .bind(&t.vpc_id)
+                .fetch_all(&mut *tx)
+                .await?;
         for u in users {
             if from_json::<Vec<String>>(&u)?.contains(&id) {
-                return reject(Reason::InUse, "a gateway endpoint routes through this table; update or delete it first");
+                return reject(
+                    Reason::InUse,
+                    "a gateway endpoint routes through this table; update or delete it first",
+                );
             }
         }
-        sqlx::query("DELETE FROM route_tables WHERE id = ?").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM route_tables WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await
     }
 }

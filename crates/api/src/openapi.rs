@@ -1,0 +1,100 @@
+//! `/openapi.json`: every operation the API serves, generated from one table that a test
+//! also checks against the router, so the document cannot drift from the routes.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, operation id, success status, summary).
+pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
+    ("POST", "/v1/{project_id}/vpc-endpoint-services", "create_endpoint_service", 200, "Create an endpoint service (interface) for a VM or LB backend"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services", "list_endpoint_service", 200, "List the caller's endpoint services"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}", "list_service_details", 200, "Show an endpoint service"),
+    ("PUT", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}", "update_endpoint_service", 200, "Update an endpoint service (port mappings are immutable)"),
+    ("DELETE", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}", "delete_endpoint_service", 204, "Delete an endpoint service (refused while endpoints are connected)"),
+    ("PUT", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/name", "update_endpoint_service_name", 200, "Rename an endpoint service"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services/describe", "list_service_describe_details", 200, "Find a service a consumer may connect to, by name or id"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services/public", "list_service_public_details", 200, "List the operator's cloud services"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/connections", "list_service_connections", 200, "List the endpoints connected to a service"),
+    ("POST", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/connections/action", "accept_or_reject_endpoint", 200, "Accept (receive) or reject one endpoint"),
+    ("PUT", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/connections/description", "update_endpoint_connections_desc", 200, "Set the provider's note on connections"),
+    ("GET", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions", "list_service_permissions_details", 200, "List the service whitelist"),
+    ("POST", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions/action", "add_or_remove_service_permissions", 200, "Add or remove whitelist entries"),
+    ("POST", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions/batch-create", "batch_add_endpoint_service_permissions", 200, "Add whitelist entries with descriptions"),
+    ("POST", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions/batch-delete", "batch_remove_endpoint_service_permissions", 200, "Remove whitelist entries by id"),
+    ("PUT", "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions/{permission_id}", "update_endpoint_service_permission_desc", 200, "Describe a whitelist entry"),
+    ("POST", "/v1/{project_id}/vpc-endpoints", "create_endpoint", 200, "Create an endpoint"),
+    ("GET", "/v1/{project_id}/vpc-endpoints", "list_endpoints", 200, "List the caller's endpoints"),
+    ("GET", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}", "list_endpoint_info_details", 200, "Show an endpoint"),
+    ("PUT", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}", "update_endpoint_white", 200, "Set an endpoint's source whitelist"),
+    ("DELETE", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}", "delete_endpoint", 204, "Delete an endpoint"),
+    ("PUT", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}/policy", "update_endpoint_policy", 200, "Set a gateway endpoint's policy"),
+    ("DELETE", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}/policy", "delete_endpoint_policy", 200, "Remove an endpoint's policy"),
+    ("PUT", "/v1/{project_id}/vpc-endpoints/{vpc_endpoint_id}/routetables", "update_endpoint_routetable", 200, "Replace a gateway endpoint's route tables"),
+    ("GET", "/v1/{project_id}/quotas", "list_quota_details", 200, "Quotas: used and total"),
+    ("POST", "/v1/{project_id}/{resource_type}/{resource_id}/tags/action", "batch_add_or_remove_resource_instance", 204, "Tag or untag a resource"),
+    ("GET", "/v1/{project_id}/{resource_type}/tags", "list_query_project_resource_tags", 200, "Tags used in the project"),
+    ("POST", "/v1/{project_id}/{resource_type}/resource_instances/action", "list_resource_instances", 200, "Filter or count resources by tags"),
+    ("GET", "/", "list_version_details", 200, "API versions"),
+    ("GET", "/{version}", "list_specified_version_details", 200, "One API version"),
+    ("POST", "/v2/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/add-server-resources", "add_endpoint_service_server_resource", 204, "Add load-balancer backends"),
+    ("POST", "/v2/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/upgrade", "upgrade_endpoint_service", 204, "Let a service serve professional endpoints"),
+    ("POST", "/v2/{project_id}/vpc-endpoints/{vpc_endpoint_id}/upgrade", "upgrade_endpoint", 202, "Make an endpoint professional"),
+    ("POST", "/v1/{project_id}/vpcs", "create_vpc", 200, "Create a VPC (with its default route table)"),
+    ("GET", "/v1/{project_id}/vpcs", "list_vpcs", 200, "List VPCs"),
+    ("GET", "/v1/{project_id}/vpcs/{vpc_id}", "show_vpc", 200, "Show a VPC"),
+    ("PUT", "/v1/{project_id}/vpcs/{vpc_id}", "update_vpc", 200, "Rename or describe a VPC"),
+    ("DELETE", "/v1/{project_id}/vpcs/{vpc_id}", "delete_vpc", 204, "Delete an empty VPC"),
+    ("POST", "/v1/{project_id}/subnets", "create_subnet", 200, "Create a subnet (must not overlap 198.19.128.0/17)"),
+    ("GET", "/v1/{project_id}/subnets", "list_subnets", 200, "List subnets"),
+    ("GET", "/v1/{project_id}/subnets/{subnet_id}", "show_subnet", 200, "Show a subnet"),
+    ("PUT", "/v1/{project_id}/vpcs/{vpc_id}/subnets/{subnet_id}", "update_subnet", 200, "Rename or describe a subnet"),
+    ("DELETE", "/v1/{project_id}/vpcs/{vpc_id}/subnets/{subnet_id}", "delete_subnet", 204, "Delete an empty subnet"),
+    ("POST", "/v1/{project_id}/ports", "create_port", 200, "Create a port (a VM NIC, or an LB VIP with device_owner neutron:LOADBALANCERV2)"),
+    ("GET", "/v1/{project_id}/ports", "list_ports", 200, "List ports"),
+    ("GET", "/v1/{project_id}/ports/{port_id}", "show_port", 200, "Show a port"),
+    ("PUT", "/v1/{project_id}/ports/{port_id}", "update_port", 200, "Rename a port"),
+    ("DELETE", "/v1/{project_id}/ports/{port_id}", "delete_port", 204, "Delete a port not backing a service"),
+    ("POST", "/v1/{project_id}/routetables", "create_route_table", 200, "Create a route table"),
+    ("GET", "/v1/{project_id}/routetables", "list_route_tables", 200, "List route tables"),
+    ("GET", "/v1/{project_id}/routetables/{routetable_id}", "show_route_table", 200, "Show a route table"),
+    ("PUT", "/v1/{project_id}/routetables/{routetable_id}", "update_route_table", 200, "Add, change or delete routes"),
+    ("DELETE", "/v1/{project_id}/routetables/{routetable_id}", "delete_route_table", 204, "Delete a route table"),
+    ("POST", "/v3/auth/tokens", "keystone_create_user_token_by_password", 201, "Password login; the token comes back in X-Subject-Token"),
+    ("GET", "/v3/projects", "keystone_list_projects", 200, "The caller's project in this region"),
+    ("GET", "/metrics", "metrics", 200, "Prometheus metrics"),
+    ("GET", "/openapi.json", "openapi", 200, "This document"),
+];
+
+pub(crate) fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for (method, path, op, status, summary) in OPERATIONS {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_lowercase()] = json!({
+            "operationId": op,
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                status.to_string(): {"description": "success"},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
+        });
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "vpcep API (Huawei Cloud VPCEP compatible)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": {"type": "object", "properties": {
+                "error_code": {"type": "string"}, "error_msg": {"type": "string"}, "request_id": {"type": "string"}}}},
+            "securitySchemes": {
+                "sdkHmac": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "SDK-HMAC-SHA256 Access=AK, SignedHeaders=…, Signature=…"},
+                "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+            },
+        },
+        "security": [{"sdkHmac": []}, {"token": []}],
+    })
+}

@@ -1,0 +1,52 @@
+//! One module per resource family; each exposes `router()`.
+
+mod connections;
+mod endpoints;
+mod iam;
+mod misc;
+mod permissions;
+mod services;
+mod tags;
+mod vpc;
+
+use axum::Router;
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::App;
+
+pub(crate) fn router() -> Router<App> {
+    Router::new()
+        .merge(services::router())
+        .merge(connections::router())
+        .merge(permissions::router())
+        .merge(endpoints::router())
+        .merge(tags::router())
+        .merge(misc::router())
+        .merge(vpc::router())
+        .merge(iam::router())
+}
+
+/// A required body field.
+pub(crate) fn req<T>(field: &str, v: Option<T>) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::param(format!("{field}: required")))
+}
+
+/// A tag as clients send it.
+#[derive(Deserialize)]
+pub(crate) struct TagIn {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+pub(crate) fn tags_in(tags: Option<Vec<TagIn>>) -> ApiResult<Vec<vpcep_model::Tag>> {
+    tags.unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            Ok(vpcep_model::Tag {
+                key: req("tags.key", t.key)?,
+                value: t.value.unwrap_or_default(),
+            })
+        })
+        .collect()
+}

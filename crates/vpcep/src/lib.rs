@@ -1,0 +1,8 @@
+//! The `vpcep` binary's library half: configuration, wiring of the planes, the status
+//! controller and the admin commands, so integration tests can run the real thing
+//! in-process on port 0.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod controller;
+pub mod serve;
