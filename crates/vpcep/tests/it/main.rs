@@ -1,0 +1,6 @@
+//! Integration tests: the real server on a loopback port 0, each test with its own data
+//! directory, driven over HTTP with requests signed like the official SDK signs them.
+
+mod api;
+mod durability;
+mod support;

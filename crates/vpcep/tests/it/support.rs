@@ -1,0 +1,303 @@
+//! Test harness: an in-process server and a signing HTTP client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use vpcep::serve::{Config, Server};
+use vpcep_api::auth::sign;
+use vpcep_store::Store;
+
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: std::sync::Arc<vpcep_store::SqliteStore>,
+    _dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::build(Config {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        region: "local-1".into(),
+        clock_skew_secs: 900,
+    })
+    .await
+    .unwrap();
+    let (stop, rx) = watch::channel(false);
+    let addr = server.addr;
+    let store = server.store.clone();
+    tokio::spawn(server.run_until_stopped(rx));
+    TestApp {
+        addr,
+        store,
+        _dir: dir,
+        stop,
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Account {
+    pub(crate) domain_id: String,
+    pub(crate) project_id: String,
+    pub(crate) ak: String,
+    pub(crate) sk: String,
+    pub(crate) password: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) acct: Account,
+    http: reqwest::Client,
+    /// Overrides for negative tests.
+    pub(crate) sdk_date: Option<String>,
+    pub(crate) sk_override: Option<String>,
+}
+
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+    pub(crate) request_id: Option<String>,
+}
+
+impl Resp {
+    /// Asserts an error response and returns its code.
+    pub(crate) fn code(&self) -> &str {
+        self.body["error_code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub(crate) async fn account(&self, name: &str) -> Client {
+        let a = Store::create_account(&*self.store, name.into(), "local-1".into())
+            .await
+            .unwrap();
+        let acct = Account {
+            domain_id: a.domain_id,
+            project_id: a.project_id,
+            ak: a.access_key,
+            sk: a.secret_key,
+            password: a.password,
+        };
+        Client::new(format!("http://{}", self.addr), acct)
+    }
+}
+
+pub(crate) fn sdk_now() -> String {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::OffsetDateTime::now_utc().format(fmt).unwrap()
+}
+
+impl Client {
+    pub(crate) fn new(base: String, acct: Account) -> Client {
+        Client {
+            base,
+            acct,
+            http: reqwest::Client::new(),
+            sdk_date: None,
+            sk_override: None,
+        }
+    }
+
+    /// Like [`Client::call`], but `None` when the server cannot be reached.
+    pub(crate) async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<Resp> {
+        let req = self.request(method, path, body);
+        send(req).await
+    }
+
+    /// Sends `method path?query` with a JSON body, signed with SDK-HMAC-SHA256.
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let req = self.request(method, path, body);
+        finish(req).await
+    }
+
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
+        let path = path.replace("{p}", &self.acct.project_id);
+        let (raw_path, raw_query) = path.split_once('?').unwrap_or((&path, ""));
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let host = self.base.trim_start_matches("http://").to_owned();
+        let date = self.sdk_date.clone().unwrap_or_else(sdk_now);
+        let ct = if body.is_some() {
+            "application/json;charset=utf-8"
+        } else {
+            "application/json"
+        };
+        let headers: Vec<(String, String)> = [
+            ("content-type", ct),
+            ("host", host.as_str()),
+            ("x-project-id", self.acct.project_id.as_str()),
+            ("x-sdk-date", date.as_str()),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let canonical = sign::canonical_request(&sign::SignedRequest {
+            method,
+            raw_path,
+            raw_query,
+            headers: &headers,
+            body: &bytes,
+            content_sha256: None,
+        });
+        let sk = self.sk_override.as_deref().unwrap_or(&self.acct.sk);
+        let auth = sign::Authorization {
+            access_key: self.acct.ak.clone(),
+            signed_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
+            signature: sign::signature(sk, &sign::string_to_sign(&date, &canonical)),
+        };
+        let mut req = self
+            .http
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{}", self.base, path),
+            )
+            .header("content-type", ct)
+            .header("x-project-id", &self.acct.project_id)
+            .header("x-sdk-date", &date)
+            .header("authorization", auth.header_value());
+        if !bytes.is_empty() {
+            req = req.body(bytes);
+        }
+        req
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(&body)).await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Resp {
+        self.call("PUT", path, Some(&body)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None).await
+    }
+
+    /// Asserts success and returns the body.
+    pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let r = self.call(method, path, body.as_ref()).await;
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+        r.body
+    }
+
+    /// A VPC 192.168.0.0/16 with subnet 192.168.0.0/24 and one VM port: (vpc, subnet, port).
+    pub(crate) async fn network(&self) -> (String, String, String) {
+        let vpc = self
+            .ok(
+                "POST",
+                "/v1/{p}/vpcs",
+                Some(json!({"vpc": {"name": "v", "cidr": "192.168.0.0/16"}})),
+            )
+            .await;
+        let vpc_id = vpc["vpc"]["id"].as_str().unwrap().to_owned();
+        let sub = self
+            .ok(
+                "POST",
+                "/v1/{p}/subnets",
+                Some(json!({"subnet": {"name": "s", "cidr": "192.168.0.0/24", "vpc_id": vpc_id}})),
+            )
+            .await;
+        let sub_id = sub["subnet"]["id"].as_str().unwrap().to_owned();
+        let port = self
+            .ok(
+                "POST",
+                "/v1/{p}/ports",
+                Some(json!({"port": {"network_id": sub_id}})),
+            )
+            .await;
+        (
+            vpc_id,
+            sub_id,
+            port["port"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A service with approval as given, already `available`.
+    pub(crate) async fn service(
+        &self,
+        approval: bool,
+        client_port: u16,
+    ) -> (String, String, String) {
+        let (vpc, sub, port) = self.network().await;
+        let svc = self
+            .ok(
+                "POST",
+                "/v1/{p}/vpc-endpoint-services",
+                Some(json!({"vpc_id": vpc, "port_id": port, "server_type": "VM", "approval_enabled": approval,
+                    "ports": [{"client_port": client_port, "server_port": 80, "protocol": "TCP"}]})),
+            )
+            .await;
+        let id = svc["id"].as_str().unwrap().to_owned();
+        self.wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{id}"),
+            "available",
+        )
+        .await;
+        (id, vpc, sub)
+    }
+
+    /// Polls `path` until its `status` is `want` (or the path is gone, for `"gone"`).
+    pub(crate) async fn wait(&self, path: &str, want: &str) -> Value {
+        for _ in 0..200 {
+            let r = self.get(path).await;
+            if want == "gone" && r.status == 404 {
+                return r.body;
+            }
+            if r.body["status"] == want {
+                return r.body;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{path} never reached {want}");
+    }
+}
+
+pub(crate) async fn finish(req: reqwest::RequestBuilder) -> Resp {
+    send(req).await.expect("request reaches the server")
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Option<Resp> {
+    let resp = req.send().await.ok()?;
+    let status = resp.status().as_u16();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.ok()?;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Some(Resp {
+        status,
+        body,
+        request_id,
+    })
+}
