@@ -679,15 +679,39 @@ def carol(make_tenant) -> Tenant:
     return make_tenant("carol")
 
 
+def wait_usable(tenant: Tenant, service_id: str, timeout: float = 10) -> None:
+    """Tenants cannot read an operator service's status: poll by connecting to it
+    until it stops answering "service not available" (EndPoint.2004), then clean up."""
+    deadline = time.monotonic() + timeout
+    vpc_id = tenant.create_vpc()
+    net = Net(vpc_id, tenant.create_subnet(vpc_id), "10.0.1.0/24")
+    while True:
+        try:
+            created = tenant.create_endpoint(service_id, net)
+        except ClientRequestException as e:
+            if e.error_code != "EndPoint.2004" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        wait_status(lambda: tenant.get_endpoint(created.id), (ACCEPTED, PENDING))
+        tenant.delete_endpoint(created.id)
+        return
+
+
 @pytest.fixture(scope="session")
-def public_services(server) -> dict[str, dict]:
-    """Operator-published services: `dns` (interface) and `obs` (gateway)."""
+def public_services(server, make_tenant) -> dict[str, dict]:
+    """Operator-published services, ready to be connected to: `dns` (interface) and
+    `obs` (gateway, CIDR 100.125.0.0/16). Values are the JSON the admin CLI printed."""
     dns = server.admin("public-service", "create", "--name", "dns", "--type", "interface",
                        "--backend", "100.125.0.10", "--port", "53:53/UDP", "--port", "53:53/TCP")
     obs = server.admin("public-service", "create", "--name", "obs", "--type", "gateway",
                        "--backend", "100.125.0.20", "--cidr", "100.125.0.0/16")
     assert isinstance(dns, dict) and dns.get("id"), dns
     assert isinstance(obs, dict) and obs.get("id"), obs
+    obs.setdefault("cidr", "100.125.0.0/16")
+    probe = make_tenant("probe")
+    for svc in (dns, obs):
+        wait_usable(probe, svc["id"])
     return {"dns": dns, "obs": obs}
 
 

@@ -11,6 +11,7 @@ import huaweicloudsdkvpcep.v1.model as ep
 from conftest import (
     AUTH_EXPIRED,
     AUTH_FAILED,
+    NOT_FOUND,
     BAD_PROJECT,
     NO_PERMISSION,
     NO_ROUTE,
@@ -90,7 +91,7 @@ def test_request_id_differs_between_requests(alice):
 
 def test_extra_signed_headers_are_honoured(alice):
     """The server must use the SignedHeaders list of the request, not a fixed set."""
-    resp = alice.raw.get(LIST_SERVICES, headers={"X-Custom-Thing": "  padded value  ", "Accept": "*/*"})
+    resp = alice.raw.get(LIST_SERVICES, headers={"X-Custom-Thing": "inner  spaces kept", "Accept": "*/*"})
     assert resp.status_code == 200, resp.text
 
 
@@ -198,6 +199,15 @@ def test_query_with_space_slash_and_unicode_is_verified(alice):
         assert res.total_count == 0 and res.endpoint_services == []
 
 
+@pytest.mark.parametrize("odd_id", ["a b", "x/y", "名字", "a*b+c", "~tilde.dot_", "%41"])
+def test_odd_path_ids_are_signed_and_routed(alice, odd_id):
+    """The SDK URL-quotes path ids (safe=''); the server must verify the signature
+    over the decoded-then-re-encoded path and answer like for any unknown id."""
+    expect_error(lambda: alice.get_service(odd_id), (400, 404), (NOT_FOUND, "EndPoint.0002", "EndPoint.3062"))
+    expect_error(lambda: alice.get_endpoint(odd_id), (400, 404),
+                 (NOT_FOUND, "EndPoint.2006", "EndPoint.0002", "EndPoint.2017"))
+
+
 def test_other_accounts_project_in_path_is_403(alice, bob):
     raw = RawApi(alice.server.url, alice.ak, alice.sk, bob.project_id)
     expect_raw_error(raw.get(LIST_SERVICES), 403, NO_PERMISSION)
@@ -235,7 +245,13 @@ def test_placeholder_project_without_credentials_project(server, alice):
 
 def test_unknown_route_is_404_apigw0101(alice):
     expect_raw_error(alice.raw.get("/v1/{project}/no-such-collection"), 404, NO_ROUTE)
+    expect_raw_error(alice.raw.get("/v3/{project}/vpc-endpoints"), 404, NO_ROUTE)
+
+
+def test_unknown_method_is_404_apigw0101(alice):
+    """Spec 1.8: APIGW.0101 = no such API/route (or method)."""
     expect_raw_error(alice.raw.request("PATCH", "/v1/{project}/vpc-endpoints"), 404, NO_ROUTE)
+    expect_raw_error(alice.raw.delete("/v1/{project}/quotas"), 404, NO_ROUTE)
 
 
 def test_versions_are_served_without_auth(alice):

@@ -42,17 +42,14 @@ def test_cross_account_flow(alice, bob):
     """Account B (alice) publishes an LB; account A (bob) connects after being
     whitelisted; alice approves."""
     svc = alice.service(alice.backend(lb=True), service_name="ug23", approval_enabled=True)
-    # bob finds the service by name
+    consumer = bob.network("192.168.0.0/16", "192.168.0.0/24")
+    # step 2: alice whitelists bob's account id
+    res = alice.permit(svc.id, [bob.permission])
+    assert bob.permission in res.permissions
+    # step 3: bob verifies the service name, then creates the endpoint
     found = bob.vpcep.list_service_describe_details(
         ep.ListServiceDescribeDetailsRequest(endpoint_service_name=svc.service_name))
     assert found.id == svc.id
-    consumer = bob.network("192.168.0.0/16", "192.168.0.0/24")
-    # not whitelisted yet
-    expect_error(lambda: bob.create_endpoint(svc.id, consumer), 400, NOT_WHITELISTED)
-    assert bob.list_endpoints().total_count == 0
-    # alice whitelists bob's account
-    res = alice.permit(svc.id, [bob.permission])
-    assert bob.permission in res.permissions
     created = bob.create_endpoint(svc.id, consumer)
     pending = wait_status(lambda: bob.get_endpoint(created.id), PENDING)
     assert pending.endpoint_service_id == svc.id and pending.project_id == bob.project_id

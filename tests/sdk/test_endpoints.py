@@ -191,6 +191,29 @@ def test_endpoint_description_length(alice):
     expect_error(lambda: alice.create_endpoint(svc.id, description="e" * 513), 400, ANY_VPCEP_CODE)
 
 
+def test_subnet_exhaustion_is_a_clean_error(alice):
+    """A /29 has only a handful of usable addresses: once they are gone an endpoint is
+    refused (400) or ends `failed` with an error — never a 5xx, never a duplicate IP."""
+    svc = alice.service()
+    net = alice.network("10.7.0.0/16", "10.7.0.0/29")
+    ips, outcomes = [], []
+    for _ in range(8):
+        try:
+            created = alice.create_endpoint(svc.id, net)
+        except ClientRequestException as e:
+            assert e.status_code == 400 and e.error_code and e.error_msg, str(e)
+            outcomes.append("refused")
+            continue
+        done = wait_status(lambda: alice.get_endpoint(created.id), (ACCEPTED, "failed"))
+        if done.status == ACCEPTED:
+            ips.append(done.ip)
+        else:
+            assert done.error, "failed endpoint without error details"
+        outcomes.append(done.status)
+    assert len(ips) == len(set(ips)) and all(net.contains(ip) for ip in ips)
+    assert 1 <= len(ips) <= 5 and outcomes[-1] != ACCEPTED
+
+
 # ---- DNS -----------------------------------------------------------------------------------------
 
 
@@ -201,6 +224,23 @@ def test_enable_dns_gives_a_private_name(alice):
     assert with_dns.dns_names and all(DNS_NAME.fullmatch(n) for n in with_dns.dns_names), with_dns.dns_names
     without = alice.endpoint(svc.id, enable_dns=False, wanted=ACCEPTED)
     assert without.enable_dns is False and not without.dns_names
+
+
+def test_dns_names_are_unique_per_endpoint(alice):
+    svc = alice.service()
+    names = [alice.endpoint(svc.id, enable_dns=True, wanted=ACCEPTED).dns_names[0] for _ in range(2)]
+    assert names[0] != names[1]
+
+
+def test_only_one_dns_endpoint_per_vpc_and_service(alice):
+    """Spec 6.3: one endpoint per (VPC, service) may have enable_dns=true."""
+    svc = alice.service()
+    vpc_id = alice.create_vpc()
+    first, second = alice.create_subnet(vpc_id, "10.0.1.0/24"), alice.create_subnet(vpc_id, "10.0.2.0/24")
+    alice.endpoint(svc.id, vpc_id=vpc_id, subnet_id=first, enable_dns=True, wanted=ACCEPTED)
+    expect_error(lambda: alice.create_endpoint(svc.id, vpc_id=vpc_id, subnet_id=second, enable_dns=True),
+                 400, ANY_VPCEP_CODE)
+    assert alice.endpoint(svc.id, vpc_id=vpc_id, subnet_id=second, enable_dns=False, wanted=ACCEPTED)
 
 
 # ---- endpoint whitelist (source ACL) --------------------------------------------------------------
@@ -261,12 +301,39 @@ def test_interface_public_service_endpoint(alice, public_services):
     assert endpoint.service_type == "interface" and endpoint.ip
 
 
+def routes_to(tenant, routetable_id, destination):
+    table = tenant.vpc.show_route_table(vm.ShowRouteTableRequest(routetable_id=routetable_id)).routetable
+    return [r for r in table.routes or [] if r.destination == destination]
+
+
 def test_gateway_endpoint_uses_default_route_table(alice, public_services):
     vpc_id = alice.create_vpc()
-    endpoint = alice.endpoint(public_services["obs"]["id"], vpc_id=vpc_id, subnet_id=None, wanted=ACCEPTED)
+    endpoint = alice.endpoint(public_services["obs"]["id"], vpc_id=vpc_id, subnet_id=None, enable_dns=True,
+                              wanted=ACCEPTED)
     assert endpoint.service_type == "gateway"
     assert endpoint.routetables == [default_route_table(alice, vpc_id)]
     assert not endpoint.ip
+    assert not endpoint.dns_names  # enable_dns is ignored for gateway services
+
+
+def test_gateway_endpoint_routes_follow_its_route_tables(alice, public_services):
+    """Spec 6.6: the service CIDR is routed in the chosen route tables."""
+    cidr = public_services["obs"]["cidr"]
+    vpc_id = alice.create_vpc()
+    default, extra = default_route_table(alice, vpc_id), new_route_table(alice, vpc_id)
+    endpoint = alice.endpoint(public_services["obs"]["id"], vpc_id=vpc_id, subnet_id=None, wanted=ACCEPTED)
+    assert routes_to(alice, default, cidr) and not routes_to(alice, extra, cidr)
+    alice.vpcep.update_endpoint_routetable(ep.UpdateEndpointRoutetableRequest(
+        vpc_endpoint_id=endpoint.id, body=ep.UpdateEndpointRoutetableRequestBody(routetables=[extra])))
+    assert routes_to(alice, extra, cidr) and not routes_to(alice, default, cidr)
+    alice.delete_endpoint(endpoint.id)
+    assert not routes_to(alice, extra, cidr) and not routes_to(alice, default, cidr)
+
+
+def test_gateway_endpoint_has_no_source_whitelist(alice, public_services):
+    vpc_id = alice.create_vpc()
+    endpoint = alice.endpoint(public_services["obs"]["id"], vpc_id=vpc_id, subnet_id=None, wanted=ACCEPTED)
+    expect_error(lambda: update_white(alice, endpoint.id, ["10.0.0.0/8"], True), 400, ANY_VPCEP_CODE)
 
 
 def test_gateway_endpoint_route_table_update(alice, public_services):

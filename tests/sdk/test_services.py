@@ -1,8 +1,6 @@
 """Endpoint services (spec 2.2, 3.1, 6.1, 6.2, 6.4): create, show, list, update,
 rename, delete, describe, public services."""
 
-import json
-
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
@@ -174,6 +172,22 @@ def test_description_length(alice):
     expect_error(lambda: alice.create_service(description="d" * 513), 400, ANY_VPCEP_CODE)
 
 
+def test_non_ascii_description_round_trips(alice):
+    text = "中文描述 – ünïcode ✓"
+    svc = alice.service(description=text)
+    assert svc.description == text
+    assert alice.update_service(svc.id, description=text + "!").description == text + "!"
+
+
+def test_services_sharing_a_backend_port_need_distinct_server_ports(alice):
+    """Spec 6.2: across services on the same port_id, (server_port, protocol) is unique."""
+    backend = alice.backend()
+    alice.service(backend, ports=ports((8080, 80)))
+    expect_error(lambda: alice.create_service(backend, ports=ports((9090, 80))), 400, "EndPoint.3044")
+    assert alice.service(backend, ports=ports((9090, 81)))
+    assert alice.service(backend, ports=ports((9090, 80, "UDP")))
+
+
 def test_show_unknown_service_is_404(alice):
     expect_error(lambda: alice.get_service(random_id()), 404, NOT_FOUND)
 
@@ -222,6 +236,17 @@ def test_update_refuses_bad_description(alice):
     svc = alice.service()
     expect_error(lambda: alice.update_service(svc.id, description="<b>"), 400, ANY_VPCEP_CODE)
     assert alice.get_service(svc.id).description in ("", None)
+
+
+def test_update_backend_port(alice):
+    backend = alice.backend()
+    svc = alice.service(backend)
+    other_port = alice.create_port(backend.net.subnet_id).id
+    assert alice.update_service(svc.id, port_id=other_port).port_id == other_port
+    assert alice.get_service(svc.id).port_id == other_port
+    foreign_vpc_port = alice.backend().port_id
+    expect_error(lambda: alice.update_service(svc.id, port_id=foreign_vpc_port), 400, ANY_VPCEP_CODE)
+    assert alice.get_service(svc.id).port_id == other_port
 
 
 def test_update_unknown_service_is_404(alice):
@@ -336,6 +361,17 @@ def test_service_with_accepted_endpoint_cannot_be_deleted(alice):
     alice.delete_service(svc.id)
 
 
+def test_service_with_creating_endpoint_cannot_be_deleted(alice):
+    """Right after create_endpoint the endpoint is `creating` (or already `accepted`):
+    both block deletion."""
+    svc = alice.service(approval_enabled=False)
+    net = alice.network()
+    created = alice.create_endpoint(svc.id, net)
+    expect_error(lambda: alice.delete_service(svc.id), 400, SERVICE_IN_USE)
+    wait_status(lambda: alice.get_endpoint(created.id), ACCEPTED)
+    assert alice.get_service(svc.id).status == AVAILABLE
+
+
 def test_service_with_only_pending_endpoint_can_be_deleted(alice):
     svc = alice.service(approval_enabled=True)
     endpoint = alice.endpoint(svc.id, wanted=PENDING)
@@ -363,12 +399,23 @@ def test_describe_own_service_by_id_and_name(alice):
         check_timestamps(raw_json(res), "created_at")
 
 
-def test_describe_is_available_to_other_tenants_without_backend_details(alice, bob):
+def test_describe_is_available_to_other_tenants(alice, bob):
+    """Spec 2.2 #7 and open question 11: describe is how a consumer finds a provider's
+    service, so any authenticated tenant may call it (before being whitelisted)."""
     svc = alice.service(service_name="shared")
     res = describe_by_id(bob, svc.id)
-    assert (res.id, res.service_name) == (svc.id, svc.service_name)
-    raw = json.loads(res.raw_content)
-    for secret in ("port_id", "vpc_id", "ports", "project_id", "ip"):
+    assert (res.id, res.service_name, res.service_type) == (svc.id, svc.service_name, "interface")
+    by_name = bob.vpcep.list_service_describe_details(
+        ep.ListServiceDescribeDetailsRequest(endpoint_service_name=svc.service_name))
+    assert by_name.id == svc.id
+
+
+def test_describe_does_not_expose_backend_details(alice, bob):
+    svc = alice.service(service_name="shared")
+    alice.permit(svc.id, [bob.permission])
+    raw = raw_json(describe_by_id(bob, svc.id))
+    assert raw["id"] == svc.id
+    for secret in ("port_id", "vpc_id", "project_id", "ip", "pool_id"):
         assert secret not in raw, f"describe leaks {secret}: {raw}"
 
 

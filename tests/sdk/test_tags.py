@@ -155,6 +155,11 @@ def test_project_tags(alice, bob):
     assert project_tags(alice, SERVICE) == {"env": ["dev", "prod"], "team": ["net"]}
     assert project_tags(alice, ENDPOINT) == {"owner": ["ops"]}
     assert project_tags(bob, ENDPOINT) == {}
+    doomed = alice.service(tags=tags(doomed="yes"))
+    assert "doomed" in project_tags(alice, SERVICE)
+    alice.delete_service(doomed.id)
+    assert "doomed" not in project_tags(alice, SERVICE)
+    assert doomed.id not in ids(query(alice, SERVICE))
 
 
 @pytest.fixture

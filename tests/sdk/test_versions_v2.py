@@ -85,6 +85,15 @@ def test_upgrade_endpoint_service(alice):
         assert "profession" in (details.supported_editions or []), details.supported_editions
 
 
+def test_upgrade_endpoint_service_accepts_newer_body(alice):
+    """Spec 2.9 #32: newer docs add an optional body; accept and ignore unknown fields."""
+    svc = alice.service()
+    resp = alice.raw.post(f"/v2/{alice.project_id}/vpc-endpoint-services/{svc.id}/upgrade",
+                          body={"action": "upgrade", "enable_multi_server": False})
+    assert resp.status_code in (200, 202, 204) or (resp.status_code == 400 and resp.json().get("error_code")), \
+        resp.text
+
+
 def test_upgrade_endpoint(alice):
     svc = alice.service()
     endpoint = alice.endpoint(svc.id)

@@ -91,7 +91,11 @@ def test_port_gets_an_address_in_its_subnet(alice):
     net = alice.network()
     port = alice.create_port(net.subnet_id)
     assert port.id and len(port.fixed_ips) == 1
-    assert port.fixed_ips[0].subnet_id == net.subnet_id
+    # Huawei style: the port's network_id is the VPC-API subnet id, fixed_ips carry the
+    # neutron subnet id
+    subnet = alice.vpc.show_subnet(vm.ShowSubnetRequest(subnet_id=net.subnet_id)).subnet
+    assert port.network_id == net.subnet_id
+    assert port.fixed_ips[0].subnet_id in (net.subnet_id, subnet.neutron_subnet_id)
     ip = port.fixed_ips[0].ip_address
     assert net.contains(ip) and ip != "10.0.1.1"  # not the gateway
     shown = alice.vpc.show_port(vm.ShowPortRequest(port_id=port.id)).port

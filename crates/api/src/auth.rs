@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
-use vpcep_store::Caller;
+use vpcep_store::{Caller, Credential};
 
 use crate::error::ApiError;
 use crate::App;
@@ -114,11 +114,7 @@ async fn authenticate(app: &App, req: Request) -> Result<Request, ApiError> {
                 })?;
             signed.push((name.clone(), value));
         }
-        let cred = app
-            .store
-            .credential(auth.access_key.clone())
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("APIGW.0301", "unknown access key"))?;
+        let cred = credential(app, &auth.access_key).await?;
         let canonical = sign::canonical_request(&sign::SignedRequest {
             method: parts.method.as_str(),
             raw_path: parts.uri.path(),
@@ -145,6 +141,49 @@ async fn authenticate(app: &App, req: Request) -> Result<Request, ApiError> {
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
+async fn credential(app: &App, access_key: &str) -> Result<Credential, ApiError> {
+    if let Some(c) = app
+        .credentials
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(access_key)
+    {
+        return Ok(c.clone());
+    }
+    let cred = app
+        .store
+        .credential(access_key.to_owned())
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("APIGW.0301", "unknown access key"))?;
+    app.credentials
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(access_key.to_owned(), cred.clone());
+    Ok(cred)
+}
+
+async fn project_of(app: &App, domain_id: &str) -> Result<Option<String>, ApiError> {
+    if let Some(p) = app
+        .projects
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(domain_id)
+    {
+        return Ok(Some(p.clone()));
+    }
+    let found = app
+        .store
+        .project_of(domain_id.to_owned(), app.region.clone())
+        .await?;
+    if let Some(p) = &found {
+        app.projects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain_id.to_owned(), p.clone());
+    }
+    Ok(found)
+}
+
 /// The project the request acts in: the one in the path (`/v1/{project_id}/…`), which must
 /// belong to the caller, agree with `X-Project-Id` and with a token's scope.
 async fn resolve_project(
@@ -161,11 +200,7 @@ async fn resolve_project(
     let header = header_str(parts, "x-project-id").map(str::to_owned);
     let own = match &token_project {
         Some(p) => Some(p.clone()),
-        None => {
-            app.store
-                .project_of(domain_id.to_owned(), app.region.clone())
-                .await?
-        }
+        None => project_of(app, domain_id).await?,
     };
     let Some(wanted) = in_path.or(header.clone()) else {
         return own.ok_or_else(|| {

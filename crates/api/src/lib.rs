@@ -11,7 +11,8 @@ mod openapi;
 mod routes;
 mod wire;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,7 +20,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use vpcep_store::Store;
+use vpcep_store::{Credential, Store};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
@@ -35,6 +36,10 @@ pub struct AppInner {
     /// How far `X-Sdk-Date` may be from server time, in seconds (Huawei: 900).
     pub clock_skew_secs: i64,
     pub metrics: Metrics,
+    /// Access keys and accounts' projects never change once created, so verified ones are
+    /// kept here and each signed request costs no key lookup in the store.
+    pub(crate) credentials: RwLock<HashMap<String, Credential>>,
+    pub(crate) projects: RwLock<HashMap<String, String>>,
 }
 
 impl std::ops::Deref for App {
@@ -52,6 +57,8 @@ impl App {
             region,
             clock_skew_secs,
             metrics: Metrics::default(),
+            credentials: RwLock::default(),
+            projects: RwLock::default(),
         }))
     }
 }

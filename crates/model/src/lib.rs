@@ -13,8 +13,8 @@ mod whitelist;
 pub use error::{Reason, Rejection};
 pub use names::{full_service_name, validate_description, validate_service_name, ServiceName};
 pub use net::{
-    check_subnet_cidr, overlaps_system_range, parse_cidr, parse_ipv4, subnet_hosts,
-    validate_endpoint_whitelist, SNAT_RANGE, SYSTEM_RANGE,
+    check_subnet_cidr, overlaps_system_range, parse_cidr, parse_ipv4, validate_endpoint_whitelist,
+    SNAT_RANGE, SYSTEM_RANGE,
 };
 pub use ports::{validate_port_mappings, PortMapping, Protocol, MAX_PORT_MAPPINGS};
 pub use status::{

@@ -42,18 +42,6 @@ pub fn overlaps_system_range(net: &Ipv4Net) -> bool {
     net.contains(&sys.network()) || sys.contains(&net.network())
 }
 
-/// Host addresses of a subnet in order, without the network and broadcast addresses.
-pub fn subnet_hosts(net: &Ipv4Net) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    let first = u32::from(net.network());
-    let last = u32::from(net.broadcast());
-    let (lo, hi) = if net.prefix_len() >= 31 {
-        (first, last)
-    } else {
-        (first + 1, last - 1)
-    };
-    (lo..=hi).map(Ipv4Addr::from)
-}
-
 /// Checks an endpoint's source whitelist: ≤20 IPv4 addresses or CIDRs.
 pub fn validate_endpoint_whitelist(entries: &[String]) -> Result<(), Rejection> {
     if entries.len() > 20 {
@@ -120,15 +108,6 @@ mod tests {
         assert!(check_subnet_cidr(&vpc, &ok).is_ok());
         let outside = parse_cidr("c", "10.1.0.0/24").unwrap();
         assert!(check_subnet_cidr(&vpc, &outside).is_err());
-    }
-
-    #[test]
-    fn hosts() {
-        let n = parse_cidr("c", "10.0.0.0/29").unwrap();
-        let h: Vec<_> = subnet_hosts(&n).map(|a| a.to_string()).collect();
-        assert_eq!(h.first().unwrap(), "10.0.0.1");
-        assert_eq!(h.last().unwrap(), "10.0.0.6");
-        assert_eq!(h.len(), 6);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+/// Whether a resource came up: `Err` carries the reason it could not.
+pub type Outcome = std::result::Result<(), String>;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 macro_rules! store_trait {
@@ -123,8 +125,10 @@ store_trait! {
 
     /// Rows the controller still has to move out of a transitional status.
     fn transitional(&self) -> Transitional;
-    fn settle_service(&self, id: String, outcome: std::result::Result<(), String>) -> ();
-    fn settle_endpoint(&self, id: String, outcome: std::result::Result<(), String>) -> ();
-    fn finish_service_deletion(&self, id: String) -> ();
-    fn finish_endpoint_deletion(&self, id: String) -> ();
+    /// Services that came up (or failed to), in one transaction.
+    fn settle_services(&self, outcomes: Vec<(String, Outcome)>) -> ();
+    /// Endpoints that came up (or failed to), in one transaction.
+    fn settle_endpoints(&self, outcomes: Vec<(String, Outcome)>) -> ();
+    /// Removes services and endpoints whose deletion is complete, in one transaction.
+    fn finish_deletions(&self, services: Vec<String>, endpoints: Vec<String>) -> ();
 }

@@ -53,13 +53,16 @@ CREATE TABLE IF NOT EXISTS subnets (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS subnets_vpc ON subnets (vpc_id);
--- Every address taken in a subnet: NIC ports and endpoint IPs alike.
+-- Every address taken in a subnet: NIC ports, endpoint IPs, and the reserved ones
+-- (network, broadcast, gateway, router, resolver; owner = the subnet itself).
 CREATE TABLE IF NOT EXISTS addresses (
     subnet_id TEXT NOT NULL REFERENCES subnets(id),
+    ip_num INTEGER NOT NULL,
     ip TEXT NOT NULL,
     owner_id TEXT NOT NULL,
-    PRIMARY KEY (subnet_id, ip)
+    PRIMARY KEY (subnet_id, ip_num)
 );
+CREATE INDEX IF NOT EXISTS addresses_owner ON addresses (owner_id);
 CREATE TABLE IF NOT EXISTS ports (
     id TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,

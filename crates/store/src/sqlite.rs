@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 use vpcep_model::{Reason, Rejection};
 
 use crate::{MasterKey, Page, Result, SortKey, StoreError};
@@ -25,9 +27,30 @@ pub struct SqliteStore {
     pool: SqlitePool,
     key: MasterKey,
     revision: watch::Sender<u64>,
+    /// Writers of this process queue here, first come first served, instead of spinning
+    /// in SQLite's busy handler; other processes still meet the database lock.
+    writer: Arc<Mutex<()>>,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+/// A write transaction that holds this process's writer turn until it ends.
+struct Tx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`: `vpcep.db` and `master.key`.
@@ -58,6 +81,7 @@ impl SqliteStore {
             pool,
             key,
             revision,
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
@@ -78,7 +102,11 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let turn = self.writer.clone().lock_owned().await;
+        Ok(Tx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: turn,
+        })
     }
 
     /// Advances the revision inside `tx`, commits, and tells the watchers.
@@ -87,7 +115,7 @@ impl SqliteStore {
             sqlx::query_scalar("UPDATE meta SET v = v + 1 WHERE k = 'revision' RETURNING v")
                 .fetch_one(&mut *tx)
                 .await?;
-        tx.commit().await?;
+        tx.tx.commit().await?;
         self.revision.send_replace(rev as u64);
         Ok(())
     }

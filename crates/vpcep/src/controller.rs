@@ -7,53 +7,55 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use vpcep_store::{Store, Transitional};
+use vpcep_store::{Outcome, Store, Transitional};
 
 /// Reports whether what a resource needs is up. `None`: not yet, ask again later.
 pub trait DataPlane: Send + Sync + 'static {
-    fn service_outcome(&self, id: &str) -> Option<Result<(), String>>;
-    fn endpoint_outcome(&self, id: &str) -> Option<Result<(), String>>;
+    fn service_outcome(&self, id: &str) -> Option<Outcome>;
+    fn endpoint_outcome(&self, id: &str) -> Option<Outcome>;
 }
 
 /// The control plane alone: nothing to bring up, so a committed row is live.
 pub struct CommittedIsLive;
 
 impl DataPlane for CommittedIsLive {
-    fn service_outcome(&self, _: &str) -> Option<Result<(), String>> {
+    fn service_outcome(&self, _: &str) -> Option<Outcome> {
         Some(Ok(()))
     }
 
-    fn endpoint_outcome(&self, _: &str) -> Option<Result<(), String>> {
+    fn endpoint_outcome(&self, _: &str) -> Option<Outcome> {
         Some(Ok(()))
     }
 }
 
-/// One pass over the transitional rows. Returns how many moved.
+/// One pass over the transitional rows: at most three transactions, however many rows.
 pub async fn step(
     store: &dyn Store,
     plane: &dyn DataPlane,
     t: Transitional,
 ) -> vpcep_store::Result<usize> {
-    let mut moved = 0;
-    for id in t.services_creating {
-        if let Some(outcome) = plane.service_outcome(&id) {
-            store.settle_service(id, outcome).await?;
-            moved += 1;
-        }
+    let services: Vec<_> = t
+        .services_creating
+        .into_iter()
+        .filter_map(|id| plane.service_outcome(&id).map(|o| (id, o)))
+        .collect();
+    let endpoints: Vec<_> = t
+        .endpoints_creating
+        .into_iter()
+        .filter_map(|id| plane.endpoint_outcome(&id).map(|o| (id, o)))
+        .collect();
+    let moved =
+        services.len() + endpoints.len() + t.services_deleting.len() + t.endpoints_deleting.len();
+    if !services.is_empty() {
+        store.settle_services(services).await?;
     }
-    for id in t.endpoints_creating {
-        if let Some(outcome) = plane.endpoint_outcome(&id) {
-            store.settle_endpoint(id, outcome).await?;
-            moved += 1;
-        }
+    if !endpoints.is_empty() {
+        store.settle_endpoints(endpoints).await?;
     }
-    for id in t.endpoints_deleting {
-        store.finish_endpoint_deletion(id).await?;
-        moved += 1;
-    }
-    for id in t.services_deleting {
-        store.finish_service_deletion(id).await?;
-        moved += 1;
+    if !t.services_deleting.is_empty() || !t.endpoints_deleting.is_empty() {
+        store
+            .finish_deletions(t.services_deleting, t.endpoints_deleting)
+            .await?;
     }
     Ok(moved)
 }

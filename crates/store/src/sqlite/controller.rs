@@ -6,7 +6,7 @@ use super::services::orphan_endpoints;
 use super::tags::kind_str;
 use super::vpc::release_address;
 use super::{now_micros, SqliteStore};
-use crate::{ResourceKind, Result, Transitional};
+use crate::{Outcome, ResourceKind, Result, Transitional};
 
 impl SqliteStore {
     pub(crate) async fn transitional(&self) -> Result<Transitional> {
@@ -36,82 +36,80 @@ impl SqliteStore {
         })
     }
 
-    /// A service has come up (or failed to).
-    pub(crate) async fn settle_service(
-        &self,
-        id: String,
-        outcome: std::result::Result<(), String>,
-    ) -> Result<()> {
-        let (status, error) = match outcome {
-            Ok(()) => ("available", String::new()),
-            Err(e) => ("failed", e),
-        };
+    pub(crate) async fn settle_services(&self, outcomes: Vec<(String, Outcome)>) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE services SET status = ?, error = ?, updated_at = ? WHERE id = ? AND status = 'creating'")
-            .bind(status).bind(error).bind(now_micros()).bind(&id)
-            .execute(&mut *tx).await?;
+        for (id, outcome) in outcomes {
+            let (status, error) = match outcome {
+                Ok(()) => ("available", String::new()),
+                Err(e) => ("failed", e),
+            };
+            sqlx::query("UPDATE services SET status = ?, error = ?, updated_at = ? WHERE id = ? AND status = 'creating'")
+                .bind(status).bind(error).bind(now_micros()).bind(&id)
+                .execute(&mut *tx).await?;
+        }
         self.commit(tx).await
     }
 
-    /// An endpoint has come up: it settles as accepted or pending acceptance, according
-    /// to its service's approval setting at this moment; or it failed.
-    pub(crate) async fn settle_endpoint(
-        &self,
-        id: String,
-        outcome: std::result::Result<(), String>,
-    ) -> Result<()> {
+    /// Endpoints that came up settle as accepted or pending acceptance, according to their
+    /// service's approval setting at this moment; the others fail.
+    pub(crate) async fn settle_endpoints(&self, outcomes: Vec<(String, Outcome)>) -> Result<()> {
         let mut tx = self.begin().await?;
-        let approval: Option<i64> = sqlx::query_scalar("SELECT s.approval_enabled FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.id = ? AND e.status = 'creating'")
-            .bind(&id).fetch_optional(&mut *tx).await?;
-        let Some(approval) = approval else {
-            return Ok(());
-        };
-        let (status, error) = match outcome {
-            Ok(()) => (EndpointStatus::settled(approval != 0), String::new()),
-            Err(e) => (EndpointStatus::Failed, e),
-        };
-        sqlx::query("UPDATE endpoints SET status = ?, error = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        self.commit(tx).await
-    }
-
-    pub(crate) async fn finish_service_deletion(&self, id: String) -> Result<()> {
-        let mut tx = self.begin().await?;
-        orphan_endpoints(&mut tx, &id).await?;
-        sqlx::query("DELETE FROM permissions WHERE service_id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
-            .bind(kind_str(ResourceKind::Service))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM services WHERE id = ? AND status = 'deleting'")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        self.commit(tx).await
-    }
-
-    pub(crate) async fn finish_endpoint_deletion(&self, id: String) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let gone = sqlx::query("DELETE FROM endpoints WHERE id = ? AND status = 'deleting'")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        if gone.rows_affected() > 0 {
-            release_address(&mut tx, &id).await?;
-            sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
-                .bind(kind_str(ResourceKind::Endpoint))
+        for (id, outcome) in outcomes {
+            let approval: Option<i64> = sqlx::query_scalar("SELECT s.approval_enabled FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.id = ? AND e.status = 'creating'")
+                .bind(&id).fetch_optional(&mut *tx).await?;
+            let Some(approval) = approval else { continue };
+            let (status, error) = match outcome {
+                Ok(()) => (EndpointStatus::settled(approval != 0), String::new()),
+                Err(e) => (EndpointStatus::Failed, e),
+            };
+            sqlx::query("UPDATE endpoints SET status = ?, error = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(error)
+                .bind(now_micros())
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        self.commit(tx).await
+    }
+
+    pub(crate) async fn finish_deletions(
+        &self,
+        services: Vec<String>,
+        endpoints: Vec<String>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for id in endpoints {
+            let gone = sqlx::query("DELETE FROM endpoints WHERE id = ? AND status = 'deleting'")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            if gone.rows_affected() > 0 {
+                release_address(&mut tx, &id).await?;
+                sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
+                    .bind(kind_str(ResourceKind::Endpoint))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for id in services {
+            let gone = sqlx::query("DELETE FROM services WHERE id = ? AND status = 'deleting'")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            if gone.rows_affected() > 0 {
+                orphan_endpoints(&mut tx, &id).await?;
+                sqlx::query("DELETE FROM permissions WHERE service_id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
+                    .bind(kind_str(ResourceKind::Service))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         self.commit(tx).await
     }

@@ -101,6 +101,33 @@ async fn service_lifecycle_and_isolation() {
         .await
         .unwrap();
     assert_eq!(port.ip, "192.168.0.3");
+    let fixed = store
+        .create_port(
+            alice.clone(),
+            NewPort {
+                subnet_id: sub.id.clone(),
+                name: "b".into(),
+                ip: Some("192.168.0.5".parse().unwrap()),
+                device_owner: String::new(),
+                device_id: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(fixed.ip, "192.168.0.5");
+    let gw = store
+        .create_port(
+            alice.clone(),
+            NewPort {
+                subnet_id: sub.id.clone(),
+                name: "g".into(),
+                ip: Some("192.168.0.1".parse().unwrap()),
+                device_owner: String::new(),
+                device_id: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(reason(gw.unwrap_err()), Reason::BadPortIp);
     let new = NewService {
         vpc_id: vpc.id.clone(),
         port_id: port.id.clone(),
@@ -169,7 +196,10 @@ async fn service_lifecycle_and_isolation() {
         Reason::NotFound
     );
 
-    store.settle_service(svc.id.clone(), Ok(())).await.unwrap();
+    store
+        .settle_services(vec![(svc.id.clone(), Ok(()))])
+        .await
+        .unwrap();
     // Bob is not whitelisted: the service looks missing to him.
     let bvpc = store
         .create_vpc(
@@ -234,7 +264,10 @@ async fn service_lifecycle_and_isolation() {
     assert_eq!(e.status, vpcep_model::EndpointStatus::Creating);
     assert_eq!(e.ip, "192.168.0.3");
     assert!(e.marker_id >= vpcep_model::MARKER_ID_BASE);
-    store.settle_endpoint(e.id.clone(), Ok(())).await.unwrap();
+    store
+        .settle_endpoints(vec![(e.id.clone(), Ok(()))])
+        .await
+        .unwrap();
     assert_eq!(
         store
             .get_endpoint(bob.clone(), e.id.clone())
@@ -256,11 +289,17 @@ async fn service_lifecycle_and_isolation() {
         .delete_endpoint(bob.clone(), e.id.clone())
         .await
         .unwrap();
-    store.finish_endpoint_deletion(e.id.clone()).await.unwrap();
+    store
+        .finish_deletions(vec![], vec![e.id.clone()])
+        .await
+        .unwrap();
     store
         .delete_service(alice.clone(), svc.id.clone())
         .await
         .unwrap();
-    store.finish_service_deletion(svc.id.clone()).await.unwrap();
+    store
+        .finish_deletions(vec![svc.id.clone()], vec![])
+        .await
+        .unwrap();
     assert!(store.transitional().await.unwrap().is_empty());
 }

@@ -1,12 +1,11 @@
 //! The VPC registry: VPCs, subnets, ports (NICs and LB VIPs) and route tables, plus
 //! address bookkeeping shared with endpoints.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
-use vpcep_model::{check_subnet_cidr, parse_cidr, subnet_hosts, Reason, Rejection};
+use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
 use crate::secrets::random_bytes;
@@ -111,9 +110,48 @@ pub(super) async fn find_port(
     row.as_ref().map(port_row).transpose()
 }
 
+async fn insert_address(
+    conn: &mut SqliteConnection,
+    subnet_id: &str,
+    ip: Ipv4Addr,
+    owner: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)")
+        .bind(subnet_id)
+        .bind(u32::from(ip) as i64)
+        .bind(ip.to_string())
+        .bind(owner)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a new subnet's network, broadcast and gateway addresses and its first two host
+/// addresses (the VPC router and its resolver) as taken by the subnet itself.
+async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Result<()> {
+    let net = parse_cidr("cidr", &subnet.cidr)?;
+    let first = u32::from(net.network());
+    let mut reserved: Vec<Ipv4Addr> = [first, first + 1, first + 2]
+        .into_iter()
+        .map(Ipv4Addr::from)
+        .collect();
+    reserved.push(net.broadcast());
+    reserved.push(
+        subnet
+            .gateway_ip
+            .parse()
+            .map_err(|_| Rejection::bad("gateway_ip: not an address"))?,
+    );
+    reserved.sort();
+    reserved.dedup();
+    for ip in reserved {
+        insert_address(&mut *conn, &subnet.id, ip, &subnet.id).await?;
+    }
+    Ok(())
+}
+
 /// Claims an address in a subnet for `owner`: the requested one after checking it, or
-/// the lowest free one. The network, gateway and broadcast addresses and the first two
-/// host addresses (reserved for the VPC router and its DNS) are never handed out.
+/// the lowest free one (the first gap after a taken address, found by the index).
 pub(super) async fn claim_address(
     conn: &mut SqliteConnection,
     subnet: &Subnet,
@@ -121,23 +159,6 @@ pub(super) async fn claim_address(
     owner: &str,
 ) -> Result<Ipv4Addr> {
     let net = parse_cidr("cidr", &subnet.cidr)?;
-    let first = u32::from(net.network());
-    let mut reserved: HashSet<Ipv4Addr> = [first, first + 1, first + 2]
-        .into_iter()
-        .map(Ipv4Addr::from)
-        .collect();
-    reserved.insert(net.broadcast());
-    if let Ok(gw) = subnet.gateway_ip.parse() {
-        reserved.insert(gw);
-    }
-    let taken: HashSet<Ipv4Addr> =
-        sqlx::query_scalar::<_, String>("SELECT ip FROM addresses WHERE subnet_id = ?")
-            .bind(&subnet.id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
     let ip = match requested {
         Some(ip) => {
             if !net.contains(&ip) {
@@ -146,36 +167,50 @@ pub(super) async fn claim_address(
                     format!("port_ip: {ip} is outside the subnet {net}"),
                 );
             }
-            if reserved.contains(&ip) {
-                return reject(
-                    Reason::BadPortIp,
-                    format!("port_ip: {ip} is reserved in subnet {net}"),
-                );
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT owner_id FROM addresses WHERE subnet_id = ? AND ip_num = ?",
+            )
+            .bind(&subnet.id)
+            .bind(u32::from(ip) as i64)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match holder {
+                Some(h) if h == subnet.id => {
+                    return reject(
+                        Reason::BadPortIp,
+                        format!("port_ip: {ip} is reserved in subnet {net}"),
+                    )
+                }
+                Some(_) => {
+                    return reject(
+                        Reason::PortIpInUse,
+                        format!("port_ip: {ip} is already in use"),
+                    )
+                }
+                None => ip,
             }
-            if taken.contains(&ip) {
-                return reject(
-                    Reason::PortIpInUse,
-                    format!("port_ip: {ip} is already in use"),
-                );
-            }
-            ip
         }
-        None => match subnet_hosts(&net).find(|a| !reserved.contains(a) && !taken.contains(a)) {
-            Some(ip) => ip,
-            None => {
-                return reject(
-                    Reason::SubnetFull,
-                    format!("subnet {net} has no free address"),
-                )
+        None => {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT a.ip_num + 1 FROM addresses a WHERE a.subnet_id = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM addresses b WHERE b.subnet_id = ?1 AND b.ip_num = a.ip_num + 1) \
+                 ORDER BY a.ip_num LIMIT 1",
+            )
+            .bind(&subnet.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match next.and_then(|n| u32::try_from(n).ok()).map(Ipv4Addr::from) {
+                Some(ip) if net.contains(&ip) && ip != net.broadcast() => ip,
+                _ => {
+                    return reject(
+                        Reason::SubnetFull,
+                        format!("subnet {net} has no free address"),
+                    )
+                }
             }
-        },
+        }
     };
-    sqlx::query("INSERT INTO addresses (subnet_id, ip, owner_id) VALUES (?, ?, ?)")
-        .bind(&subnet.id)
-        .bind(ip.to_string())
-        .bind(owner)
-        .execute(conn)
-        .await?;
+    insert_address(conn, &subnet.id, ip, owner).await?;
     Ok(ip)
 }
 
@@ -366,6 +401,7 @@ impl SqliteStore {
         sqlx::query("INSERT INTO subnets (id, project_id, vpc_id, name, cidr, gateway_ip, neutron_subnet_id, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(&sub.id).bind(&sub.project_id).bind(&sub.vpc_id).bind(&sub.name).bind(&sub.cidr).bind(&sub.gateway_ip).bind(&sub.neutron_subnet_id).bind(&sub.description).bind(now).bind(now)
             .execute(&mut *tx).await?;
+        reserve_addresses(&mut tx, &sub).await?;
         self.commit(tx).await?;
         Ok(sub)
     }

@@ -1,0 +1,409 @@
+//! `vpcep-bench api`: API throughput and latency of a release `vpcep serve` on SQLite,
+//! side by side with the HTTP stack's own ceiling (`/healthz`) in the same run.
+//!
+//! Run: `cargo build --release -p vpcep -p vpcep-bench && target/release/vpcep-bench api`
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use vpcep_api::auth::sign;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    base: String,
+    host: String,
+    ak: String,
+    sk: String,
+    project: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+        let path = path.replace("{p}", &self.project);
+        let (raw_path, raw_query) = path.split_once('?').unwrap_or((&path, ""));
+        let bytes = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
+        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        let date = time::OffsetDateTime::now_utc().format(fmt)?;
+        let headers: Vec<(String, String)> = [
+            ("content-type", "application/json"),
+            ("host", &self.host),
+            ("x-project-id", &self.project),
+            ("x-sdk-date", &date),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let canonical = sign::canonical_request(&sign::SignedRequest {
+            method,
+            raw_path,
+            raw_query,
+            headers: &headers,
+            body: &bytes,
+            content_sha256: None,
+        });
+        let auth = sign::Authorization {
+            access_key: self.ak.clone(),
+            signed_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
+            signature: sign::signature(&self.sk, &sign::string_to_sign(&date, &canonical)),
+        };
+        let resp = self
+            .http
+            .request(method.parse()?, format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .header("x-project-id", &self.project)
+            .header("x-sdk-date", &date)
+            .header("authorization", auth.header_value())
+            .body(bytes)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Result<Value> {
+        let (status, v) = self.call(method, path, Some(&body)).await?;
+        if status >= 300 {
+            bail!("{method} {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
+    let out = Command::new(bin)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!("vpcep {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+struct Stats {
+    name: &'static str,
+    count: usize,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+}
+
+/// Runs `op` from `conc` tasks for `dur`, or until `limit` operations are done.
+async fn load<F, Fut>(
+    name: &'static str,
+    conc: usize,
+    dur: Duration,
+    limit: usize,
+    op: F,
+) -> Result<Stats>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let op = op.clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= limit || start.elapsed() >= dur {
+                    break;
+                }
+                let t = Instant::now();
+                op(n).await?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat_us = Vec::new();
+    for t in tasks {
+        lat_us.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat_us.sort_unstable();
+    Ok(Stats {
+        name,
+        count: lat_us.len(),
+        secs,
+        lat_us,
+    })
+}
+
+async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let acct = admin(&bin, dir.path(), &["admin", "account", "create", "bench"])?;
+    admin(
+        &bin,
+        dir.path(),
+        &[
+            "admin",
+            "quota",
+            "set",
+            "bench",
+            "--endpoints",
+            "100000",
+            "--endpoint-services",
+            "100",
+        ],
+    )?;
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("VPCEP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let _server = Proc(child);
+    let base = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .context("listen line")?
+        .to_owned();
+    let s = |k: &str| acct[k].as_str().unwrap_or_default().to_owned();
+    let c = Client {
+        host: base.trim_start_matches("http://").to_owned(),
+        base,
+        ak: s("access_key"),
+        sk: s("secret_key"),
+        project: s("project_id"),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(conc)
+            .build()?,
+    };
+
+    let vpc = c
+        .ok(
+            "POST",
+            "/v1/{p}/vpcs",
+            json!({"vpc": {"cidr": "10.0.0.0/8"}}),
+        )
+        .await?["vpc"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let sub = c
+        .ok(
+            "POST",
+            "/v1/{p}/subnets",
+            json!({"subnet": {"vpc_id": vpc, "cidr": "10.0.0.0/16"}}),
+        )
+        .await?["subnet"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let port = c
+        .ok(
+            "POST",
+            "/v1/{p}/ports",
+            json!({"port": {"network_id": sub}}),
+        )
+        .await?["port"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let svc = c.ok("POST", "/v1/{p}/vpc-endpoint-services", json!({"vpc_id": vpc, "port_id": port, "server_type": "VM", "approval_enabled": false, "ports": [{"client_port": 80, "server_port": 80}]})).await?["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let (_, v) = c
+            .call(
+                "GET",
+                &format!("/v1/{{p}}/vpc-endpoint-services/{svc}"),
+                None,
+            )
+            .await?;
+        if v["status"] == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let create = json!({"endpoint_service_id": svc, "vpc_id": vpc, "subnet_id": sub});
+    let first = c
+        .ok("POST", "/v1/{p}/vpc-endpoints", create.clone())
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let dur = Duration::from_secs(secs);
+
+    let mut results = Vec::new();
+    let cc = c.clone();
+    results.push(
+        load(
+            "GET /healthz (HTTP ceiling, unauthenticated)",
+            conc,
+            dur,
+            usize::MAX,
+            move |_| {
+                let c = cc.clone();
+                async move {
+                    let r = c.http.get(format!("{}/healthz", c.base)).send().await?;
+                    r.bytes().await?;
+                    Ok(())
+                }
+            },
+        )
+        .await?,
+    );
+    let (cc, path) = (c.clone(), format!("/v1/{{p}}/vpc-endpoints/{first}"));
+    results.push(
+        load(
+            "show endpoint (signed GET)",
+            conc,
+            dur,
+            usize::MAX,
+            move |_| {
+                let (c, path) = (cc.clone(), path.clone());
+                async move {
+                    let (st, _) = c.call("GET", &path, None).await?;
+                    if st != 200 {
+                        bail!("show endpoint: {st}");
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await?,
+    );
+    let (cc, body) = (c.clone(), create.clone());
+    results.push(
+        load(
+            "create endpoint (signed POST, one fsync'd transaction)",
+            conc,
+            dur,
+            60_000,
+            move |_| {
+                let (c, body) = (cc.clone(), body.clone());
+                async move {
+                    let (st, v) = c.call("POST", "/v1/{p}/vpc-endpoints", Some(&body)).await?;
+                    if st != 200 {
+                        bail!("create endpoint: {st} {v}");
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await?,
+    );
+
+    // create → accepted, one at a time, polled every millisecond.
+    let mut settle = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let id = c
+            .ok("POST", "/v1/{p}/vpc-endpoints", create.clone())
+            .await?["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        loop {
+            let (_, v) = c
+                .call("GET", &format!("/v1/{{p}}/vpc-endpoints/{id}"), None)
+                .await?;
+            if v["status"] == "accepted" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        settle.push(t.elapsed().as_micros() as u64);
+    }
+    settle.sort_unstable();
+    let settle = Stats {
+        name: "create → accepted",
+        count: settle.len(),
+        secs: 1.0,
+        lat_us: settle,
+    };
+
+    let base_rate = results[0].rate();
+    println!("| operation | requests | req/s | p50 ms | p99 ms | req/s vs /healthz |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            r.name,
+            r.count,
+            r.rate(),
+            r.pct(0.5),
+            r.pct(0.99),
+            r.rate() / base_rate
+        );
+    }
+    println!();
+    println!(
+        "| {} (n={}) | p50 ms | p99 ms | max ms |",
+        settle.name, settle.count
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| sequential, polled every 1 ms | {:.2} | {:.2} | {:.2} |",
+        settle.pct(0.5),
+        settle.pct(0.99),
+        settle.pct(1.0)
+    );
+    println!();
+    println!(
+        "concurrency {conc}, {secs} s per phase, SQLite WAL synchronous=FULL, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("vpcep");
+    match args.first().map(String::as_str) {
+        Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
+        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N]"),
+    }
+}
