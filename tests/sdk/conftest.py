@@ -194,16 +194,14 @@ def expect_raw_error(resp: requests.Response, status: int, code=None) -> dict:
     """Same as expect_error for a raw `requests` response."""
     assert resp.status_code == status, f"got HTTP {resp.status_code} {resp.text[:300]!r}, wanted {status}"
     assert resp.headers.get("X-Request-Id"), "X-Request-Id header missing"
-    body = resp.json()
+    try:
+        body = resp.json()
+    except ValueError:
+        pytest.fail(f"error body is not JSON: {resp.text[:300]!r}")
     assert isinstance(body, dict), body
     assert body.get("error_msg"), f"error_msg missing/empty in {body}"
     check_code(body.get("error_code"), code)
     return body
-
-
-def expect_client_error_not_5xx(resp: requests.Response) -> dict:
-    """A rejected request: exactly 400, with error_code and error_msg."""
-    return expect_raw_error(resp, 400, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -321,6 +319,16 @@ class RawApi:
 # --------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if pytest itself dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Server:
     """One `vpcep serve` process on a fresh data dir."""
 
@@ -338,7 +346,7 @@ class Server:
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
              "--region", REGION],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=self._log, text=True, preexec_fn=_die_with_parent,
         )
         first_line: list[str] = []
         got = threading.Event()
@@ -468,8 +476,9 @@ class Tenant:
     sk: str
     password: str
     server: Server = field(repr=False)
-    vpcep: Any = field(repr=False, default=None)
-    vpc: VpcClient = field(repr=False, default=None)
+    vpcep: RecordingClient = field(init=False, repr=False)
+    vpc: VpcClient = field(init=False, repr=False)
+    raw: RawApi = field(init=False, repr=False)
 
     def __post_init__(self):
         self.vpcep = vpcep_client(self.server.url, self.ak, self.sk, self.project_id)

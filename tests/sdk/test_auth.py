@@ -11,8 +11,9 @@ import huaweicloudsdkvpcep.v1.model as ep
 from conftest import (
     AUTH_EXPIRED,
     AUTH_FAILED,
-    NOT_FOUND,
     BAD_PROJECT,
+    HEX32,
+    NOT_FOUND,
     NO_PERMISSION,
     NO_ROUTE,
     RawApi,
@@ -65,6 +66,14 @@ def test_signer_matches_spec_example_b():
 
 
 # ---- requests against the server ------------------------------------------------------
+
+
+def test_admin_account_create_contract(alice, bob):
+    for t in (alice, bob):
+        assert HEX32.fullmatch(t.domain_id) and HEX32.fullmatch(t.project_id)
+        assert t.ak and t.sk and t.password
+    assert len({alice.domain_id, alice.project_id, bob.domain_id, bob.project_id}) == 4
+    assert alice.ak != bob.ak
 
 LIST_SERVICES = "/v1/{project}/vpc-endpoint-services"
 

@@ -12,6 +12,7 @@ from conftest import (
     AVAILABLE,
     BAD_LIMIT,
     BAD_STATUS,
+    CREATING,
     NOT_CONNECTED,
     NOT_FOUND,
     NOT_WHITELISTED,
@@ -218,7 +219,7 @@ def test_list_connections_filters_and_paging(alice, bob):
 
 
 @pytest.mark.parametrize("query, code", [
-    ({"status": "creating"}, BAD_STATUS),
+    ({"status": CREATING}, BAD_STATUS),
     ({"status": "bogus"}, BAD_STATUS),
     ({"limit": 1001}, BAD_LIMIT),
     ({"marker_id": "not-a-number"}, ("EndPoint.0021", "EndPoint.0002")),

@@ -7,6 +7,7 @@ import pytest
 import huaweicloudsdkvpcep.v1.model as ep
 from conftest import (
     ACCEPTED,
+    AVAILABLE,
     NOT_FOUND,
     NOT_FOUND_ENDPOINT,
     PENDING,
@@ -99,7 +100,7 @@ def test_foreign_service_id_looks_missing(alice, bob, alices_things, op):
     svc, _ = alices_things
     same_as_missing(lambda sid: SERVICE_PROBES[op](bob, sid), svc.id, NOT_FOUND)
     after = alice.get_service(svc.id)
-    assert (after.status, after.description, after.service_name) == ("available", "original", svc.service_name)
+    assert (after.status, after.description, after.service_name) == (AVAILABLE, "original", svc.service_name)
     assert after.tags in ([], None)
 
 

@@ -19,6 +19,7 @@ from conftest import (
     BAD_SORT_KEY,
     CLIENT_ERRORS,
     CREATING,
+    FAILED,
     MARKER_MIN,
     NOT_FOUND_ENDPOINT,
     PENDING,
@@ -204,7 +205,7 @@ def test_subnet_exhaustion_is_a_clean_error(alice):
             assert e.status_code == 400 and e.error_code and e.error_msg, str(e)
             outcomes.append("refused")
             continue
-        done = wait_status(lambda: alice.get_endpoint(created.id), (ACCEPTED, "failed"))
+        done = wait_status(lambda: alice.get_endpoint(created.id), (ACCEPTED, FAILED))
         if done.status == ACCEPTED:
             ips.append(done.ip)
         else:

@@ -7,12 +7,14 @@ import pytest
 
 from conftest import (
     ACCEPTED,
+    AVAILABLE,
     BAD_LIMIT,
     BAD_OFFSET,
     BAD_RESOURCE_TYPE,
     BAD_STATUS,
     EMPTY_PERMISSIONS,
     ONE_ENDPOINT_ONLY,
+    PENDING,
     expect_raw_error,
     random_id,
 )
@@ -233,7 +235,7 @@ def test_invalid_requests_changed_nothing(ctx):
     """Runs after the table (same module, file order): the fixture's resources are intact."""
     t = ctx["tenant"]
     svc = t.get_service(ctx["service"])
-    assert svc.status == "available" and svc.approval_enabled is True
+    assert svc.status == AVAILABLE and svc.approval_enabled is True
     assert [(p.client_port, p.server_port) for p in svc.ports] == [(8080, 80)]
     assert svc.tags in ([], None) and svc.description in ("", None)
     assert t.list_services().total_count == 1
@@ -241,5 +243,5 @@ def test_invalid_requests_changed_nothing(ctx):
     assert t.permissions(ctx["service"]).total_count == 0
     for key in ("endpoint", "endpoint2"):
         endpoint = t.get_endpoint(ctx[key])
-        assert endpoint.status == "pendingAcceptance" and endpoint.whitelist == []
+        assert endpoint.status == PENDING and endpoint.whitelist == []
     assert ACCEPTED not in {c.status for c in t.connections(ctx["service"]).connections}

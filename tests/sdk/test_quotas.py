@@ -2,6 +2,7 @@
 used/quota reporting, Endpoint.1018 on excess, and atomicity under concurrency.
 Every test uses its own fresh accounts (the `alice`/`bob` fixtures are per test)."""
 
+import re
 import threading
 
 import pytest
@@ -118,24 +119,35 @@ def run_concurrently(n: int, fn):
     return results
 
 
-def split_outcomes(results):
+def split_outcomes(results, refusal=QUOTA_EXCEEDED):
+    """(successes, refusals); anything but a 400 matching `refusal` fails the test."""
     ok = [r for r in results if not isinstance(r, Exception)]
     errors = [r for r in results if isinstance(r, Exception)]
     unexpected = [e for e in errors
                   if not (isinstance(e, ClientRequestException) and e.status_code == 400
-                          and e.error_code == QUOTA_EXCEEDED)]
+                          and re.fullmatch(refusal, e.error_code or ""))]
     assert not unexpected, f"unexpected failures: {[str(e) for e in unexpected]}"
     return ok, errors
+
+
+def clients_of(tenant, n):
+    """n independent SDK clients (own HTTP sessions) of one tenant."""
+    return [vpcep_client(tenant.server.url, tenant.ak, tenant.sk, tenant.project_id) for _ in range(n)]
+
+
+def create_endpoints_concurrently(tenant, service_id, net, n, refusal=QUOTA_EXCEEDED, **fields):
+    clients = clients_of(tenant, n)
+    body = ep.CreateEndpointRequestBody(endpoint_service_id=service_id, vpc_id=net.vpc_id, subnet_id=net.subnet_id,
+                                        **fields)
+    return split_outcomes(run_concurrently(n, lambda i: clients[i].create_endpoint(
+        ep.CreateEndpointRequest(body=body))), refusal)
 
 
 def test_concurrent_endpoint_creates_respect_quota(alice):
     alice.set_quota(endpoints=3)
     svc = alice.service()
     net = alice.network()
-    clients = [vpcep_client(alice.server.url, alice.ak, alice.sk, alice.project_id) for _ in range(10)]
-    body = ep.CreateEndpointRequestBody(endpoint_service_id=svc.id, vpc_id=net.vpc_id, subnet_id=net.subnet_id)
-    results = run_concurrently(10, lambda i: clients[i].create_endpoint(ep.CreateEndpointRequest(body=body)))
-    ok, errors = split_outcomes(results)
+    ok, errors = create_endpoints_concurrently(alice, svc.id, net, 10)
     assert len(ok) == 3 and len(errors) == 7
     assert alice.list_endpoints().total_count == 3
     assert alice.quotas()["endpoint"] == (3, 3)
@@ -149,7 +161,7 @@ def test_concurrent_endpoint_creates_respect_quota(alice):
 def test_concurrent_service_creates_respect_quota(alice):
     alice.set_quota(endpoint_services=2)
     backends = [alice.backend() for _ in range(8)]
-    clients = [vpcep_client(alice.server.url, alice.ak, alice.sk, alice.project_id) for _ in range(8)]
+    clients = clients_of(alice, 8)
 
     def create(i):
         b = backends[i]
@@ -166,11 +178,18 @@ def test_concurrent_service_creates_respect_quota(alice):
 def test_concurrent_creates_allocate_unique_addresses_and_markers(alice):
     svc = alice.service()
     net = alice.network()
-    clients = [vpcep_client(alice.server.url, alice.ak, alice.sk, alice.project_id) for _ in range(10)]
-    body = ep.CreateEndpointRequestBody(endpoint_service_id=svc.id, vpc_id=net.vpc_id, subnet_id=net.subnet_id)
-    ok, errors = split_outcomes(run_concurrently(10, lambda i: clients[i].create_endpoint(
-        ep.CreateEndpointRequest(body=body))))
+    ok, errors = create_endpoints_concurrently(alice, svc.id, net, 10)
     assert len(ok) == 10
     done = [wait_status(lambda: alice.get_endpoint(c.id), ACCEPTED) for c in ok]
     assert len({d.ip for d in done}) == 10 and all(net.contains(d.ip) for d in done)
     assert len({d.marker_id for d in done}) == 10
+
+
+def test_concurrent_creates_for_the_same_port_ip(alice):
+    """Only one of several simultaneous requests for one address may get it."""
+    svc = alice.service()
+    net = alice.network()
+    ok, errors = create_endpoints_concurrently(alice, svc.id, net, 6, refusal=ANY_VPCEP_CODE.pattern,
+                                               port_ip="10.0.1.99")
+    assert len(ok) == 1 and len(errors) == 5
+    assert wait_status(lambda: alice.get_endpoint(ok[0].id), ACCEPTED).ip == "10.0.1.99"

@@ -16,9 +16,12 @@ from conftest import (
     BAD_STATUS,
     CLIENT_ERRORS,
     CREATING,
+    DELETING,
+    FAILED,
     NOT_FOUND,
     PENDING,
     REGION,
+    REJECTED,
     SERVICE_IN_USE,
     check_timestamps,
     describe_by_id,
@@ -287,7 +290,7 @@ def test_list_services_filters(alice, bob):
     by_id = alice.list_services(id=db.id)
     assert [s.id for s in by_id.endpoint_services] == [db.id]
     assert alice.list_services(status=AVAILABLE).total_count == 2
-    assert alice.list_services(status="failed").total_count == 0
+    assert alice.list_services(status=FAILED).total_count == 0
     row = by_id.endpoint_services[0]
     assert row.service_name == f"{REGION}.database.{db.id}"
     assert row.domain_id == alice.domain_id and row.project_id == alice.project_id
@@ -383,7 +386,7 @@ def test_service_with_only_pending_endpoint_can_be_deleted(alice):
     except ClientRequestException as e:
         assert e.status_code == 404, str(e)
     else:
-        assert status in ("failed", "deleting", PENDING, "rejected")
+        assert status in (FAILED, DELETING, PENDING, REJECTED)
 
 
 # ---- describe & public services ----------------------------------------------------------

@@ -7,7 +7,17 @@ import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
 import huaweicloudsdkvpcep.v1.model as ep
-from conftest import NO_ROUTE, NOT_FOUND, NOT_FOUND_ENDPOINT, check_timestamps, expect_error, random_id, raw_json
+from conftest import (
+    AVAILABLE,
+    CREATING,
+    NOT_FOUND,
+    NOT_FOUND_ENDPOINT,
+    NO_ROUTE,
+    check_timestamps,
+    expect_error,
+    random_id,
+    raw_json,
+)
 
 VERSION_STATUSES = {"CURRENT", "SUPPORT", "DEPRECATED"}
 
@@ -63,7 +73,7 @@ def test_add_endpoint_service_server_resource(alice):
     if not isinstance(res, ClientRequestException):
         assert res.status_code in (200, 202, 204)
     # the service is still usable
-    assert alice.get_service(svc.id).status in ("available", "creating")
+    assert alice.get_service(svc.id).status in (AVAILABLE, CREATING)
 
 
 def test_add_server_resource_without_resources_is_400(alice):

@@ -67,6 +67,7 @@ impl App {
 pub fn router(app: App) -> Router {
     routes::router()
         .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(app.clone(), auth::layer))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)

@@ -196,6 +196,8 @@ pub struct RouteTable {
     pub name: String,
     pub is_default: bool,
     pub routes: Vec<Route>,
+    /// Routes of accepted gateway endpoints (type `vpcep`), derived from the endpoints.
+    pub endpoint_routes: Vec<Route>,
     pub subnet_ids: Vec<String>,
     pub description: String,
     pub created_at: i64,

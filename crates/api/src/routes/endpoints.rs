@@ -54,6 +54,17 @@ struct CreateBody {
     ipv6_address: Option<String>,
 }
 
+/// A required id that must not be empty either.
+fn non_empty(field: &str, v: Option<String>, code: &'static str) -> ApiResult<String> {
+    match v {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(ApiError::bad(
+            code,
+            format!("{field}: required and not empty"),
+        )),
+    }
+}
+
 async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -77,8 +88,12 @@ async fn create(
         })
         .transpose()?;
     let new = NewEndpoint {
-        service_id: req("endpoint_service_id", b.endpoint_service_id)?,
-        vpc_id: req("vpc_id", b.vpc_id)?,
+        service_id: non_empty(
+            "endpoint_service_id",
+            b.endpoint_service_id,
+            "EndPoint.2029",
+        )?,
+        vpc_id: non_empty("vpc_id", b.vpc_id, "EndPoint.2011")?,
         subnet_id: b.subnet_id.filter(|s| !s.is_empty()),
         port_ip,
         enable_dns: b.enable_dns.unwrap_or(false),

@@ -85,7 +85,7 @@ fn port_json(p: &Port) -> Value {
 fn rt_json(t: &RouteTable) -> Value {
     json!({
         "id": t.id, "name": t.name, "default": t.is_default,
-        "routes": t.routes.iter().map(|r| json!({"type": r.kind, "destination": r.destination, "nexthop": r.nexthop, "description": r.description})).collect::<Vec<_>>(),
+        "routes": t.routes.iter().chain(&t.endpoint_routes).map(|r| json!({"type": r.kind, "destination": r.destination, "nexthop": r.nexthop, "description": r.description})).collect::<Vec<_>>(),
         "subnets": t.subnet_ids.iter().map(|s| json!({"id": s})).collect::<Vec<_>>(),
         "tenant_id": t.project_id, "vpc_id": t.vpc_id, "description": t.description,
         "created_at": ts(t.created_at), "updated_at": ts(t.updated_at),

@@ -302,4 +302,30 @@ async fn service_lifecycle_and_isolation() {
         .await
         .unwrap();
     assert!(store.transitional().await.unwrap().is_empty());
+
+    // A subnet with ports cannot go; without them it can, reserved addresses and all.
+    assert_eq!(
+        reason(
+            store
+                .delete_subnet(alice.clone(), vpc.id.clone(), sub.id.clone())
+                .await
+                .unwrap_err()
+        ),
+        Reason::InUse
+    );
+    for p in store
+        .list_ports(alice.clone(), PortFilter::default())
+        .await
+        .unwrap()
+    {
+        store.delete_port(alice.clone(), p.id).await.unwrap();
+    }
+    store
+        .delete_subnet(alice.clone(), vpc.id.clone(), sub.id.clone())
+        .await
+        .unwrap();
+    store
+        .delete_vpc(alice.clone(), vpc.id.clone())
+        .await
+        .unwrap();
 }

@@ -467,7 +467,7 @@ impl SqliteStore {
         }
         if exists(
             &mut tx,
-            "SELECT 1 FROM addresses WHERE subnet_id = ?",
+            "SELECT 1 FROM addresses WHERE subnet_id = ? AND owner_id != subnet_id",
             &[&id],
         )
         .await?
@@ -477,6 +477,7 @@ impl SqliteStore {
                 "the subnet still has ports or endpoints; delete them first",
             );
         }
+        release_address(&mut tx, &id).await?;
         sqlx::query("DELETE FROM subnets WHERE id = ?")
             .bind(&id)
             .execute(&mut *tx)
@@ -590,13 +591,31 @@ impl SqliteStore {
         let subnet_ids = if is_default {
             sqlx::query_scalar("SELECT id FROM subnets WHERE vpc_id = ? ORDER BY created_at, id")
                 .bind(&vpc_id)
-                .fetch_all(conn)
+                .fetch_all(&mut *conn)
                 .await?
         } else {
             Vec::new()
         };
+        let id: String = r.try_get("id")?;
+        // Routes that accepted gateway endpoints put into this table: derived, not stored.
+        let gateways: Vec<(String, String, String)> = sqlx::query_as("SELECT e.id, e.routetables, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status = 'accepted' ORDER BY e.created_at, e.id")
+            .bind(&vpc_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut endpoint_routes = Vec::new();
+        for (ep, tables, cidr) in gateways {
+            if from_json::<Vec<String>>(&tables)?.contains(&id) {
+                endpoint_routes.push(Route {
+                    destination: cidr,
+                    kind: "vpcep".into(),
+                    nexthop: ep,
+                    description: String::new(),
+                });
+            }
+        }
         Ok(RouteTable {
-            id: r.try_get("id")?,
+            endpoint_routes,
+            id,
             project_id: r.try_get("project_id")?,
             vpc_id,
             name: r.try_get("name")?,
