@@ -383,7 +383,7 @@ async fn bad_input_is_a_clear_400() {
         (
             "/v1/{p}/vpc-endpoints",
             json!({"vpc_id": vpc}),
-            "EndPoint.0002",
+            "EndPoint.2029",
         ),
         (
             "/v1/{p}/vpc-endpoints",
