@@ -6,6 +6,7 @@ mod error;
 mod names;
 mod net;
 mod ports;
+mod snapshot;
 mod status;
 mod tags;
 mod whitelist;
@@ -17,6 +18,9 @@ pub use net::{
     SNAT_RANGE, SYSTEM_RANGE,
 };
 pub use ports::{validate_port_mappings, PortMapping, Protocol, MAX_PORT_MAPPINGS};
+pub use snapshot::{
+    snat_ip, Change, EndpointSpec, HostSpec, Snapshot, SubnetSpec, VpcSpec, SNAT_BASE, SNAT_SIZE,
+};
 pub use status::{
     EndpointStatus, ServerType, ServiceStatus, ServiceType, TcpProxy, MARKER_ID_BASE,
 };

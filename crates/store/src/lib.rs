@@ -125,6 +125,8 @@ store_trait! {
 
     /// Rows the controller still has to move out of a transitional status.
     fn transitional(&self) -> Transitional;
+    /// The desired state of the data plane, as of one revision.
+    fn snapshot(&self) -> vpcep_model::Snapshot;
     /// Services that came up (or failed to), in one transaction.
     fn settle_services(&self, outcomes: Vec<(String, Outcome)>) -> ();
     /// Endpoints that came up (or failed to), in one transaction.

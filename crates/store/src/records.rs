@@ -98,6 +98,7 @@ pub struct Vpc {
     pub name: String,
     pub cidr: String,
     pub description: String,
+    pub seq: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -135,10 +136,13 @@ pub struct NewPort {
     pub ip: Option<Ipv4Addr>,
     pub device_owner: String,
     pub device_id: String,
+    /// A host: the data plane stands up a namespace (netns) or an address (loopback).
+    pub is_host: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct PortFilter {
+    pub is_host: Option<bool>,
     pub id: Option<String>,
     pub subnet_id: Option<String>,
     pub device_owner: Option<String>,
@@ -157,6 +161,7 @@ pub struct Port {
     pub mac: String,
     pub device_owner: String,
     pub device_id: String,
+    pub is_host: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -366,7 +371,9 @@ pub struct TaggedResource {
 pub struct Transitional {
     pub services_creating: Vec<String>,
     pub services_deleting: Vec<String>,
-    pub endpoints_creating: Vec<String>,
+    /// Endpoints in `creating`, and whether the data plane has to bring them up before
+    /// they settle (an endpoint that waits for approval has nothing to bring up yet).
+    pub endpoints_creating: Vec<(String, bool)>,
     pub endpoints_deleting: Vec<String>,
 }
 

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS vpcs (
     name TEXT NOT NULL,
     cidr TEXT NOT NULL,
     description TEXT NOT NULL,
+    -- Small stable number (lowest free from 1): the VPC's 127.N.0.0/16 in loopback mode.
+    seq INTEGER NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -73,6 +75,8 @@ CREATE TABLE IF NOT EXISTS ports (
     mac TEXT NOT NULL,
     device_owner TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    -- 1 when the data plane stands a host (namespace) up for this port.
+    is_host INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );

@@ -42,7 +42,14 @@ pub async fn step(
     let endpoints: Vec<_> = t
         .endpoints_creating
         .into_iter()
-        .filter_map(|id| plane.endpoint_outcome(&id).map(|o| (id, o)))
+        .filter_map(|(id, needs_plane)| {
+            let outcome = if needs_plane {
+                plane.endpoint_outcome(&id)
+            } else {
+                Some(Ok(()))
+            };
+            outcome.map(|o| (id, o))
+        })
         .collect();
     let moved =
         services.len() + endpoints.len() + t.services_deleting.len() + t.endpoints_deleting.len();

@@ -313,6 +313,7 @@ async fn create_port(
         ip,
         device_owner: p.device_owner.unwrap_or_default(),
         device_id: p.device_id.unwrap_or_default(),
+        is_host: false,
     };
     let port = app.store.create_port(caller, new).await?;
     Ok(Json(json!({"port": port_json(&port)})))
@@ -324,6 +325,7 @@ async fn list_ports(
     p: Params,
 ) -> ApiResult<Json<Value>> {
     let filter = PortFilter {
+        is_host: None,
         id: p.get("id"),
         subnet_id: p.get("network_id"),
         device_owner: p.get("device_owner"),

@@ -1,12 +1,15 @@
 //! What the controller reads and writes: rows in transitional statuses and their outcome.
 
-use vpcep_model::EndpointStatus;
+use sqlx::Row;
+use vpcep_model::{
+    snat_ip, EndpointSpec, EndpointStatus, HostSpec, Snapshot, SubnetSpec, TcpProxy, VpcSpec,
+};
 
 use super::services::orphan_endpoints;
 use super::tags::kind_str;
 use super::vpc::release_address;
-use super::{now_micros, SqliteStore};
-use crate::{Outcome, ResourceKind, Result, Transitional};
+use super::{from_json, now_micros, SqliteStore};
+use crate::{Outcome, ResourceKind, Result, StoreError, Transitional};
 
 impl SqliteStore {
     pub(crate) async fn transitional(&self) -> Result<Transitional> {
@@ -23,11 +26,7 @@ impl SqliteStore {
             )
             .fetch_all(&mut *c)
             .await?,
-            endpoints_creating: ids(
-                "SELECT id FROM endpoints WHERE status = 'creating' ORDER BY created_at",
-            )
-            .fetch_all(&mut *c)
-            .await?,
+            endpoints_creating: sqlx::query_as("SELECT e.id, (e.service_type = 'interface' AND COALESCE(s.approval_enabled, 1) = 0) FROM endpoints e LEFT JOIN services s ON s.id = e.service_id WHERE e.status = 'creating' ORDER BY e.created_at").fetch_all(&mut *c).await?,
             endpoints_deleting: ids(
                 "SELECT id FROM endpoints WHERE status = 'deleting' ORDER BY updated_at",
             )
@@ -113,4 +112,98 @@ impl SqliteStore {
         }
         self.commit(tx).await
     }
+
+    pub(crate) async fn snapshot(&self) -> Result<Snapshot> {
+        // One read transaction: the revision and the rows are of the same moment.
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'revision'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let subnets: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT id, vpc_id, cidr, gateway_ip FROM subnets ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let vpc_rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, seq FROM vpcs ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        let vpcs = vpc_rows
+            .into_iter()
+            .map(|(id, seq)| {
+                let subnets = subnets
+                    .iter()
+                    .filter(|s| s.1 == id)
+                    .map(|(sid, _, cidr, gw)| {
+                        Ok(SubnetSpec {
+                            id: sid.clone(),
+                            cidr: cidr.clone(),
+                            gateway_ip: ip(gw)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(VpcSpec {
+                    id,
+                    seq: seq as u32,
+                    subnets,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let host_rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT id, vpc_id, subnet_id, ip FROM ports WHERE is_host = 1 ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let hosts = host_rows
+            .into_iter()
+            .map(|(port_id, vpc_id, subnet_id, addr)| {
+                Ok(HostSpec {
+                    port_id,
+                    vpc_id,
+                    subnet_id,
+                    ip: ip(&addr)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query("SELECT e.id, e.service_id, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.service_type = 'interface' AND (e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0)) ORDER BY e.created_at, e.id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for r in rows {
+            let marker = r.try_get::<i64, _>("marker_id")? as u32;
+            let whitelist: Vec<String> = from_json(&r.try_get::<String, _>("whitelist")?)?;
+            endpoints.push(EndpointSpec {
+                id: r.try_get("id")?,
+                service_id: r.try_get("service_id")?,
+                marker_id: marker,
+                consumer_vpc: r.try_get("vpc_id")?,
+                subnet_id: r.try_get("subnet_id")?,
+                ip: ip(&r.try_get::<String, _>("ip")?)?,
+                provider_vpc: (r.try_get::<i64, _>("is_public")? == 0)
+                    .then(|| r.try_get("provider_vpc"))
+                    .transpose()?,
+                backend_ip: ip(&r.try_get::<String, _>("backend_ip")?)?,
+                ports: from_json(&r.try_get::<String, _>("ports")?)?,
+                tcp_proxy: TcpProxy::parse(&r.try_get::<String, _>("tcp_proxy")?)
+                    .map_err(|e| StoreError::Corrupt(e.msg))?,
+                whitelist: (r.try_get::<i64, _>("enable_whitelist")? != 0).then_some(whitelist),
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                snat_ip: snat_ip(marker),
+            });
+        }
+        tx.rollback().await?;
+        Ok(Snapshot {
+            revision: revision as u64,
+            vpcs,
+            hosts,
+            endpoints,
+        })
+    }
+}
+
+/// Concurrent connections one endpoint carries (user guide: 3000).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 3000;
+
+fn ip(raw: &str) -> Result<std::net::Ipv4Addr> {
+    raw.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad address {raw:?}")))
 }

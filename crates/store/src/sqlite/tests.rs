@@ -96,6 +96,7 @@ async fn service_lifecycle_and_isolation() {
                 ip: None,
                 device_owner: String::new(),
                 device_id: String::new(),
+                is_host: false,
             },
         )
         .await
@@ -110,6 +111,7 @@ async fn service_lifecycle_and_isolation() {
                 ip: Some("192.168.0.5".parse().unwrap()),
                 device_owner: String::new(),
                 device_id: String::new(),
+                is_host: false,
             },
         )
         .await
@@ -124,6 +126,7 @@ async fn service_lifecycle_and_isolation() {
                 ip: Some("192.168.0.1".parse().unwrap()),
                 device_owner: String::new(),
                 device_id: String::new(),
+                is_host: false,
             },
         )
         .await;

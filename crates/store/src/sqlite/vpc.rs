@@ -31,6 +31,7 @@ fn vpc_row(r: &SqliteRow) -> Result<Vpc> {
         name: r.try_get("name")?,
         cidr: r.try_get("cidr")?,
         description: r.try_get("description")?,
+        seq: r.try_get("seq")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -51,7 +52,7 @@ fn subnet_row(r: &SqliteRow) -> Result<Subnet> {
     })
 }
 
-const PORT_COLS: &str = "p.id, p.project_id, p.vpc_id, p.subnet_id, s.neutron_subnet_id, p.name, p.ip, p.mac, p.device_owner, p.device_id, p.created_at, p.updated_at FROM ports p JOIN subnets s ON s.id = p.subnet_id";
+const PORT_COLS: &str = "p.id, p.project_id, p.vpc_id, p.subnet_id, s.neutron_subnet_id, p.name, p.ip, p.mac, p.device_owner, p.device_id, p.is_host, p.created_at, p.updated_at FROM ports p JOIN subnets s ON s.id = p.subnet_id";
 
 fn port_row(r: &SqliteRow) -> Result<Port> {
     Ok(Port {
@@ -65,6 +66,7 @@ fn port_row(r: &SqliteRow) -> Result<Port> {
         mac: r.try_get("mac")?,
         device_owner: r.try_get("device_owner")?,
         device_id: r.try_get("device_id")?,
+        is_host: r.try_get::<i64, _>("is_host")? != 0,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -253,13 +255,17 @@ impl SqliteStore {
             name: v.name,
             cidr: net.to_string(),
             description: v.description,
+            seq: 0,
             created_at: now,
             updated_at: now,
         };
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO vpcs (id, project_id, name, cidr, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(&vpc.id).bind(&vpc.project_id).bind(&vpc.name).bind(&vpc.cidr).bind(&vpc.description).bind(now).bind(now)
+        let seq: i64 = sqlx::query_scalar("SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpcs WHERE seq = 1) THEN 1 ELSE (SELECT MIN(v.seq + 1) FROM vpcs v WHERE NOT EXISTS (SELECT 1 FROM vpcs w WHERE w.seq = v.seq + 1)) END")
+            .fetch_one(&mut *tx).await?;
+        sqlx::query("INSERT INTO vpcs (id, project_id, name, cidr, description, seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&vpc.id).bind(&vpc.project_id).bind(&vpc.name).bind(&vpc.cidr).bind(&vpc.description).bind(seq).bind(now).bind(now)
             .execute(&mut *tx).await?;
+        let vpc = Vpc { seq, ..vpc };
         // Every VPC has a default route table, as in the cloud.
         sqlx::query("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 1, '[]', '', ?, ?)")
             .bind(new_id()).bind(&vpc.project_id).bind(&vpc.id).bind(format!("rtb-{}", if vpc.name.is_empty() { &vpc.id[..8] } else { &vpc.name })).bind(now).bind(now)
@@ -500,9 +506,9 @@ impl SqliteStore {
         let ip = claim_address(&mut tx, &subnet, p.ip, &id).await?;
         let m = random_bytes::<3>();
         let now = now_micros();
-        sqlx::query("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, is_host, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(&id).bind(&caller.project_id).bind(&subnet.vpc_id).bind(&subnet.id).bind(&p.name).bind(ip.to_string())
-            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(now).bind(now)
+            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(p.is_host).bind(now).bind(now)
             .execute(&mut *tx).await?;
         let port = find_port(&mut tx, &caller, &id)
             .await?
@@ -513,7 +519,7 @@ impl SqliteStore {
 
     pub(crate) async fn list_ports(&self, caller: Caller, f: PortFilter) -> Result<Vec<Port>> {
         let mut c = self.read().await?;
-        let sql = format!("SELECT {PORT_COLS} WHERE p.project_id = ? AND (? IS NULL OR p.id = ?) AND (? IS NULL OR p.subnet_id = ?) AND (? IS NULL OR p.device_owner = ?) AND (? IS NULL OR p.device_id = ?) ORDER BY p.created_at, p.id");
+        let sql = format!("SELECT {PORT_COLS} WHERE p.project_id = ? AND (? IS NULL OR p.id = ?) AND (? IS NULL OR p.subnet_id = ?) AND (? IS NULL OR p.device_owner = ?) AND (? IS NULL OR p.device_id = ?) AND (? IS NULL OR p.is_host = ?) ORDER BY p.created_at, p.id");
         let rows = sqlx::query(&sql)
             .bind(&caller.project_id)
             .bind(&f.id)
@@ -524,6 +530,8 @@ impl SqliteStore {
             .bind(&f.device_owner)
             .bind(&f.device_id)
             .bind(&f.device_id)
+            .bind(f.is_host)
+            .bind(f.is_host)
             .fetch_all(&mut *c)
             .await?;
         rows.iter().map(port_row).collect()

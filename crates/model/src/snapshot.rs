@@ -1,0 +1,233 @@
+//! The desired state of the data plane, built from the store and applied by every
+//! gateway node: which VPCs and hosts exist, and which endpoints must forward where.
+//! It is the one type (with status reports) that crosses between planes, so it is
+//! plain data with serde, versioned by the store revision it was built at.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PortMapping, TcpProxy};
+
+/// Addresses in this range are the gateway's sources towards backends (one per endpoint).
+pub const SNAT_BASE: u32 = 0xC613_8000; // 198.19.128.0
+/// Usable SNAT addresses in 198.19.128.0/20.
+pub const SNAT_SIZE: u32 = 4094;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub vpcs: Vec<VpcSpec>,
+    pub hosts: Vec<HostSpec>,
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcSpec {
+    pub id: String,
+    /// Small and stable for the VPC's life: its 127.N.0.0/16 block in loopback mode
+    /// (which therefore holds VPCs 1-254).
+    pub seq: u32,
+    pub subnets: Vec<SubnetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    pub id: String,
+    pub cidr: String,
+    pub gateway_ip: Ipv4Addr,
+}
+
+/// A stand-in for a VM or a load balancer: a namespace joined to a subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSpec {
+    pub port_id: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    pub ip: Ipv4Addr,
+}
+
+/// One endpoint that must forward: listeners at `ip` in the consumer VPC, connections
+/// from `snat_ip` in the provider VPC (or from the node itself, for cloud services).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub service_id: String,
+    pub marker_id: u32,
+    pub consumer_vpc: String,
+    pub subnet_id: String,
+    pub ip: Ipv4Addr,
+    /// `None` for operator services, whose backend the node reaches directly.
+    pub provider_vpc: Option<String>,
+    pub backend_ip: Ipv4Addr,
+    pub ports: Vec<PortMapping>,
+    pub tcp_proxy: TcpProxy,
+    /// Source CIDRs allowed to connect, when the endpoint whitelist is enabled.
+    pub whitelist: Option<Vec<String>>,
+    pub max_connections: u32,
+    pub snat_ip: Ipv4Addr,
+}
+
+/// The SNAT source address of the endpoint with this marker id.
+pub fn snat_ip(marker_id: u32) -> Ipv4Addr {
+    let index = marker_id.wrapping_sub(crate::MARKER_ID_BASE as u32) % SNAT_SIZE;
+    Ipv4Addr::from(SNAT_BASE + 1 + index)
+}
+
+/// One thing to do to move a node from one snapshot to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    AddVpc(VpcSpec),
+    RemoveVpc(String),
+    AddHost(HostSpec),
+    RemoveHost(HostSpec),
+    AddEndpoint(EndpointSpec),
+    RemoveEndpoint(String),
+}
+
+fn by_key<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, T> {
+    items.iter().map(|i| (key(i), i.clone())).collect()
+}
+
+impl Snapshot {
+    /// The changes that turn `old` into `new`, ordered so that nothing is removed while
+    /// something still needs it and nothing is added before what it needs: endpoints
+    /// first out, then hosts, then VPCs; VPCs first in, then hosts, then endpoints. A
+    /// changed item is removed and added again; VPCs change in place (subnets are added).
+    pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
+        let (ov, nv) = (
+            by_key(&old.vpcs, |v| v.id.clone()),
+            by_key(&new.vpcs, |v| v.id.clone()),
+        );
+        let (oh, nh) = (
+            by_key(&old.hosts, |h| h.port_id.clone()),
+            by_key(&new.hosts, |h| h.port_id.clone()),
+        );
+        let (oe, ne) = (
+            by_key(&old.endpoints, |e| e.id.clone()),
+            by_key(&new.endpoints, |e| e.id.clone()),
+        );
+        let mut out = Vec::new();
+        for (id, e) in &oe {
+            if ne.get(id) != Some(e) {
+                out.push(Change::RemoveEndpoint(id.clone()));
+            }
+        }
+        for (id, h) in &oh {
+            if nh.get(id) != Some(h) {
+                out.push(Change::RemoveHost(h.clone()));
+            }
+        }
+        for id in ov.keys() {
+            if !nv.contains_key(id) {
+                out.push(Change::RemoveVpc(id.clone()));
+            }
+        }
+        for (id, v) in &nv {
+            if ov.get(id) != Some(v) {
+                out.push(Change::AddVpc(v.clone()));
+            }
+        }
+        for (id, h) in &nh {
+            if oh.get(id) != Some(h) {
+                out.push(Change::AddHost(h.clone()));
+            }
+        }
+        for (id, e) in &ne {
+            if oe.get(id) != Some(e) {
+                out.push(Change::AddEndpoint(e.clone()));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    fn vpc(id: &str) -> VpcSpec {
+        VpcSpec {
+            id: id.into(),
+            seq: 1,
+            subnets: vec![],
+        }
+    }
+
+    fn ep(id: &str, port: u16) -> EndpointSpec {
+        EndpointSpec {
+            id: id.into(),
+            service_id: "s".into(),
+            marker_id: 0x0100_0000,
+            consumer_vpc: "a".into(),
+            subnet_id: "sa".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 4),
+            provider_vpc: Some("b".into()),
+            backend_ip: Ipv4Addr::new(10, 0, 0, 3),
+            ports: vec![PortMapping {
+                client_port: port,
+                server_port: 80,
+                protocol: Protocol::Tcp,
+            }],
+            tcp_proxy: TcpProxy::Close,
+            whitelist: None,
+            max_connections: 3000,
+            snat_ip: snat_ip(0x0100_0000),
+        }
+    }
+
+    #[test]
+    fn diffs() {
+        let empty = Snapshot::default();
+        let one = Snapshot {
+            revision: 1,
+            vpcs: vec![vpc("a"), vpc("b")],
+            hosts: vec![],
+            endpoints: vec![ep("e1", 80)],
+        };
+        assert_eq!(
+            Snapshot::diff(&empty, &one),
+            vec![
+                Change::AddVpc(vpc("a")),
+                Change::AddVpc(vpc("b")),
+                Change::AddEndpoint(ep("e1", 80))
+            ]
+        );
+        assert_eq!(Snapshot::diff(&one, &one), vec![]);
+        let changed = Snapshot {
+            endpoints: vec![ep("e1", 81)],
+            ..one.clone()
+        };
+        assert_eq!(
+            Snapshot::diff(&one, &changed),
+            vec![
+                Change::RemoveEndpoint("e1".into()),
+                Change::AddEndpoint(ep("e1", 81))
+            ]
+        );
+        assert_eq!(
+            Snapshot::diff(&one, &empty),
+            vec![
+                Change::RemoveEndpoint("e1".into()),
+                Change::RemoveVpc("a".into()),
+                Change::RemoveVpc("b".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn snat_addresses() {
+        assert_eq!(snat_ip(0x0100_0000), Ipv4Addr::new(198, 19, 128, 1));
+        assert_eq!(snat_ip(0x0100_0001), Ipv4Addr::new(198, 19, 128, 2));
+        assert_eq!(
+            snat_ip(0x0100_0000 + SNAT_SIZE - 1),
+            Ipv4Addr::new(198, 19, 143, 254)
+        );
+        assert_eq!(
+            snat_ip(0x0100_0000 + SNAT_SIZE),
+            Ipv4Addr::new(198, 19, 128, 1)
+        );
+    }
+}
