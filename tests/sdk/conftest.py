@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -70,7 +69,10 @@ BAD_SORT_KEY = ("EndPoint.0017", BAD_PARAM)
 BAD_SORT_DIR = ("EndPoint.0018", BAD_PARAM)
 BAD_STATUS = "EndPoint.0019"
 QUOTA_EXCEEDED = "Endpoint.1018"
-NOT_WHITELISTED = "EndPoint.2012"
+# A service that is not shared with the caller looks exactly like a missing one (the
+# project's tenancy rule; ARCHITECTURE.md "Isolation vs. the whitelist"), so creating an
+# endpoint on it answers 404 EndPoint.0005 rather than Huawei's 400 EndPoint.2012.
+NOT_WHITELISTED = "EndPoint.0005"
 NOT_CONNECTED = "EndPoint.2013"
 ONE_ENDPOINT_ONLY = "EndPoint.2031"
 SERVICE_IN_USE = "EndPoint.3006"
@@ -336,8 +338,8 @@ class Server:
         self.binary, self.data_dir = binary, data_dir
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-        self._stdout_tail: list[str] = []
+        self.log_path = data_dir.parent / "server.log"
+        self.exited_early: Optional[int] = None
 
     def start(self, timeout: float = 30) -> None:
         if not self.binary.exists():
@@ -351,12 +353,11 @@ class Server:
         first_line: list[str] = []
         got = threading.Event()
 
-        def pump():
+        def pump():  # keep reading so the server never blocks on a full pipe
             for line in self.proc.stdout:
                 if not got.is_set():
                     first_line.append(line)
                     got.set()
-                self._stdout_tail = (self._stdout_tail + [line])[-50:]
             got.set()
 
         threading.Thread(target=pump, daemon=True, name="vpcep-stdout").start()
@@ -371,6 +372,8 @@ class Server:
         self.url = m.group(1)
 
     def stop(self) -> None:
+        if self.proc and self.proc.poll() is not None and self.url:
+            self.exited_early = self.proc.returncode
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -644,17 +647,22 @@ def describe_by_id(tenant: Tenant, service_id: str):
 # --------------------------------------------------------------------------------------
 
 
+_SERVERS: list[Server] = []
+
+
 @pytest.fixture(scope="session")
-def server():
-    with tempfile.TemporaryDirectory(prefix="vpcep-sdk-tests-") as tmp:
-        data_dir = Path(tmp) / "data"
-        data_dir.mkdir()
-        srv = Server(VPCEP_BIN, data_dir)
-        try:
-            srv.start()
-            yield srv
-        finally:
-            srv.stop()
+def server(tmp_path_factory):
+    """The server under test, on a fresh data dir (pytest keeps the last few base temp
+    dirs, so data and server.log survive a failed run)."""
+    data_dir = tmp_path_factory.mktemp("vpcep") / "data"
+    data_dir.mkdir()
+    srv = Server(VPCEP_BIN, data_dir)
+    _SERVERS.append(srv)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
 
 
 _tenant_counter = itertools.count(1)
@@ -725,6 +733,11 @@ def public_services(server, make_tenant) -> dict[str, dict]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for srv in _SERVERS:
+        terminalreporter.write_line(f"vpcep server log: {srv.log_path}")
+        if srv.exited_early is not None:
+            terminalreporter.write_line(f"WARNING: the vpcep server exited by itself (code {srv.exited_early})",
+                                        red=True)
     if not CALLED_OPERATIONS:
         return
     missing = sorted(VPCEP_OPERATIONS - CALLED_OPERATIONS)

@@ -217,6 +217,23 @@ def test_odd_path_ids_are_signed_and_routed(alice, odd_id):
                  (NOT_FOUND, "EndPoint.2006", "EndPoint.0002", "EndPoint.2017"))
 
 
+def test_x_project_id_header_is_optional(alice):
+    """Spec 1.5 step 7: the path project must match X-Project-Id *when present*."""
+    resp = alice.raw.get(LIST_SERVICES, headers={"X-Project-Id": None})
+    assert resp.status_code == 200, resp.text
+
+
+def test_plus_in_query_is_not_a_space(alice):
+    """Spec 1.5 step 5: the raw query is percent-decoded without turning `+` into a
+    space, so a literal `+` signs like %2B."""
+    def literal_plus(parts):
+        parts["url"] = parts["url"].replace("%2B", "+")
+
+    resp = alice.raw.get(LIST_SERVICES, query=[("endpoint_service_name", "a+b")], mutate=literal_plus)
+    assert "+" in resp.url
+    assert resp.status_code == 200, resp.text
+
+
 def test_other_accounts_project_in_path_is_403(alice, bob):
     raw = RawApi(alice.server.url, alice.ak, alice.sk, bob.project_id)
     expect_raw_error(raw.get(LIST_SERVICES), 403, NO_PERMISSION)
@@ -261,6 +278,12 @@ def test_unknown_method_is_404_apigw0101(alice):
     """Spec 1.8: APIGW.0101 = no such API/route (or method)."""
     expect_raw_error(alice.raw.request("PATCH", "/v1/{project}/vpc-endpoints"), 404, NO_ROUTE)
     expect_raw_error(alice.raw.delete("/v1/{project}/quotas"), 404, NO_ROUTE)
+
+
+def test_oversized_body_is_413_apigw0201(alice):
+    """Spec 1.8: bodies over 12 MB are refused by the gateway layer."""
+    resp = alice.raw.post("/v1/{project}/vpc-endpoints", body={"description": "x" * (13 * 1024 * 1024)})
+    expect_raw_error(resp, 413, "APIGW.0201")
 
 
 def test_versions_are_served_without_auth(alice):

@@ -80,7 +80,7 @@ def test_cross_account_without_approval(alice, bob):
 
 def test_wildcard_whitelist_admits_everyone(alice, bob, carol):
     svc = alice.service()
-    expect_error(lambda: carol.create_endpoint(svc.id), 400, NOT_WHITELISTED)
+    expect_error(lambda: carol.create_endpoint(svc.id), 404, NOT_WHITELISTED)
     alice.permit(svc.id, ["*"])
     for tenant in (bob, carol):
         assert tenant.endpoint(svc.id).status == ACCEPTED
@@ -90,7 +90,7 @@ def test_whitelist_is_per_account(alice, bob, carol):
     svc = alice.service()
     alice.permit(svc.id, [bob.permission])
     bob.endpoint(svc.id)
-    expect_error(lambda: carol.create_endpoint(svc.id), 400, NOT_WHITELISTED)
+    expect_error(lambda: carol.create_endpoint(svc.id), 404, NOT_WHITELISTED)
 
 
 def test_removed_from_whitelist_cannot_connect_again(alice, bob):
@@ -98,7 +98,7 @@ def test_removed_from_whitelist_cannot_connect_again(alice, bob):
     alice.permit(svc.id, [bob.permission])
     bob.endpoint(svc.id)
     alice.permit(svc.id, [bob.permission], action="remove")
-    expect_error(lambda: bob.create_endpoint(svc.id), 400, NOT_WHITELISTED)
+    expect_error(lambda: bob.create_endpoint(svc.id), 404, NOT_WHITELISTED)
 
 
 def test_same_account_needs_no_whitelist(alice):

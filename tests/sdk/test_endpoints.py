@@ -4,6 +4,7 @@ policies, route tables, list and delete."""
 
 import ipaddress
 import re
+import time
 
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -430,6 +431,18 @@ def test_list_endpoints_filters(alice, bob):
     assert row.endpoint_service_name == web.service_name and row.marker_id == e1.marker_id
 
 
+def test_list_endpoints_sort_order(alice):
+    svc = alice.service()
+    net = alice.network()
+    first = alice.create_endpoint(svc.id, net).id
+    time.sleep(1.1)  # timestamps have one-second resolution
+    second = alice.create_endpoint(svc.id, net).id
+    asc = [e.id for e in alice.list_endpoints(sort_key="create_at", sort_dir="asc").endpoints]
+    desc = [e.id for e in alice.list_endpoints(sort_key="created_at", sort_dir="desc").endpoints]
+    default = [e.id for e in alice.list_endpoints().endpoints]
+    assert asc == [first, second] and desc == [second, first] and default == [second, first]
+
+
 def test_list_endpoints_pagination(alice):
     svc = alice.service()
     net = alice.network()
@@ -470,6 +483,45 @@ def test_deleted_endpoint_address_is_reusable(alice):
     first = alice.endpoint(svc.id, net, port_ip="10.0.1.50", wanted=ACCEPTED)
     alice.delete_endpoint(first.id)
     assert alice.endpoint(svc.id, net, port_ip="10.0.1.50", wanted=ACCEPTED).ip == "10.0.1.50"
+
+
+def test_deleting_endpoint_cannot_be_modified(alice):
+    """Right after DELETE the endpoint is `deleting` (EndPoint.2018) or already gone."""
+    svc = alice.service()
+    endpoint = alice.endpoint(svc.id, wanted=ACCEPTED)
+    alice.delete_endpoint(endpoint.id, wait=False)
+    err = expect_error(lambda: update_white(alice, endpoint.id, ["10.0.0.1"], True), (400, 404))
+    assert (err.status_code, err.error_code) in {(400, "EndPoint.2018")} | {(404, c) for c in NOT_FOUND_ENDPOINT}
+    wait_gone(lambda: alice.get_endpoint(endpoint.id))
+
+
+def test_creating_endpoint_is_modified_only_once_created(alice):
+    """Right after create the endpoint is `creating` (EndPoint.2019) or already done."""
+    svc = alice.service()
+    created = alice.create_endpoint(svc.id)
+    try:
+        update_white(alice, created.id, ["10.0.0.1"], True)
+    except ClientRequestException as e:
+        assert (e.status_code, e.error_code) == (400, "EndPoint.2019"), str(e)
+    wait_status(lambda: alice.get_endpoint(created.id), ACCEPTED)
+    assert update_white(alice, created.id, ["10.0.0.2"], True).whitelist == ["10.0.0.2"]
+
+
+def test_endpoint_of_deleted_service(alice):
+    """Open question 10: a pending endpoint whose service goes away ends `failed` with
+    an error (or disappears); a failed endpoint cannot be modified (EndPoint.2047) but
+    can be deleted."""
+    svc = alice.service(approval_enabled=True)
+    endpoint = alice.endpoint(svc.id, wanted=PENDING)
+    alice.delete_service(svc.id)
+    try:
+        orphan = wait_status(lambda: alice.get_endpoint(endpoint.id), FAILED)
+    except ClientRequestException as e:
+        assert e.status_code == 404, str(e)
+        return
+    assert orphan.error and orphan.error[0].error_code and orphan.error[0].error_message
+    expect_error(lambda: update_white(alice, endpoint.id, ["10.0.0.1"], True), 400, "EndPoint.2047")
+    alice.delete_endpoint(endpoint.id)
 
 
 def test_missing_endpoint_is_404(alice):

@@ -1,6 +1,8 @@
 """Endpoint services (spec 2.2, 3.1, 6.1, 6.2, 6.4): create, show, list, update,
 rename, delete, describe, public services."""
 
+import time
+
 import pytest
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
@@ -191,6 +193,13 @@ def test_services_sharing_a_backend_port_need_distinct_server_ports(alice):
     assert alice.service(backend, ports=ports((9090, 80, "UDP")))
 
 
+def test_deleted_service_frees_its_backend_ports(alice):
+    backend = alice.backend()
+    first = alice.service(backend, ports=ports((8080, 80)))
+    alice.delete_service(first.id)
+    assert alice.service(backend, ports=ports((8080, 80)))
+
+
 def test_show_unknown_service_is_404(alice):
     expect_error(lambda: alice.get_service(random_id()), 404, NOT_FOUND)
 
@@ -252,6 +261,14 @@ def test_update_backend_port(alice):
     assert alice.get_service(svc.id).port_id == other_port
 
 
+def test_update_port_id_and_ip_together_refused(alice):
+    backend = alice.backend()
+    svc = alice.service(backend)
+    other_port = alice.create_port(backend.net.subnet_id).id
+    expect_error(lambda: alice.update_service(svc.id, port_id=other_port, ip="10.0.1.200"), 400, ANY_VPCEP_CODE)
+    assert alice.get_service(svc.id).port_id == backend.port_id
+
+
 def test_update_unknown_service_is_404(alice):
     expect_error(lambda: alice.update_service(random_id(), description="x"), 404, NOT_FOUND)
 
@@ -310,6 +327,23 @@ def test_list_services_pagination(alice):
     assert alice.list_services(offset=100).total_count == 5
     assert len(alice.list_services().endpoint_services) == 5  # default limit 10
     assert alice.list_services(limit=0).total_count == 5
+
+
+def test_list_services_sorted_by_time(alice):
+    older = alice.service().id
+    time.sleep(1.1)  # timestamps have one-second resolution
+    newer = alice.service().id
+
+    def order(**q):
+        return [s.id for s in alice.list_services(**q).endpoint_services]
+
+    assert order() == [newer, older]  # default: create time, descending
+    assert order(sort_key="create_at", sort_dir="asc") == [older, newer]
+    assert order(sort_key="created_at", sort_dir="desc") == [newer, older]
+    time.sleep(1.1)
+    alice.update_service(older, description="touched")
+    assert order(sort_key="update_at", sort_dir="desc") == [older, newer]
+    assert order(sort_key="updated_at", sort_dir="asc") == [newer, older]
 
 
 @pytest.mark.parametrize("sort_key", ["create_at", "update_at", "created_at", "updated_at"])
@@ -402,10 +436,15 @@ def test_describe_own_service_by_id_and_name(alice):
         check_timestamps(raw_json(res), "created_at")
 
 
-def test_describe_is_available_to_other_tenants(alice, bob):
-    """Spec 2.2 #7 and open question 11: describe is how a consumer finds a provider's
-    service, so any authenticated tenant may call it (before being whitelisted)."""
+def test_describe_finds_services_shared_with_the_caller_only(alice, bob):
+    """Describe is how a consumer finds a provider's service. A service not shared with
+    the caller looks exactly like a missing one (tenancy rule); once the provider adds
+    the caller to the whitelist, describe finds it by id and by name."""
     svc = alice.service(service_name="shared")
+    hidden = expect_error(lambda: describe_by_id(bob, svc.id), 404, NOT_FOUND)
+    missing = expect_error(lambda: describe_by_id(bob, "00000000-0000-0000-0000-000000000000"), 404, NOT_FOUND)
+    assert hidden.error_msg == missing.error_msg
+    alice.permit(svc.id, [bob.permission])
     res = describe_by_id(bob, svc.id)
     assert (res.id, res.service_name, res.service_type) == (svc.id, svc.service_name, "interface")
     by_name = bob.vpcep.list_service_describe_details(

@@ -30,8 +30,22 @@ pub use openapi::OPERATIONS;
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);
 
+/// What the API may ask of the data plane of this process: names for people, metrics.
+pub trait NodeInfo: Send + Sync + 'static {
+    /// `netns` or `loopback`.
+    fn substrate(&self) -> &'static str;
+    /// The namespace a host lives in (netns substrate only).
+    fn host_netns(&self, port_id: &str) -> Option<String>;
+    /// Where an address of VPC number `seq` is reachable on this machine, when the
+    /// substrate maps it (loopback); `None` when it is reachable only inside the VPC.
+    fn local_ip(&self, seq: i64, ip: std::net::Ipv4Addr) -> Option<std::net::Ipv4Addr>;
+    /// Prometheus text of the data plane.
+    fn metrics(&self) -> String;
+}
+
 pub struct AppInner {
     pub store: Arc<dyn Store>,
+    pub node: Option<Arc<dyn NodeInfo>>,
     pub region: String,
     /// How far `X-Sdk-Date` may be from server time, in seconds (Huawei: 900).
     pub clock_skew_secs: i64,
@@ -51,9 +65,15 @@ impl std::ops::Deref for App {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, region: String, clock_skew_secs: i64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        node: Option<Arc<dyn NodeInfo>>,
+        region: String,
+        clock_skew_secs: i64,
+    ) -> Self {
         App(Arc::new(AppInner {
             store,
+            node,
             region,
             clock_skew_secs,
             metrics: Metrics::default(),

@@ -2,6 +2,7 @@
 
 mod connections;
 mod endpoints;
+mod hosts;
 mod iam;
 mod misc;
 mod permissions;
@@ -21,6 +22,7 @@ pub(crate) fn router() -> Router<App> {
         .merge(connections::router())
         .merge(permissions::router())
         .merge(endpoints::router())
+        .merge(hosts::router())
         .merge(tags::router())
         .merge(misc::router())
         .merge(vpc::router())

@@ -27,6 +27,9 @@ pub use status::{
 pub use tags::{validate_tag, validate_tags, Tag, MAX_TAGS};
 pub use whitelist::{Permission, MAX_PERMISSIONS};
 
+/// Whether a resource came up: `Err` carries the reason it could not.
+pub type Outcome = Result<(), String>;
+
 /// Default quotas per account and region (user guide, 5.1).
 pub const DEFAULT_SERVICE_QUOTA: i64 = 20;
 pub const DEFAULT_ENDPOINT_QUOTA: i64 = 50;

@@ -83,7 +83,31 @@ pub enum Change {
     AddHost(HostSpec),
     RemoveHost(HostSpec),
     AddEndpoint(EndpointSpec),
+    /// Same listeners, new settings (whitelist, limit, backend, PROXY header): applied in
+    /// place, live sessions kept.
+    UpdateEndpoint(EndpointSpec),
     RemoveEndpoint(String),
+}
+
+impl EndpointSpec {
+    /// Whether `other` listens and sources exactly where `self` does.
+    pub fn same_listeners(&self, other: &EndpointSpec) -> bool {
+        (
+            &self.consumer_vpc,
+            &self.subnet_id,
+            self.ip,
+            &self.ports,
+            &self.provider_vpc,
+            self.snat_ip,
+        ) == (
+            &other.consumer_vpc,
+            &other.subnet_id,
+            other.ip,
+            &other.ports,
+            &other.provider_vpc,
+            other.snat_ip,
+        )
+    }
 }
 
 fn by_key<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, T> {
@@ -109,8 +133,9 @@ impl Snapshot {
             by_key(&new.endpoints, |e| e.id.clone()),
         );
         let mut out = Vec::new();
+        let in_place = |id: &String| matches!((oe.get(id), ne.get(id)), (Some(o), Some(n)) if o != n && o.same_listeners(n));
         for (id, e) in &oe {
-            if ne.get(id) != Some(e) {
+            if ne.get(id) != Some(e) && !in_place(id) {
                 out.push(Change::RemoveEndpoint(id.clone()));
             }
         }
@@ -135,7 +160,9 @@ impl Snapshot {
             }
         }
         for (id, e) in &ne {
-            if oe.get(id) != Some(e) {
+            if in_place(id) {
+                out.push(Change::UpdateEndpoint(e.clone()));
+            } else if oe.get(id) != Some(e) {
                 out.push(Change::AddEndpoint(e.clone()));
             }
         }
@@ -206,6 +233,16 @@ mod tests {
                 Change::RemoveEndpoint("e1".into()),
                 Change::AddEndpoint(ep("e1", 81))
             ]
+        );
+        let mut listed = ep("e1", 80);
+        listed.whitelist = Some(vec!["10.0.0.0/8".into()]);
+        let tightened = Snapshot {
+            endpoints: vec![listed.clone()],
+            ..one.clone()
+        };
+        assert_eq!(
+            Snapshot::diff(&one, &tightened),
+            vec![Change::UpdateEndpoint(listed)]
         );
         assert_eq!(
             Snapshot::diff(&one, &empty),

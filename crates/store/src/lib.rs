@@ -30,8 +30,7 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
-/// Whether a resource came up: `Err` carries the reason it could not.
-pub type Outcome = std::result::Result<(), String>;
+pub use vpcep_model::Outcome;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 macro_rules! store_trait {

@@ -1,12 +1,13 @@
-//! The controller moves resources out of transitional statuses (`creating`, `deleting`)
-//! once they are real. It watches the store's revision, never the API: handlers only
-//! write rows. What "real" means is asked of a [`DataPlane`]; with none attached yet, a
-//! committed row counts as live ([`CommittedIsLive`]).
+//! The controller keeps the world in step with the store. After every commit (and once a
+//! second, for commits of other processes) it builds the desired-state snapshot, has the
+//! data plane apply it, then moves resources out of transitional statuses (`creating`,
+//! `deleting`) according to what is actually live. Handlers only write rows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use vpcep_dataplane::Node;
 use vpcep_store::{Outcome, Store, Transitional};
 
 /// Reports whether what a resource needs is up. `None`: not yet, ask again later.
@@ -15,16 +16,14 @@ pub trait DataPlane: Send + Sync + 'static {
     fn endpoint_outcome(&self, id: &str) -> Option<Outcome>;
 }
 
-/// The control plane alone: nothing to bring up, so a committed row is live.
-pub struct CommittedIsLive;
-
-impl DataPlane for CommittedIsLive {
+impl DataPlane for Node {
+    /// A service is a row plus its VPC, which every snapshot realises; it is ready.
     fn service_outcome(&self, _: &str) -> Option<Outcome> {
         Some(Ok(()))
     }
 
-    fn endpoint_outcome(&self, _: &str) -> Option<Outcome> {
-        Some(Ok(()))
+    fn endpoint_outcome(&self, id: &str) -> Option<Outcome> {
+        Node::endpoint_outcome(self, id)
     }
 }
 
@@ -67,22 +66,28 @@ pub async fn step(
     Ok(moved)
 }
 
-/// Runs until `shutdown` turns true: after every commit seen on `revision`, and once a
-/// second for commits made by other processes (e.g. `vpcep admin`).
+async fn pass(store: &dyn Store, node: &Node) -> vpcep_store::Result<usize> {
+    let snap = store.snapshot().await?;
+    node.apply(snap).await;
+    let t = store.transitional().await?;
+    if t.is_empty() {
+        return Ok(0);
+    }
+    step(store, node, t).await
+}
+
+/// Runs until `shutdown` turns true.
 pub async fn run(
     store: Arc<dyn Store>,
-    plane: Arc<dyn DataPlane>,
+    node: Arc<Node>,
     mut revision: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match store.transitional().await {
-            Ok(t) if !t.is_empty() => match step(store.as_ref(), plane.as_ref(), t).await {
-                Ok(n) => tracing::debug!(moved = n, "controller pass"),
-                Err(e) => tracing::warn!(error = %e, "controller pass failed; retrying"),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "controller could not read the store"),
+        match pass(store.as_ref(), &node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(moved = n, "controller pass"),
+            Err(e) => tracing::warn!(error = %e, "controller pass failed; retrying"),
         }
         tokio::select! {
             _ = revision.changed() => {}

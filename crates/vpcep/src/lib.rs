@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod controller;
 pub mod serve;

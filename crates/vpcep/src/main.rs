@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use vpcep::admin;
-use vpcep::serve::{Config, Server};
+use vpcep::client::{ApiClient, ClientArgs};
+use vpcep::serve::{Config, Server, SubstrateKind};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +29,44 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+    /// Hosts: stand-ins for VMs and load balancers, joined to a subnet.
+    Host {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: HostCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Create a host; prints JSON with id, port_id, ip, netns (and local_ip in loopback mode).
+    Create {
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The host stands for a load balancer's VIP (for services with server_type LB).
+        #[arg(long)]
+        lb: bool,
+    },
+    /// List hosts.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Delete a host (by id or name).
+    Delete { host: String },
+    /// Run a command inside a host, like logging into the VM (netns: needs root).
+    Exec {
+        host: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
     },
 }
 
@@ -50,6 +90,15 @@ struct ServeArgs {
     /// How far a request's X-Sdk-Date may be from server time, in seconds.
     #[arg(long, env = "VPCEP_CLOCK_SKEW_SECS", default_value_t = 900)]
     clock_skew_secs: i64,
+    /// Where VPCs become real: loopback (no root) or netns (network namespaces, root).
+    #[arg(long, env = "VPCEP_SUBSTRATE", value_enum, default_value = "loopback")]
+    substrate: SubstrateKind,
+    /// Prefix of the namespaces the netns substrate creates.
+    #[arg(long, env = "VPCEP_NETNS_PREFIX", default_value = "vpcep")]
+    netns_prefix: String,
+    /// Loopback substrate: VPC number N uses 127.(BASE+N).0.0/16.
+    #[arg(long, env = "VPCEP_LOOPBACK_BASE", default_value_t = 0)]
+    loopback_base: u8,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -173,10 +222,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         listen: a.listen,
         region: a.dir.region,
         clock_skew_secs: a.clock_skew_secs,
+        substrate: a.substrate,
+        netns_prefix: a.netns_prefix,
+        loopback_base: a.loopback_base,
     };
     let server = Server::build(config.clone()).await?;
-    println!("vpcep listening on http://{}", server.addr);
-    tracing::info!(addr = %server.addr, data_dir = %config.data_dir.display(), region = %config.region, "serving");
+    // Scripts read this line to find the port; a closed stdout must not stop the server.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "vpcep listening on http://{}", server.addr);
+        let _ = out.flush();
+    }
+    tracing::info!(addr = %server.addr, data_dir = %config.data_dir.display(), region = %config.region, substrate = ?config.substrate, "serving");
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -201,9 +259,91 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+async fn host(client: &ClientArgs, cmd: HostCmd) -> anyhow::Result<()> {
+    let api = ApiClient::new(client)?;
+    match cmd {
+        HostCmd::Create {
+            vpc,
+            subnet,
+            ip,
+            name,
+            lb,
+        } => {
+            let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb}});
+            let v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?;
+            print_json(&v["host"]);
+        }
+        HostCmd::List { output } => {
+            let v = api.call("GET", "/v1/{p}/hosts", None).await?;
+            let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+            if output == Output::Json {
+                print_json(&Value::Array(hosts));
+            } else {
+                let s = |h: &Value, k: &str| h[k].as_str().unwrap_or("-").to_owned();
+                let rows: Vec<Vec<String>> = hosts
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            s(h, "id"),
+                            s(h, "name"),
+                            s(h, "ip"),
+                            s(h, "vpc_id"),
+                            if h["lb"] == true {
+                                "LB".into()
+                            } else {
+                                "VM".into()
+                            },
+                            h["netns"]
+                                .as_str()
+                                .or(h["local_ip"].as_str())
+                                .unwrap_or("-")
+                                .to_owned(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["ID", "NAME", "IP", "VPC", "TYPE", "NETNS / LOCAL IP"],
+                    &rows,
+                );
+            }
+        }
+        HostCmd::Delete { host } => {
+            api.call("DELETE", &format!("/v1/{{p}}/hosts/{host}"), None)
+                .await?;
+        }
+        HostCmd::Exec { host, cmd } => {
+            let v = api
+                .call("GET", &format!("/v1/{{p}}/hosts/{host}"), None)
+                .await?;
+            let mut command = match v["host"]["netns"].as_str() {
+                Some(ns) => {
+                    let mut c = std::process::Command::new("ip");
+                    c.args(["netns", "exec", ns]).args(&cmd);
+                    c
+                }
+                None => {
+                    // Loopback: a host is an address on this machine; run the command here.
+                    let mut c = std::process::Command::new(&cmd[0]);
+                    c.args(&cmd[1..]);
+                    if let Some(ip) = v["host"]["local_ip"].as_str() {
+                        c.env("VPCEP_HOST_IP", ip);
+                    }
+                    c
+                }
+            };
+            let status = command
+                .status()
+                .map_err(|e| anyhow::anyhow!("cannot run {:?}: {e}", cmd[0]))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
+        Cmd::Host { client, cmd } => host(&client, cmd).await,
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Account {
                 cmd: AccountCmd::Create { name, dir },

@@ -1,14 +1,23 @@
-//! `vpcep serve`: one process with the API, the store and the controller.
+//! `vpcep serve`: one process with the API, the store, the controller and the data plane.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vpcep_dataplane::{Loopback, Netns, Node, Substrate};
 use vpcep_store::{SqliteStore, Store};
 
-use crate::controller::{self, CommittedIsLive};
+use crate::controller;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubstrateKind {
+    /// 127.N.0.0/16 per VPC; no root, no isolation.
+    Loopback,
+    /// Network namespaces: real, isolated VPCs and hosts (needs root).
+    Netns,
+}
 
 /// Everything `serve` needs, checked before anything binds.
 #[derive(Debug, Clone)]
@@ -17,9 +26,26 @@ pub struct Config {
     pub listen: SocketAddr,
     pub region: String,
     pub clock_skew_secs: i64,
+    pub substrate: SubstrateKind,
+    /// Prefix of every namespace name (netns substrate).
+    pub netns_prefix: String,
+    /// VPC number N uses 127.(base+N).0.0/16 (loopback substrate).
+    pub loopback_base: u8,
 }
 
 impl Config {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
+        Config {
+            data_dir,
+            listen,
+            region: "local-1".into(),
+            clock_skew_secs: 900,
+            substrate: SubstrateKind::Loopback,
+            netns_prefix: "vpcep".into(),
+            loopback_base: 0,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let ok = !self.region.is_empty()
             && self.region.len() <= 32
@@ -43,10 +69,32 @@ impl Config {
     }
 }
 
-/// A built server: the store is open and the listener bound; nothing runs yet.
+/// The data plane as the API sees it.
+struct NodeView(Arc<Node>);
+
+impl vpcep_api::NodeInfo for NodeView {
+    fn substrate(&self) -> &'static str {
+        self.0.substrate().name()
+    }
+
+    fn host_netns(&self, port_id: &str) -> Option<String> {
+        self.0.substrate().host_netns(port_id)
+    }
+
+    fn local_ip(&self, seq: i64, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.0.substrate().local_ip(seq as u32, ip)
+    }
+
+    fn metrics(&self) -> String {
+        self.0.gateway().render_metrics()
+    }
+}
+
+/// A built server: store open, substrate checked, listener bound; nothing runs yet.
 pub struct Server {
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
+    pub node: Arc<Node>,
     listener: TcpListener,
     config: Config,
 }
@@ -54,6 +102,13 @@ pub struct Server {
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
+        let substrate: Arc<dyn Substrate> = match config.substrate {
+            SubstrateKind::Loopback => Arc::new(Loopback::new(config.loopback_base)),
+            SubstrateKind::Netns => Arc::new(
+                Netns::new(&config.netns_prefix)
+                    .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
+            ),
+        };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the store in {}: {e}",
@@ -67,6 +122,7 @@ impl Server {
         Ok(Server {
             addr,
             store,
+            node: Arc::new(Node::new(substrate)),
             listener,
             config,
         })
@@ -75,14 +131,16 @@ impl Server {
     /// Serves until `shutdown` turns true, then drains in-flight requests.
     pub async fn run_until_stopped(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let store: Arc<dyn Store> = self.store.clone();
+        let view: Arc<dyn vpcep_api::NodeInfo> = Arc::new(NodeView(self.node.clone()));
         let app = vpcep_api::App::new(
             store.clone(),
+            Some(view),
             self.config.region.clone(),
             self.config.clock_skew_secs,
         );
         let ctl = tokio::spawn(controller::run(
             store,
-            Arc::new(CommittedIsLive),
+            self.node.clone(),
             self.store.subscribe(),
             shutdown.clone(),
         ));
@@ -93,6 +151,9 @@ impl Server {
             })
             .await?;
         let _ = ctl.await;
+        // Listeners and sessions end here; namespaces and hosts stay, and the next start
+        // rebuilds forwarding from the snapshot.
+        self.node.gateway().stop_all().await;
         self.store.close().await;
         Ok(())
     }

@@ -83,7 +83,10 @@ async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<Val
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let rev = app.store.revision().await.unwrap_or(0);
-    let extra = format!("# HELP vpcep_store_revision Revision of the durable state.\n# TYPE vpcep_store_revision gauge\nvpcep_store_revision {rev}\n");
+    let mut extra = format!("# HELP vpcep_store_revision Revision of the durable state.\n# TYPE vpcep_store_revision gauge\nvpcep_store_revision {rev}\n");
+    if let Some(node) = &app.node {
+        extra.push_str(&node.metrics());
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(&extra),

@@ -50,11 +50,18 @@ pub(super) fn router() -> Router<App> {
         )
 }
 
-fn vpc_json(v: &Vpc) -> Value {
+fn vpc_json(app: &App, v: &Vpc) -> Value {
+    // Where the VPC's addresses are reachable on this machine (loopback substrate).
+    let block = app
+        .node
+        .as_ref()
+        .and_then(|n| n.local_ip(v.seq, std::net::Ipv4Addr::UNSPECIFIED))
+        .map(|a| format!("{a}/16"));
     json!({
         "id": v.id, "name": v.name, "cidr": v.cidr, "description": v.description,
         "routes": [], "status": "OK", "enterprise_project_id": "0", "tenant_id": v.project_id,
         "created_at": ts(v.created_at), "updated_at": ts(v.updated_at),
+        "loopback_block": block,
     })
 }
 
@@ -141,7 +148,7 @@ async fn create_vpc(
             },
         )
         .await?;
-    Ok(Json(json!({"vpc": vpc_json(&vpc)})))
+    Ok(Json(json!({"vpc": vpc_json(&app, &vpc)})))
 }
 
 async fn list_vpcs(
@@ -152,13 +159,13 @@ async fn list_vpcs(
     let rows = app.store.list_vpcs(caller, p.get("id")).await?;
     let rows = page_vpc_style(rows, |v| &v.id, &p)?;
     Ok(Json(
-        json!({"vpcs": rows.iter().map(vpc_json).collect::<Vec<_>>()}),
+        json!({"vpcs": rows.iter().map(|v| vpc_json(&app, v)).collect::<Vec<_>>()}),
     ))
 }
 
 async fn show_vpc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
     let vpc = app.store.get_vpc(caller, ids.get("vpc_id")).await?;
-    Ok(Json(json!({"vpc": vpc_json(&vpc)})))
+    Ok(Json(json!({"vpc": vpc_json(&app, &vpc)})))
 }
 
 async fn update_vpc(
@@ -177,7 +184,7 @@ async fn update_vpc(
         .store
         .update_vpc(caller, ids.get("vpc_id"), v.name, v.description)
         .await?;
-    Ok(Json(json!({"vpc": vpc_json(&vpc)})))
+    Ok(Json(json!({"vpc": vpc_json(&app, &vpc)})))
 }
 
 async fn delete_vpc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {

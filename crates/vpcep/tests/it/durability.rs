@@ -24,6 +24,8 @@ fn start(dir: &Path) -> (Proc, String) {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("VPCEP_LOG", "warn")
+        // Above the blocks the in-process test servers use.
+        .env("VPCEP_LOOPBACK_BASE", "240")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -2,5 +2,6 @@
 //! directory, driven over HTTP with requests signed like the official SDK signs them.
 
 mod api;
+mod dataplane;
 mod durability;
 mod support;

@@ -13,8 +13,10 @@ use vpcep_store::Store;
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     pub(crate) store: std::sync::Arc<vpcep_store::SqliteStore>,
-    _dir: tempfile::TempDir,
+    pub(crate) dir: std::sync::Arc<tempfile::TempDir>,
     stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub(crate) config: Config,
 }
 
 impl Drop for TestApp {
@@ -23,25 +25,52 @@ impl Drop for TestApp {
     }
 }
 
+/// Loopback blocks handed to the servers of this test binary, so that tests running in
+/// parallel never share 127.N addresses.
+static NEXT_BLOCK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const BLOCKS_PER_APP: u8 = 12;
+
+pub(crate) fn test_config(dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
+    config.loopback_base =
+        NEXT_BLOCK.fetch_add(BLOCKS_PER_APP, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        config.loopback_base <= 254 - BLOCKS_PER_APP,
+        "too many servers for the loopback range"
+    );
+    config
+}
+
 pub(crate) async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::build(Config {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        region: "local-1".into(),
-        clock_skew_secs: 900,
-    })
-    .await
-    .unwrap();
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let config = test_config(&dir);
+    spawn_with(dir, config).await
+}
+
+/// Starts a server with `config` on the data directory `dir` (kept alive by the app).
+pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: Config) -> TestApp {
+    let server = Server::build(config.clone()).await.unwrap();
     let (stop, rx) = watch::channel(false);
     let addr = server.addr;
     let store = server.store.clone();
-    tokio::spawn(server.run_until_stopped(rx));
+    let task = Some(tokio::spawn(server.run_until_stopped(rx)));
     TestApp {
         addr,
         store,
-        _dir: dir,
+        dir,
         stop,
+        task,
+        config,
+    }
+}
+
+impl TestApp {
+    /// Stops the server and waits until it has let go of everything.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
     }
 }
 
@@ -117,7 +146,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Option<Resp> {
         let req = self.request(method, path, body);
-        send(req).await
+        send(req).await.ok()
     }
 
     /// Sends `method path?query` with a JSON body, signed with SDK-HMAC-SHA256.
@@ -279,23 +308,26 @@ impl Client {
 }
 
 pub(crate) async fn finish(req: reqwest::RequestBuilder) -> Resp {
-    send(req).await.expect("request reaches the server")
+    match send(req).await {
+        Ok(r) => r,
+        Err(e) => panic!("request does not reach the server: {e:?}"),
+    }
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Option<Resp> {
-    let resp = req.send().await.ok()?;
+async fn send(req: reqwest::RequestBuilder) -> Result<Resp, reqwest::Error> {
+    let resp = req.send().await?;
     let status = resp.status().as_u16();
     let request_id = resp
         .headers()
         .get("x-request-id")
         .map(|v| v.to_str().unwrap().to_owned());
-    let text = resp.text().await.ok()?;
+    let text = resp.text().await?;
     let body = if text.is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Some(Resp {
+    Ok(Resp {
         status,
         body,
         request_id,

@@ -1,0 +1,161 @@
+//! Hosts: the stand-ins for ECS VMs and ELB VIPs. A host is a port (so it can back an
+//! endpoint service) that the data plane stands up: a namespace joined to the subnet in
+//! the netns substrate, just an address in the loopback one.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vpcep_store::{Caller, NewPort, Port, PortFilter, LB_DEVICE_OWNER};
+
+use super::req;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, Ids, JsonBody};
+use crate::App;
+
+pub(super) fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/{project_id}/hosts", get(list).post(create))
+        .route("/v1/{project_id}/hosts/{host_id}", get(show).delete(delete))
+}
+
+async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<Value> {
+    let node = app.node.as_ref();
+    let local_ip = match (node, p.ip.parse()) {
+        (Some(n), Ok(ip)) => {
+            let seq = app
+                .store
+                .get_vpc(caller.clone(), p.vpc_id.clone())
+                .await?
+                .seq;
+            n.local_ip(seq, ip).map(|a| a.to_string())
+        }
+        _ => None,
+    };
+    Ok(json!({
+        "id": p.id,
+        "port_id": p.id,
+        "name": p.name,
+        "ip": p.ip,
+        "vpc_id": p.vpc_id,
+        "subnet_id": p.subnet_id,
+        "lb": p.device_owner == LB_DEVICE_OWNER,
+        "netns": node.and_then(|n| n.host_netns(&p.id)),
+        "local_ip": local_ip,
+        "substrate": node.map(|n| n.substrate()),
+    }))
+}
+
+#[derive(Deserialize)]
+struct HostIn {
+    name: Option<String>,
+    vpc_id: Option<String>,
+    subnet_id: Option<String>,
+    ip: Option<String>,
+    lb: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    host: Option<HostIn>,
+}
+
+async fn create(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    JsonBody(b): JsonBody<CreateBody>,
+) -> ApiResult<Json<Value>> {
+    let h = req("host", b.host)?;
+    let vpc_id = req("host.vpc_id", h.vpc_id)?;
+    let subnet_id = req("host.subnet_id", h.subnet_id)?;
+    let subnet = app
+        .store
+        .get_subnet(caller.clone(), subnet_id.clone())
+        .await
+        .map_err(|_| {
+            ApiError::bad(
+                "EndPoint.0023",
+                format!("host.subnet_id: subnet {subnet_id} not found"),
+            )
+        })?;
+    if subnet.vpc_id != vpc_id {
+        return Err(ApiError::bad(
+            "EndPoint.2037",
+            format!("host.subnet_id: subnet {subnet_id} is not in VPC {vpc_id}"),
+        ));
+    }
+    let ip =
+        h.ip.filter(|s| !s.is_empty())
+            .map(|s| vpcep_model::parse_ipv4("host.ip", &s))
+            .transpose()?;
+    let lb = h.lb.unwrap_or(false);
+    let port = app
+        .store
+        .create_port(
+            caller.clone(),
+            NewPort {
+                subnet_id,
+                name: h.name.unwrap_or_default(),
+                ip,
+                device_owner: if lb {
+                    LB_DEVICE_OWNER.into()
+                } else {
+                    "compute:vpcep-host".into()
+                },
+                device_id: String::new(),
+                is_host: true,
+            },
+        )
+        .await?;
+    Ok(Json(
+        json!({"host": host_json(&app, &caller, &port).await?}),
+    ))
+}
+
+async fn hosts_of(app: &App, caller: &Caller) -> ApiResult<Vec<Port>> {
+    Ok(app
+        .store
+        .list_ports(
+            caller.clone(),
+            PortFilter {
+                is_host: Some(true),
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+async fn list(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+    let mut out = Vec::new();
+    for p in hosts_of(&app, &caller).await? {
+        out.push(host_json(&app, &caller, &p).await?);
+    }
+    Ok(Json(json!({"hosts": out})))
+}
+
+/// A host by id, or by name when no host has that id.
+async fn find(app: &App, caller: &Caller, key: &str) -> ApiResult<Port> {
+    let all = hosts_of(app, caller).await?;
+    let by_name: Vec<&Port> = all.iter().filter(|p| p.name == key).collect();
+    match (all.iter().find(|p| p.id == key), by_name.as_slice()) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, [one]) => Ok((*one).clone()),
+        (None, []) => Err(ApiError::not_found("host")),
+        (None, _) => Err(ApiError::param(format!(
+            "{key:?} names several hosts; use the id"
+        ))),
+    }
+}
+
+async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+    let p = find(&app, &caller, &ids.get("host_id")).await?;
+    Ok(Json(json!({"host": host_json(&app, &caller, &p).await?})))
+}
+
+async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
+    let p = find(&app, &caller, &ids.get("host_id")).await?;
+    app.store.delete_port(caller, p.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

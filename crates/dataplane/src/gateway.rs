@@ -1,0 +1,405 @@
+//! The userspace L4 gateway: for every endpoint that must forward, listeners at the
+//! endpoint address inside the consumer VPC and connections out of the provider VPC from
+//! the endpoint's SNAT address, TCP (with PROXY v2 on request) and UDP. Each endpoint
+//! runs under its own stop signal, so changing one never disturbs another, and stopping
+//! one ends its listeners and its live sessions at once.
+
+pub mod limits;
+mod pool;
+pub mod proxy_v2;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use socket2::{Domain, Protocol as SockProto, Socket, Type};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vpcep_model::{EndpointSpec, Protocol, TcpProxy, VpcSpec};
+
+use crate::substrate::{Local, Substrate};
+use limits::{Slots, Whitelist};
+
+/// Counters of one endpoint, exported as Prometheus metrics.
+#[derive(Default)]
+pub struct Stats {
+    pub sessions: Slots,
+    pub total: AtomicU64,
+    pub refused_limit: AtomicU64,
+    pub refused_whitelist: AtomicU64,
+    pub refused_capacity: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub bytes_to_backend: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Settings that change in place, for new sessions.
+struct Live {
+    whitelist: Whitelist,
+    max_connections: u64,
+    tcp_proxy: TcpProxy,
+    backend: Ipv4Addr,
+}
+
+/// What every session of one endpoint needs.
+pub(crate) struct Ctx {
+    spec: EndpointSpec,
+    live: RwLock<Live>,
+    consumer: VpcSpec,
+    provider: Option<VpcSpec>,
+    source: Option<Ipv4Addr>,
+    stats: Arc<Stats>,
+    substrate: Arc<dyn Substrate>,
+    descriptors: Arc<Slots>,
+    descriptor_budget: u64,
+    stop: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn backend(&self) -> Ipv4Addr {
+        self.live().backend
+    }
+
+    /// Admits a session of `fds` descriptors from `client`, or counts why not.
+    fn admit(&self, client: Ipv4Addr, fds: u64) -> bool {
+        let (allowed, max) = {
+            let live = self.live();
+            (live.whitelist.allows(client), live.max_connections)
+        };
+        if !allowed {
+            bump(&self.stats.refused_whitelist, 1);
+            return false;
+        }
+        if !self.stats.sessions.try_take(1, max) {
+            bump(&self.stats.refused_limit, 1);
+            return false;
+        }
+        if !self.descriptors.try_take(fds, self.descriptor_budget) {
+            self.stats.sessions.give(1);
+            bump(&self.stats.refused_capacity, 1);
+            return false;
+        }
+        bump(&self.stats.total, 1);
+        true
+    }
+
+    fn release(&self, fds: u64) {
+        self.stats.sessions.give(1);
+        self.descriptors.give(fds);
+    }
+
+    /// A socket in the provider VPC, bound to the endpoint's SNAT address.
+    fn backend_socket(&self, kind: Type, proto: SockProto) -> std::io::Result<Socket> {
+        let source = self.source;
+        self.substrate.make_socket(
+            self.provider.as_ref(),
+            Box::new(move || {
+                let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
+                if let Some(src) = source {
+                    s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())?;
+                }
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }),
+        )
+    }
+}
+
+/// A metric: name, type, help, and how to read it from an endpoint's counters.
+type Series = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
+
+struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    ctx: Arc<Ctx>,
+}
+
+pub struct Gateway {
+    substrate: Arc<dyn Substrate>,
+    running: Mutex<HashMap<String, Running>>,
+    descriptors: Arc<Slots>,
+    descriptor_budget: u64,
+}
+
+impl Gateway {
+    pub fn new(substrate: Arc<dyn Substrate>) -> Gateway {
+        Gateway {
+            substrate,
+            running: Mutex::default(),
+            descriptors: Arc::default(),
+            descriptor_budget: limits::descriptor_budget(),
+        }
+    }
+
+    /// Brings an endpoint's listeners up. On error nothing of it is left running.
+    pub async fn start(
+        &self,
+        spec: &EndpointSpec,
+        vpcs: &HashMap<String, VpcSpec>,
+    ) -> Result<(), String> {
+        self.stop(&spec.id).await;
+        let consumer = vpcs
+            .get(&spec.consumer_vpc)
+            .ok_or_else(|| format!("consumer VPC {} is not realised", spec.consumer_vpc))?;
+        let provider = match &spec.provider_vpc {
+            Some(p) => Some(
+                vpcs.get(p)
+                    .ok_or_else(|| format!("provider VPC {p} is not realised"))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let err = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        let listen = self
+            .substrate
+            .add_local(consumer, &spec.subnet_id, spec.ip, Local::Endpoint)
+            .map_err(|e| err("endpoint address", e))?
+            .unwrap_or(spec.ip);
+        let (source, backend) = match &provider {
+            Some(p) => (
+                self.substrate
+                    .add_local(p, "", spec.snat_ip, Local::Snat)
+                    .map_err(|e| err("SNAT address", e))?,
+                self.substrate.map_remote(p, spec.backend_ip),
+            ),
+            None => (None, spec.backend_ip),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            spec: spec.clone(),
+            live: RwLock::new(Live {
+                whitelist: Whitelist::new(spec.whitelist.as_deref()),
+                max_connections: spec.max_connections as u64,
+                tcp_proxy: spec.tcp_proxy,
+                backend,
+            }),
+            consumer: consumer.clone(),
+            provider,
+            source,
+            stats: Arc::default(),
+            substrate: self.substrate.clone(),
+            descriptors: self.descriptors.clone(),
+            descriptor_budget: self.descriptor_budget,
+            stop: stop_rx,
+        });
+        let mut tasks = Vec::new();
+        for m in &spec.ports {
+            let addr = SocketAddr::from(SocketAddrV4::new(listen, m.client_port));
+            let started = match m.protocol {
+                Protocol::Tcp => self
+                    .listener(consumer, addr, Type::STREAM, SockProto::TCP)
+                    .and_then(|s| {
+                        let l = tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))?;
+                        Ok(tokio::spawn(tcp::serve(l, m.server_port, ctx.clone())))
+                    }),
+                Protocol::Udp => self
+                    .listener(consumer, addr, Type::DGRAM, SockProto::UDP)
+                    .and_then(|s| {
+                        let u = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))?;
+                        Ok(tokio::spawn(udp::serve(u, m.server_port, ctx.clone())))
+                    }),
+            };
+            match started {
+                Ok(t) => tasks.push(t),
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    for t in tasks {
+                        t.abort();
+                        let _ = t.await;
+                    }
+                    self.release_addresses(&ctx);
+                    return Err(format!("listener {addr}/{}: {e}", m.protocol));
+                }
+            }
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                spec.id.clone(),
+                Running {
+                    stop: stop_tx,
+                    tasks,
+                    ctx,
+                },
+            );
+        Ok(())
+    }
+
+    fn listener(
+        &self,
+        vpc: &VpcSpec,
+        addr: SocketAddr,
+        kind: Type,
+        proto: SockProto,
+    ) -> std::io::Result<Socket> {
+        self.substrate.make_socket(
+            Some(vpc),
+            Box::new(move || {
+                let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
+                s.set_reuse_address(true)?;
+                s.bind(&addr.into())?;
+                if kind == Type::STREAM {
+                    s.listen(1024)?;
+                }
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }),
+        )
+    }
+
+    /// Removes the endpoint's own addresses (its node IP and its SNAT address).
+    fn release_addresses(&self, c: &Ctx) {
+        let _ =
+            self.substrate
+                .remove_local(&c.consumer, &c.spec.subnet_id, c.spec.ip, Local::Endpoint);
+        if let Some(p) = &c.provider {
+            let _ = self
+                .substrate
+                .remove_local(p, "", c.spec.snat_ip, Local::Snat);
+        }
+    }
+
+    /// Applies new settings of a running endpoint to its next sessions; live sessions
+    /// carry on. Starts it if it is not running.
+    pub async fn update(
+        &self,
+        spec: &EndpointSpec,
+        vpcs: &HashMap<String, VpcSpec>,
+    ) -> Result<(), String> {
+        let ctx = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&spec.id)
+            .map(|r| r.ctx.clone());
+        let Some(ctx) = ctx else {
+            return self.start(spec, vpcs).await;
+        };
+        let backend = match &ctx.provider {
+            Some(p) => self.substrate.map_remote(p, spec.backend_ip),
+            None => spec.backend_ip,
+        };
+        *ctx.live.write().unwrap_or_else(|p| p.into_inner()) = Live {
+            whitelist: Whitelist::new(spec.whitelist.as_deref()),
+            max_connections: spec.max_connections as u64,
+            tcp_proxy: spec.tcp_proxy,
+            backend,
+        };
+        Ok(())
+    }
+
+    /// Stops an endpoint: its listeners are closed and its sessions ended when this returns.
+    pub async fn stop(&self, id: &str) {
+        let gone = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(r) = gone {
+            let _ = r.stop.send(true);
+            for t in r.tasks {
+                t.abort();
+                let _ = t.await;
+            }
+            self.release_addresses(&r.ctx);
+            tracing::debug!(endpoint = %id, "endpoint stopped");
+        }
+    }
+
+    /// Stops every endpoint (the node is going away).
+    pub async fn stop_all(&self) {
+        for id in self.running() {
+            self.stop(&id).await;
+        }
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Per-endpoint counters in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let series: [Series; 8] = [
+            (
+                "vpcep_gateway_sessions_active",
+                "gauge",
+                "Sessions open now.",
+                |s| s.sessions.taken(),
+            ),
+            (
+                "vpcep_gateway_sessions_total",
+                "counter",
+                "Sessions admitted.",
+                |s| s.total.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_refused_limit_total",
+                "counter",
+                "Sessions refused by the endpoint's connection limit.",
+                |s| s.refused_limit.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_refused_whitelist_total",
+                "counter",
+                "Sessions refused by the endpoint whitelist.",
+                |s| s.refused_whitelist.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_refused_capacity_total",
+                "counter",
+                "Sessions refused because the node is out of descriptors.",
+                |s| s.refused_capacity.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_backend_errors_total",
+                "counter",
+                "Sessions whose backend could not be reached.",
+                |s| s.backend_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_bytes_to_backend_total",
+                "counter",
+                "Bytes from clients to the backend.",
+                |s| s.bytes_to_backend.load(Ordering::Relaxed),
+            ),
+            (
+                "vpcep_gateway_bytes_to_client_total",
+                "counter",
+                "Bytes from the backend to clients.",
+                |s| s.bytes_to_client.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (id, r) in running.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{endpoint=\"{id}\",path=\"userspace\"}} {}",
+                    get(&r.ctx.stats)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP vpcep_gateway_descriptors_used Descriptors held by sessions.\n# TYPE vpcep_gateway_descriptors_used gauge\nvpcep_gateway_descriptors_used {}", self.descriptors.taken());
+        out
+    }
+}

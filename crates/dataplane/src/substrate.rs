@@ -1,0 +1,60 @@
+//! The one seam to the kernel: where VPCs, subnets and hosts become real, and where the
+//! gateway's sockets are made. Two implementations: `netns` (network namespaces, root)
+//! and `loopback` (127.N.0.0/16 blocks, no privileges, no isolation).
+
+pub mod loopback;
+pub mod netns;
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use socket2::Socket;
+use vpcep_model::{HostSpec, VpcSpec};
+
+/// Makes a socket; run by the substrate inside the right network namespace.
+pub type MakeSocket = Box<dyn FnOnce() -> io::Result<Socket> + Send>;
+
+/// What a local address is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// An endpoint's node IP, answered in the consumer VPC.
+    Endpoint,
+    /// An endpoint's source address towards backends, in the provider VPC.
+    Snat,
+}
+
+pub trait Substrate: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Makes the VPC and its subnets exist. Idempotent.
+    fn ensure_vpc(&self, vpc: &VpcSpec) -> io::Result<()>;
+    fn remove_vpc(&self, vpc_id: &str) -> io::Result<()>;
+    /// Makes a host (a VM stand-in) exist, joined to its subnet. Idempotent.
+    fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()>;
+    fn remove_host(&self, host: &HostSpec) -> io::Result<()>;
+    /// Makes `ip` a local address of the VPC (on `subnet_id` for endpoints) and returns
+    /// the address sockets should use for it; `None` where the substrate has no such
+    /// address (loopback has no SNAT).
+    fn add_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        ip: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<Option<Ipv4Addr>>;
+    fn remove_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        ip: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<()>;
+    /// The address at which `ip` of `vpc` is reached from inside that VPC.
+    fn map_remote(&self, vpc: &VpcSpec, ip: Ipv4Addr) -> Ipv4Addr;
+    /// Runs `make` inside the VPC's network (the node's own for `None`).
+    fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket>;
+    /// The namespace a host lives in, if the substrate has namespaces.
+    fn host_netns(&self, port_id: &str) -> Option<String>;
+    /// Where `ip` of VPC number `seq` is reachable from this machine's own namespace, if
+    /// the substrate maps VPC addresses there (loopback).
+    fn local_ip(&self, seq: u32, ip: Ipv4Addr) -> Option<Ipv4Addr>;
+}

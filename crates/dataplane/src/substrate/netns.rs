@@ -1,0 +1,322 @@
+//! Real VPCs: each VPC is a network namespace acting as its router, each subnet a bridge
+//! in it holding the gateway address, each host a namespace joined to its subnet by a
+//! veth pair. Overlapping CIDRs cost nothing, since every VPC has its own stack, and no
+//! route ever joins two VPCs. Topology changes run iproute2's `ip`; sockets for a VPC
+//! are made by a thread that entered its namespace, then handed to the async runtime.
+//!
+//! Names (the prefix keeps parallel test runs apart): VPC `{prefix}-v-{id8}`, host
+//! `{prefix}-h-{id8}`; inside a VPC the subnet bridge `br-{subnet8}`, the host's veth
+//! `vh-{host8}` (its peer is `eth0` in the host) and the dummy link `snat0` holding the
+//! SNAT addresses.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::{mpsc, Mutex};
+
+use ipnet::Ipv4Net;
+use nix::sched::{setns, CloneFlags};
+use socket2::Socket;
+use vpcep_model::{HostSpec, VpcSpec};
+
+use super::{Local, MakeSocket, Substrate};
+
+type Job = (MakeSocket, mpsc::Sender<io::Result<Socket>>);
+
+pub struct Netns {
+    prefix: String,
+    /// One thread per VPC namespace makes that VPC's sockets.
+    workers: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+}
+
+fn short(id: &str) -> String {
+    id.chars().filter(|c| *c != '-').take(8).collect()
+}
+
+/// Runs `ip ARGS`; "already exists" and "not there" answers count as success when the
+/// caller says they are expected, which makes every operation idempotent.
+fn ip(args: &[&str], tolerate: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::other(format!("cannot run ip: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if tolerate.iter().any(|t| err.contains(t)) {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "ip {}: {}",
+        args.join(" "),
+        err.trim()
+    )))
+}
+
+const EXISTS: &[&str] = &["File exists", "already exists"];
+const GONE: &[&str] = &[
+    "No such file",
+    "Cannot find device",
+    "Cannot assign requested address",
+    "does not exist",
+];
+
+impl Netns {
+    /// Checks that this process may manage namespaces, and that `ip` is there.
+    pub fn new(prefix: &str) -> io::Result<Netns> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(io::Error::other("the netns substrate needs root (network namespaces, veth links, addresses); run as root or use --substrate loopback"));
+        }
+        ip(&["netns", "list"], &[])?;
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 24
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(io::Error::other(format!(
+                "netns prefix {prefix:?}: 1-24 letters, digits or '-'"
+            )));
+        }
+        Ok(Netns {
+            prefix: prefix.to_owned(),
+            workers: Mutex::default(),
+        })
+    }
+
+    pub fn vpc_ns(&self, vpc_id: &str) -> String {
+        format!("{}-v-{}", self.prefix, short(vpc_id))
+    }
+
+    pub fn host_ns(&self, port_id: &str) -> String {
+        format!("{}-h-{}", self.prefix, short(port_id))
+    }
+
+    /// Every namespace this substrate's prefix owns.
+    pub fn namespaces(&self) -> io::Result<Vec<String>> {
+        let out = Command::new("ip").args(["netns", "list"]).output()?;
+        let mine = format!("{}-", self.prefix);
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&mine))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Removes every namespace of this prefix (tests, and `vpcep serve` cleanup).
+    pub fn remove_all(&self) -> io::Result<()> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for ns in self.namespaces()? {
+            ip(&["netns", "del", &ns], GONE)?;
+        }
+        Ok(())
+    }
+
+    fn add_ns(name: &str) -> io::Result<()> {
+        ip(&["netns", "add", name], EXISTS)?;
+        ip(&["-n", name, "link", "set", "lo", "up"], &[])
+    }
+
+    fn worker(&self, ns: &str) -> io::Result<mpsc::Sender<Job>> {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = workers.get(ns) {
+            return Ok(w.clone());
+        }
+        let file = File::open(format!("/run/netns/{ns}"))?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("ns-{ns}"))
+            .spawn(move || {
+                // setns changes only this thread; it stays in the VPC for its whole life.
+                let entered = setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from);
+                let ok = entered.is_ok();
+                let _ = ready_tx.send(entered);
+                if !ok {
+                    return;
+                }
+                while let Ok((make, reply)) = rx.recv() {
+                    let _ = reply.send(make());
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("namespace thread died"))??;
+        workers.insert(ns.to_owned(), tx.clone());
+        Ok(tx)
+    }
+
+    fn subnet<'a>(vpc: &'a VpcSpec, subnet_id: &str) -> io::Result<&'a vpcep_model::SubnetSpec> {
+        vpc.subnets
+            .iter()
+            .find(|s| s.id == subnet_id)
+            .ok_or_else(|| io::Error::other(format!("subnet {subnet_id} is not in VPC {}", vpc.id)))
+    }
+}
+
+fn prefix_len(cidr: &str) -> io::Result<u8> {
+    cidr.parse::<Ipv4Net>()
+        .map(|n| n.prefix_len())
+        .map_err(|_| io::Error::other(format!("bad CIDR {cidr}")))
+}
+
+impl Substrate for Netns {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    fn ensure_vpc(&self, vpc: &VpcSpec) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        Self::add_ns(&ns)?;
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "enabling forwarding in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        ip(
+            &["-n", &ns, "link", "add", "snat0", "type", "dummy"],
+            EXISTS,
+        )?;
+        ip(&["-n", &ns, "link", "set", "snat0", "up"], &[])?;
+        for s in &vpc.subnets {
+            let br = format!("br-{}", short(&s.id));
+            ip(&["-n", &ns, "link", "add", &br, "type", "bridge"], EXISTS)?;
+            let addr = format!("{}/{}", s.gateway_ip, prefix_len(&s.cidr)?);
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", &br], EXISTS)?;
+            ip(&["-n", &ns, "link", "set", &br, "up"], &[])?;
+        }
+        Ok(())
+    }
+
+    fn remove_vpc(&self, vpc_id: &str) -> io::Result<()> {
+        let ns = self.vpc_ns(vpc_id);
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ns);
+        ip(&["netns", "del", &ns], GONE)
+    }
+
+    fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()> {
+        let (vns, hns) = (self.vpc_ns(&vpc.id), self.host_ns(&host.port_id));
+        let subnet = Self::subnet(vpc, &host.subnet_id)?;
+        Self::add_ns(&hns)?;
+        let veth = format!("vh-{}", short(&host.port_id));
+        let has_eth0 = Command::new("ip")
+            .args(["-n", &hns, "link", "show", "eth0"])
+            .output()?
+            .status
+            .success();
+        if !has_eth0 {
+            ip(
+                &[
+                    "link", "add", &veth, "netns", &vns, "type", "veth", "peer", "name", "eth0",
+                    "netns", &hns,
+                ],
+                EXISTS,
+            )?;
+        }
+        let br = format!("br-{}", short(&subnet.id));
+        ip(
+            &["-n", &vns, "link", "set", &veth, "master", &br, "up"],
+            &[],
+        )?;
+        let addr = format!("{}/{}", host.ip, prefix_len(&subnet.cidr)?);
+        ip(&["-n", &hns, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
+        ip(&["-n", &hns, "link", "set", "eth0", "up"], &[])?;
+        ip(
+            &[
+                "-n",
+                &hns,
+                "route",
+                "replace",
+                "default",
+                "via",
+                &subnet.gateway_ip.to_string(),
+            ],
+            &[],
+        )
+    }
+
+    fn remove_host(&self, host: &HostSpec) -> io::Result<()> {
+        ip(&["netns", "del", &self.host_ns(&host.port_id)], GONE)
+    }
+
+    fn add_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        addr: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<Option<Ipv4Addr>> {
+        let ns = self.vpc_ns(&vpc.id);
+        let dev = match kind {
+            Local::Endpoint => format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id)),
+            Local::Snat => "snat0".to_owned(),
+        };
+        ip(
+            &["-n", &ns, "addr", "add", &format!("{addr}/32"), "dev", &dev],
+            EXISTS,
+        )?;
+        Ok(Some(addr))
+    }
+
+    fn remove_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        addr: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        let dev = match kind {
+            Local::Endpoint => format!("br-{}", short(subnet_id)),
+            Local::Snat => "snat0".to_owned(),
+        };
+        ip(
+            &["-n", &ns, "addr", "del", &format!("{addr}/32"), "dev", &dev],
+            GONE,
+        )
+    }
+
+    fn map_remote(&self, _: &VpcSpec, addr: Ipv4Addr) -> Ipv4Addr {
+        addr
+    }
+
+    fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket> {
+        let Some(vpc) = vpc else { return make() };
+        let worker = self.worker(&self.vpc_ns(&vpc.id))?;
+        let (tx, rx) = mpsc::channel();
+        worker
+            .send((make, tx))
+            .map_err(|_| io::Error::other("namespace thread is gone"))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("namespace thread is gone"))?
+    }
+
+    fn host_netns(&self, port_id: &str) -> Option<String> {
+        Some(self.host_ns(port_id))
+    }
+
+    fn local_ip(&self, _: u32, _: Ipv4Addr) -> Option<Ipv4Addr> {
+        None
+    }
+}

@@ -1,0 +1,322 @@
+//! The data plane in the loopback substrate (no root): traffic really crosses the
+//! gateway between 127.N.0.0/16 blocks. The same flows run in real namespaces in
+//! `netns.rs`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use vpcep_dataplane::gateway::proxy_v2;
+
+use crate::support::{spawn_app, spawn_with, Client};
+
+/// A backend host: TCP echo on :80, a PROXY-v2-reporting server on :81, UDP echo on :53.
+async fn backends(ip: Ipv4Addr) {
+    let tcp = TcpListener::bind((ip, 80)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = tcp.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = TcpListener::bind((ip, 81)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = proxy.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut have = 0;
+                let header = loop {
+                    let n = s.read(&mut buf[have..]).await.unwrap();
+                    have += n;
+                    if let Some((h, _)) = proxy_v2::decode(&buf[..have]) {
+                        break h;
+                    }
+                    assert!(n > 0 && have < 4096, "no PROXY header");
+                };
+                let line = format!(
+                    "{} {} {}\n",
+                    header.src, header.marker_id, header.endpoint_id
+                );
+                s.write_all(line.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    let udp = UdpSocket::bind((ip, 53)).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, peer) = udp.recv_from(&mut buf).await.unwrap();
+            udp.send_to(&buf[..n], peer).await.unwrap();
+        }
+    });
+}
+
+async fn echo(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await??;
+    Ok(got)
+}
+
+/// The local address of `ip` in a VPC, from the VPC's loopback block.
+async fn local(c: &Client, vpc: &str, ip: &str) -> Ipv4Addr {
+    let v = c.ok("GET", &format!("/v1/{{p}}/vpcs/{vpc}"), None).await;
+    let block = v["vpc"]["loopback_block"].as_str().unwrap().to_owned();
+    let n: u8 = block.split('.').nth(1).unwrap().parse().unwrap();
+    let o: Vec<u8> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+    Ipv4Addr::new(127, n, o[2], o[3])
+}
+
+struct Setup {
+    provider: Client,
+    consumer: Client,
+    service: String,
+    endpoint: Value,
+    node: Ipv4Addr,
+}
+
+/// Provider with a backend host and a service (no approval, whitelisted consumer),
+/// consumer with an accepted endpoint: the user guide's 2.3 without the approval step.
+async fn setup(
+    provider: Client,
+    consumer: Client,
+    tcp_proxy: &str,
+    endpoint_extra: Value,
+) -> Setup {
+    let (pvpc, psub, _) = provider.network().await;
+    let host = provider
+        .ok(
+            "POST",
+            "/v1/{p}/hosts",
+            Some(json!({"host": {"vpc_id": pvpc, "subnet_id": psub, "name": "web"}})),
+        )
+        .await;
+    let backend: Ipv4Addr = host["host"]["local_ip"].as_str().unwrap().parse().unwrap();
+    backends(backend).await;
+    let svc = provider
+        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": host["host"]["port_id"], "server_type": "VM", "approval_enabled": false, "tcp_proxy": tcp_proxy,
+            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 8081, "server_port": 81, "protocol": "TCP"}, {"client_port": 5353, "server_port": 53, "protocol": "UDP"}]})))
+        .await;
+    let service = svc["id"].as_str().unwrap().to_owned();
+    provider
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{service}"),
+            "available",
+        )
+        .await;
+    provider.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{service}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", consumer.acct.domain_id)], "action": "add"}))).await;
+    let (cvpc, csub, _) = consumer.network().await;
+    let mut body = json!({"endpoint_service_id": service, "vpc_id": cvpc, "subnet_id": csub});
+    for (k, v) in endpoint_extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let ep = consumer
+        .ok("POST", "/v1/{p}/vpc-endpoints", Some(body))
+        .await;
+    let id = ep["id"].as_str().unwrap();
+    let endpoint = consumer
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted")
+        .await;
+    let node = local(&consumer, &cvpc, endpoint["ip"].as_str().unwrap()).await;
+    Setup {
+        provider,
+        consumer,
+        service,
+        endpoint,
+        node,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_udp_cross_the_gateway_and_stop_on_delete() {
+    let app = spawn_app().await;
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "close",
+        json!({}),
+    )
+    .await;
+    // Both VPCs use 192.168.0.0/16; the endpoint still reaches the provider's backend.
+    assert_eq!(
+        echo((s.node, 8080).into(), b"hello through vpcep")
+            .await
+            .unwrap(),
+        b"hello through vpcep"
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.send_to(b"ping", (s.node, 5353)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    // An unmapped port is closed.
+    assert!(TcpStream::connect((s.node, 9999)).await.is_err());
+
+    // Deleting the endpoint ends its live sessions and its listeners at once.
+    let mut live = TcpStream::connect((s.node, 8080)).await.unwrap();
+    live.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    live.read_exact(&mut one).await.unwrap();
+    let id = s.endpoint["id"].as_str().unwrap();
+    assert_eq!(
+        s.consumer
+            .delete(&format!("/v1/{{p}}/vpc-endpoints/{id}"))
+            .await
+            .status,
+        204
+    );
+    s.consumer
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "gone")
+        .await;
+    let n = tokio::time::timeout(Duration::from_secs(5), live.read(&mut one))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the live session was closed");
+    assert!(
+        TcpStream::connect((s.node, 8080)).await.is_err(),
+        "the listener is gone"
+    );
+    let _ = s.provider;
+    let _ = s.service;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v2_carries_client_and_marker() {
+    let app = spawn_app().await;
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "proxy_open",
+        json!({}),
+    )
+    .await;
+    let mut c = TcpStream::connect((s.node, 8081)).await.unwrap();
+    let local = c.local_addr().unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let want = format!(
+        "{} {} {}\n",
+        local,
+        s.endpoint["marker_id"],
+        s.endpoint["id"].as_str().unwrap()
+    );
+    assert_eq!(line, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_whitelist_and_connection_limit() {
+    let app = spawn_app().await;
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "close",
+        json!({"enable_whitelist": true, "whitelist": ["10.0.0.0/8"]}),
+    )
+    .await;
+    // 127.0.0.1 is not on the endpoint's whitelist: accepted by the kernel, closed by us.
+    let refused = echo((s.node, 8080).into(), b"x").await;
+    assert!(
+        refused.is_err(),
+        "a source outside the whitelist must not get through"
+    );
+    let id = s.endpoint["id"].as_str().unwrap();
+    s.consumer
+        .ok(
+            "PUT",
+            &format!("/v1/{{p}}/vpc-endpoints/{id}"),
+            Some(json!({"whitelist": ["127.0.0.0/8"], "enable_whitelist": true})),
+        )
+        .await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if echo((s.node, 8080).into(), b"y").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the new whitelist admits the client");
+
+    // 3000 concurrent sessions work; the 3001st is refused and counted.
+    let mut held = Vec::new();
+    for i in 0..3000 {
+        let mut c = TcpStream::connect((s.node, 8080)).await.unwrap();
+        if i % 500 == 0 {
+            c.write_all(b"k").await.unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).await.unwrap();
+        }
+        held.push(c);
+    }
+    // Make sure all of them are admitted before the next one.
+    for c in held.iter_mut().rev().take(20) {
+        c.write_all(b"k").await.unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).await.unwrap();
+    }
+    assert!(
+        echo((s.node, 8080).into(), b"z").await.is_err(),
+        "connection 3001 is refused"
+    );
+    let first = &mut held[0];
+    first.write_all(b"still").await.unwrap();
+    let mut b = [0u8; 5];
+    first.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"still");
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("vpcep_gateway_refused_limit_total") && l.contains(id))
+        .unwrap();
+    assert!(line.ends_with(" 1"), "{line}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_brings_every_listener_back() {
+    let app = spawn_app().await;
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "close",
+        json!({}),
+    )
+    .await;
+    assert!(echo((s.node, 8080).into(), b"before").await.is_ok());
+    let (dir, config) = (app.dir.clone(), app.config.clone());
+    app.stop().await;
+    assert!(TcpStream::connect((s.node, 8080)).await.is_err(), "stopped");
+    let _again = spawn_with(dir, config).await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if echo((s.node, 8080).into(), b"after").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the endpoint forwards again after the restart");
+}
