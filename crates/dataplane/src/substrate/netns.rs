@@ -6,8 +6,8 @@
 //!
 //! Names (the prefix keeps parallel test runs apart): VPC `{prefix}-v-{id8}`, host
 //! `{prefix}-h-{id8}`; inside a VPC the subnet bridge `br-{subnet8}`, the host's veth
-//! `vh-{host8}` (its peer is `eth0` in the host) and the dummy link `snat0` holding the
-//! SNAT addresses.
+//! `vh-{host8}` (its peer is `eth0` in the host); SNAT addresses are /32s on the VPC's
+//! `lo` (dummy links need a kernel module that is not everywhere).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -191,11 +191,6 @@ impl Substrate for Netns {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        ip(
-            &["-n", &ns, "link", "add", "snat0", "type", "dummy"],
-            EXISTS,
-        )?;
-        ip(&["-n", &ns, "link", "set", "snat0", "up"], &[])?;
         for s in &vpc.subnets {
             let br = format!("br-{}", short(&s.id));
             ip(&["-n", &ns, "link", "add", &br, "type", "bridge"], EXISTS)?;
@@ -270,7 +265,7 @@ impl Substrate for Netns {
         let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
             Local::Endpoint => format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id)),
-            Local::Snat => "snat0".to_owned(),
+            Local::Snat => "lo".to_owned(),
         };
         ip(
             &["-n", &ns, "addr", "add", &format!("{addr}/32"), "dev", &dev],
@@ -289,7 +284,7 @@ impl Substrate for Netns {
         let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
             Local::Endpoint => format!("br-{}", short(subnet_id)),
-            Local::Snat => "snat0".to_owned(),
+            Local::Snat => "lo".to_owned(),
         };
         ip(
             &["-n", &ns, "addr", "del", &format!("{addr}/32"), "dev", &dev],

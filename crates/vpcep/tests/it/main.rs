@@ -4,4 +4,5 @@
 mod api;
 mod dataplane;
 mod durability;
+mod netns;
 mod support;
