@@ -650,10 +650,12 @@ def describe_by_id(tenant: Tenant, service_id: str):
 _SERVERS: list[Server] = []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The server under test, on a fresh data dir (pytest keeps the last few base temp
-    dirs, so data and server.log survive a failed run)."""
+    dirs, so data and server.log survive a failed run). One per test module: the default
+    loopback substrate realises at most 254 VPCs per server (127.N.0.0/16 each), and the
+    whole suite creates more than that."""
     data_dir = tmp_path_factory.mktemp("vpcep") / "data"
     data_dir.mkdir()
     srv = Server(VPCEP_BIN, data_dir)
@@ -668,7 +670,7 @@ def server(tmp_path_factory):
 _tenant_counter = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def make_tenant(server) -> Callable[[str], Tenant]:
     """Factory: a brand-new account (own domain, project, keys, default quotas)."""
 
@@ -715,7 +717,7 @@ def wait_usable(tenant: Tenant, service_id: str, timeout: float = 10) -> None:
         return
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def public_services(server, make_tenant) -> dict[str, dict]:
     """Operator-published services, ready to be connected to: `dns` (interface) and
     `obs` (gateway, CIDR 100.125.0.0/16). Values are the JSON the admin CLI printed."""

@@ -158,9 +158,15 @@ def test_tenant_cannot_create_gateway_service(alice):
     expect_error(lambda: alice.create_service(service_type="gateway"), 400, ANY_VPCEP_CODE)
 
 
-@pytest.mark.parametrize("tcp_proxy", ["close", "toa_open", "proxy_open", "open"])
+@pytest.mark.parametrize("tcp_proxy", ["close", "proxy_open", "open"])
 def test_tcp_proxy_values(alice, tcp_proxy):
     assert alice.service(tcp_proxy=tcp_proxy).tcp_proxy == tcp_proxy
+
+
+def test_toa_is_refused_clearly(alice):
+    """TOA (a TCP option) is not carried by the gateway; PROXY v2 is the supported way."""
+    err = expect_error(lambda: alice.create_service(tcp_proxy="toa_open"), 400, ANY_VPCEP_CODE)
+    assert "not supported" in err.error_msg
 
 
 def test_bad_tcp_proxy_refused(alice):

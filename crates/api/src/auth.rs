@@ -28,8 +28,10 @@ fn is_public(method: &Method, path: &str) -> bool {
                 p,
                 "" | "/v1" | "/v2" | "/metrics" | "/openapi.json" | "/healthz"
             ) || p.starts_with("/console")
+                // Gateway nodes authenticate with the node token in their own handlers.
+                || p.starts_with("/internal/")
         }
-        Method::POST => p == "/v3/auth/tokens",
+        Method::POST => p == "/v3/auth/tokens" || p.starts_with("/internal/"),
         _ => false,
     }
 }

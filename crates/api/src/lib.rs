@@ -7,6 +7,7 @@ pub mod auth;
 mod error;
 mod extract;
 mod metrics;
+mod nodes;
 mod openapi;
 mod routes;
 mod wire;
@@ -20,10 +21,12 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tokio::sync::watch;
 use vpcep_store::{Credential, Store};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use nodes::{NodeReports, StatusReport};
 pub use openapi::OPERATIONS;
 
 /// Shared state of the API.
@@ -50,10 +53,27 @@ pub struct AppInner {
     /// How far `X-Sdk-Date` may be from server time, in seconds (Huawei: 900).
     pub clock_skew_secs: i64,
     pub metrics: Metrics,
+    /// The secret remote gateway nodes present; `None` disables `/internal/v1`.
+    pub node_token: Option<String>,
+    /// What remote gateway nodes last reported.
+    pub reports: Arc<NodeReports>,
+    /// Follows the store's revision (for long-polling nodes).
+    pub revision: watch::Receiver<u64>,
     /// Access keys and accounts' projects never change once created, so verified ones are
     /// kept here and each signed request costs no key lookup in the store.
     pub(crate) credentials: RwLock<HashMap<String, Credential>>,
     pub(crate) projects: RwLock<HashMap<String, String>>,
+}
+
+/// What the API is built from.
+pub struct AppConfig {
+    pub store: Arc<dyn Store>,
+    pub node: Option<Arc<dyn NodeInfo>>,
+    pub region: String,
+    pub clock_skew_secs: i64,
+    pub node_token: Option<String>,
+    pub reports: Arc<NodeReports>,
+    pub revision: watch::Receiver<u64>,
 }
 
 impl std::ops::Deref for App {
@@ -65,18 +85,16 @@ impl std::ops::Deref for App {
 }
 
 impl App {
-    pub fn new(
-        store: Arc<dyn Store>,
-        node: Option<Arc<dyn NodeInfo>>,
-        region: String,
-        clock_skew_secs: i64,
-    ) -> Self {
+    pub fn new(c: AppConfig) -> Self {
         App(Arc::new(AppInner {
-            store,
-            node,
-            region,
-            clock_skew_secs,
+            store: c.store,
+            node: c.node,
+            region: c.region,
+            clock_skew_secs: c.clock_skew_secs,
             metrics: Metrics::default(),
+            node_token: c.node_token,
+            reports: c.reports,
+            revision: c.revision,
             credentials: RwLock::default(),
             projects: RwLock::default(),
         }))
@@ -86,6 +104,7 @@ impl App {
 /// The whole API as one router.
 pub fn router(app: App) -> Router {
     routes::router()
+        .merge(nodes::router())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(app.clone(), auth::layer))

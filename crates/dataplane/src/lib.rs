@@ -2,6 +2,7 @@
 //! forwarding endpoints on this node, and reports which endpoints are live. It never
 //! reads the store; snapshots come from the controller (in-process) or over HTTP.
 //! Invariant: `setns` and every namespace operation live in `substrate::netns`.
+#![forbid(unsafe_code)]
 
 pub mod gateway;
 pub mod substrate;

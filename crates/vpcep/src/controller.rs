@@ -66,35 +66,55 @@ pub async fn step(
     Ok(moved)
 }
 
-async fn pass(store: &dyn Store, node: &Node) -> vpcep_store::Result<usize> {
-    let snap = store.snapshot().await?;
-    node.apply(snap).await;
-    let t = store.transitional().await?;
+impl DataPlane for vpcep_api::NodeReports {
+    fn service_outcome(&self, _: &str) -> Option<Outcome> {
+        Some(Ok(()))
+    }
+
+    fn endpoint_outcome(&self, id: &str) -> Option<Outcome> {
+        vpcep_api::NodeReports::endpoint_outcome(self, id)
+    }
+}
+
+/// What the controller works with.
+pub struct Wiring {
+    pub store: Arc<dyn Store>,
+    /// Who says whether endpoints are live: the local node, or the remote nodes' reports.
+    pub plane: Arc<dyn DataPlane>,
+    /// The in-process data plane, which the controller feeds snapshots.
+    pub local: Option<Arc<Node>>,
+    pub revision: watch::Receiver<u64>,
+    pub reports: watch::Receiver<u64>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
+    if let Some(node) = &w.local {
+        node.apply(w.store.snapshot().await?).await;
+    }
+    let t = w.store.transitional().await?;
     if t.is_empty() {
         return Ok(0);
     }
-    step(store, node, t).await
+    step(w.store.as_ref(), w.plane.as_ref(), t).await
 }
 
-/// Runs until `shutdown` turns true.
-pub async fn run(
-    store: Arc<dyn Store>,
-    node: Arc<Node>,
-    mut revision: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Runs until `shutdown` turns true: after every commit, every node report, and once a
+/// second (for commits of other processes, e.g. `vpcep admin`).
+pub async fn run(mut w: Wiring) {
     loop {
-        match pass(store.as_ref(), &node).await {
+        match pass(&w).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(moved = n, "controller pass"),
             Err(e) => tracing::warn!(error = %e, "controller pass failed; retrying"),
         }
         tokio::select! {
-            _ = revision.changed() => {}
+            _ = w.revision.changed() => {}
+            _ = w.reports.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => {}
+            _ = w.shutdown.changed() => {}
         }
-        if *shutdown.borrow() {
+        if *w.shutdown.borrow() {
             break;
         }
     }

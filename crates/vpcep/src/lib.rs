@@ -6,4 +6,5 @@
 pub mod admin;
 pub mod client;
 pub mod controller;
+pub mod gateway;
 pub mod serve;

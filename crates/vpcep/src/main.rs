@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use vpcep::admin;
 use vpcep::client::{ApiClient, ClientArgs};
-use vpcep::serve::{Config, Server, SubstrateKind};
+use vpcep::gateway::GatewayConfig;
+use vpcep::serve::{Config, DataplaneMode, Server, SubstrateKind};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +31,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// Run a data-plane node alone, following a control plane (`serve --dataplane remote`).
+    Gateway(GatewayArgs),
     /// Hosts: stand-ins for VMs and load balancers, joined to a subnet.
     Host {
         #[command(flatten)]
@@ -90,6 +93,18 @@ struct ServeArgs {
     /// How far a request's X-Sdk-Date may be from server time, in seconds.
     #[arg(long, env = "VPCEP_CLOCK_SKEW_SECS", default_value_t = 900)]
     clock_skew_secs: i64,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Where the data plane runs: in this process, or on gateway nodes.
+    #[arg(long, env = "VPCEP_DATAPLANE", value_enum, default_value = "local")]
+    dataplane: DataplaneMode,
+    /// Secret that gateway nodes present (needed with --dataplane remote).
+    #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
+}
+
+#[derive(Args)]
+struct NodeArgs {
     /// Where VPCs become real: loopback (no root) or netns (network namespaces, root).
     #[arg(long, env = "VPCEP_SUBSTRATE", value_enum, default_value = "loopback")]
     substrate: SubstrateKind,
@@ -99,6 +114,21 @@ struct ServeArgs {
     /// Loopback substrate: VPC number N uses 127.(BASE+N).0.0/16.
     #[arg(long, env = "VPCEP_LOOPBACK_BASE", default_value_t = 0)]
     loopback_base: u8,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// The control plane's API URL.
+    #[arg(long, env = "VPCEP_CONTROL_PLANE")]
+    control_plane: String,
+    /// The node token the control plane was started with.
+    #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// This node's name in status reports.
+    #[arg(long, env = "VPCEP_NODE_NAME", default_value = "gateway-1")]
+    name: String,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -222,9 +252,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         listen: a.listen,
         region: a.dir.region,
         clock_skew_secs: a.clock_skew_secs,
-        substrate: a.substrate,
-        netns_prefix: a.netns_prefix,
-        loopback_base: a.loopback_base,
+        substrate: a.node.substrate,
+        netns_prefix: a.node.netns_prefix,
+        loopback_base: a.node.loopback_base,
+        dataplane: a.dataplane,
+        node_token: a.node_token,
     };
     let server = Server::build(config.clone()).await?;
     // Scripts read this line to find the port; a closed stdout must not stop the server.
@@ -235,13 +267,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     tracing::info!(addr = %server.addr, data_dir = %config.data_dir.display(), region = %config.region, substrate = ?config.substrate, "serving");
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = tx.send(true);
-    });
-    server.run_until_stopped(rx).await
+    server.run_until_stopped(shutdown_watch()).await
 }
 
 async fn shutdown_signal() {
@@ -340,9 +366,34 @@ async fn host(client: &ClientArgs, cmd: HostCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Turns true on SIGINT or SIGTERM.
+fn shutdown_watch() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
+    let cfg = GatewayConfig {
+        control_plane: a.control_plane,
+        token: a.token,
+        name: a.name,
+        substrate: a.node.substrate,
+        netns_prefix: a.node.netns_prefix,
+        loopback_base: a.node.loopback_base,
+    };
+    tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
+    vpcep::gateway::run(cfg, shutdown_watch()).await
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
+        Cmd::Gateway(a) => gateway(a).await,
         Cmd::Host { client, cmd } => host(&client, cmd).await,
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Account {

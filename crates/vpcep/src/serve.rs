@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vpcep_api::NodeReports;
 use vpcep_dataplane::{Loopback, Netns, Node, Substrate};
 use vpcep_store::{SqliteStore, Store};
 
@@ -17,6 +18,28 @@ pub enum SubstrateKind {
     Loopback,
     /// Network namespaces: real, isolated VPCs and hosts (needs root).
     Netns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataplaneMode {
+    /// The data plane runs in this process.
+    Local,
+    /// Gateway nodes (`vpcep gateway --control-plane URL`) run it and report back.
+    Remote,
+}
+
+/// The substrate of a data-plane node; `netns` is checked (root, iproute2) here.
+pub fn substrate(
+    kind: SubstrateKind,
+    netns_prefix: &str,
+    loopback_base: u8,
+) -> anyhow::Result<Arc<dyn Substrate>> {
+    Ok(match kind {
+        SubstrateKind::Loopback => Arc::new(Loopback::new(loopback_base)),
+        SubstrateKind::Netns => Arc::new(
+            Netns::new(netns_prefix).map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
+        ),
+    })
 }
 
 /// Everything `serve` needs, checked before anything binds.
@@ -31,6 +54,9 @@ pub struct Config {
     pub netns_prefix: String,
     /// VPC number N uses 127.(base+N).0.0/16 (loopback substrate).
     pub loopback_base: u8,
+    pub dataplane: DataplaneMode,
+    /// The secret gateway nodes present (enables `/internal/v1`).
+    pub node_token: Option<String>,
 }
 
 impl Config {
@@ -43,6 +69,8 @@ impl Config {
             substrate: SubstrateKind::Loopback,
             netns_prefix: "vpcep".into(),
             loopback_base: 0,
+            dataplane: DataplaneMode::Local,
+            node_token: None,
         }
     }
 
@@ -59,6 +87,11 @@ impl Config {
                 self.region
             ));
         }
+        if self.dataplane == DataplaneMode::Remote
+            && self.node_token.as_deref().is_none_or(|t| t.len() < 16)
+        {
+            return Err("--dataplane remote needs --node-token (VPCEP_NODE_TOKEN) of at least 16 characters, for the gateway nodes".into());
+        }
         if !(0..=86_400).contains(&self.clock_skew_secs) {
             return Err(format!(
                 "--clock-skew-secs {}: use 0-86400",
@@ -71,6 +104,39 @@ impl Config {
 
 /// The data plane as the API sees it.
 struct NodeView(Arc<Node>);
+
+/// The data plane of gateway nodes, as far as the control plane knows it: the substrate
+/// they were told to use (`vpcep gateway` takes the same flags).
+struct RemoteView {
+    kind: SubstrateKind,
+    netns_prefix: String,
+    loopback: Loopback,
+}
+
+impl vpcep_api::NodeInfo for RemoteView {
+    fn substrate(&self) -> &'static str {
+        match self.kind {
+            SubstrateKind::Loopback => "loopback",
+            SubstrateKind::Netns => "netns",
+        }
+    }
+
+    fn host_netns(&self, port_id: &str) -> Option<String> {
+        (self.kind == SubstrateKind::Netns)
+            .then(|| vpcep_dataplane::substrate::netns::host_ns_name(&self.netns_prefix, port_id))
+    }
+
+    fn local_ip(&self, seq: i64, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        match self.kind {
+            SubstrateKind::Loopback => self.loopback.local_ip(seq as u32, ip),
+            SubstrateKind::Netns => None,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        String::new()
+    }
+}
 
 impl vpcep_api::NodeInfo for NodeView {
     fn substrate(&self) -> &'static str {
@@ -94,7 +160,8 @@ impl vpcep_api::NodeInfo for NodeView {
 pub struct Server {
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
-    pub node: Arc<Node>,
+    /// The in-process data plane (`None` with `--dataplane remote`).
+    pub node: Option<Arc<Node>>,
     listener: TcpListener,
     config: Config,
 }
@@ -102,12 +169,13 @@ pub struct Server {
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let substrate: Arc<dyn Substrate> = match config.substrate {
-            SubstrateKind::Loopback => Arc::new(Loopback::new(config.loopback_base)),
-            SubstrateKind::Netns => Arc::new(
-                Netns::new(&config.netns_prefix)
-                    .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
-            ),
+        let node = match config.dataplane {
+            DataplaneMode::Local => Some(Arc::new(Node::new(substrate(
+                config.substrate,
+                &config.netns_prefix,
+                config.loopback_base,
+            )?))),
+            DataplaneMode::Remote => None,
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {
             anyhow::anyhow!(
@@ -122,7 +190,7 @@ impl Server {
         Ok(Server {
             addr,
             store,
-            node: Arc::new(Node::new(substrate)),
+            node,
             listener,
             config,
         })
@@ -131,19 +199,36 @@ impl Server {
     /// Serves until `shutdown` turns true, then drains in-flight requests.
     pub async fn run_until_stopped(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let store: Arc<dyn Store> = self.store.clone();
-        let view: Arc<dyn vpcep_api::NodeInfo> = Arc::new(NodeView(self.node.clone()));
-        let app = vpcep_api::App::new(
-            store.clone(),
-            Some(view),
-            self.config.region.clone(),
-            self.config.clock_skew_secs,
-        );
-        let ctl = tokio::spawn(controller::run(
+        let view: Arc<dyn vpcep_api::NodeInfo> = match &self.node {
+            Some(n) => Arc::new(NodeView(n.clone())),
+            None => Arc::new(RemoteView {
+                kind: self.config.substrate,
+                netns_prefix: self.config.netns_prefix.clone(),
+                loopback: Loopback::new(self.config.loopback_base),
+            }),
+        };
+        let reports = Arc::new(NodeReports::default());
+        let app = vpcep_api::App::new(vpcep_api::AppConfig {
+            store: store.clone(),
+            node: Some(view),
+            region: self.config.region.clone(),
+            clock_skew_secs: self.config.clock_skew_secs,
+            node_token: self.config.node_token.clone(),
+            reports: reports.clone(),
+            revision: self.store.subscribe(),
+        });
+        let plane: Arc<dyn controller::DataPlane> = match &self.node {
+            Some(n) => n.clone(),
+            None => reports.clone(),
+        };
+        let ctl = tokio::spawn(controller::run(controller::Wiring {
             store,
-            self.node.clone(),
-            self.store.subscribe(),
-            shutdown.clone(),
-        ));
+            plane,
+            local: self.node.clone(),
+            revision: self.store.subscribe(),
+            reports: reports.subscribe(),
+            shutdown: shutdown.clone(),
+        }));
         let mut stop = shutdown.clone();
         axum::serve(self.listener, vpcep_api::router(app))
             .with_graceful_shutdown(async move {
@@ -153,7 +238,9 @@ impl Server {
         let _ = ctl.await;
         // Listeners and sessions end here; namespaces and hosts stay, and the next start
         // rebuilds forwarding from the snapshot.
-        self.node.gateway().stop_all().await;
+        if let Some(n) = &self.node {
+            n.gateway().stop_all().await;
+        }
         self.store.close().await;
         Ok(())
     }

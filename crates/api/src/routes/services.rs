@@ -79,6 +79,14 @@ struct CreateBody {
     ip_version: Option<String>,
 }
 
+/// `tcp_proxy`: TOA (a TCP option some kernels read) is not carried by this gateway.
+fn tcp_proxy(raw: &str) -> ApiResult<TcpProxy> {
+    match TcpProxy::parse(raw)? {
+        TcpProxy::ToaOpen => Err(ApiError::param("tcp_proxy: toa_open is not supported; use proxy_open (PROXY protocol v2) to pass the client address to the backend")),
+        other => Ok(other),
+    }
+}
+
 fn check_ip_version(v: Option<&str>, allowed: &str) -> ApiResult<()> {
     match v {
         None => Ok(()),
@@ -114,7 +122,7 @@ async fn create(
         server_type,
         name: validate_service_name(b.service_name.as_deref().unwrap_or(""))?,
         approval_enabled: b.approval_enabled.unwrap_or(true),
-        tcp_proxy: TcpProxy::parse(b.tcp_proxy.as_deref().unwrap_or("close"))?,
+        tcp_proxy: tcp_proxy(b.tcp_proxy.as_deref().unwrap_or("close"))?,
         description: b.description.unwrap_or_default(),
         ports: ports_in(&req("ports", b.ports)?)?,
         tags: tags_in(b.tags)?,
@@ -221,7 +229,7 @@ async fn update(
             .transpose()?,
         ports: b.ports.as_deref().map(ports_in).transpose()?,
         port_id: b.port_id,
-        tcp_proxy: b.tcp_proxy.as_deref().map(TcpProxy::parse).transpose()?,
+        tcp_proxy: b.tcp_proxy.as_deref().map(tcp_proxy).transpose()?,
         description: b.description,
     };
     let svc = app

@@ -31,6 +31,12 @@ pub struct Netns {
     workers: Mutex<HashMap<String, mpsc::Sender<Job>>>,
 }
 
+/// The namespace of a host, for a given prefix (also known to control planes whose data
+/// plane runs on gateway nodes).
+pub fn host_ns_name(prefix: &str, port_id: &str) -> String {
+    format!("{prefix}-h-{}", short(port_id))
+}
+
 fn short(id: &str) -> String {
     id.chars().filter(|c| *c != '-').take(8).collect()
 }
@@ -92,7 +98,7 @@ impl Netns {
     }
 
     pub fn host_ns(&self, port_id: &str) -> String {
-        format!("{}-h-{}", self.prefix, short(port_id))
+        host_ns_name(&self.prefix, port_id)
     }
 
     /// Every namespace this substrate's prefix owns.

@@ -320,3 +320,52 @@ async fn a_restart_brings_every_listener_back() {
     }
     assert!(ok, "the endpoint forwards again after the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_gateway_node_carries_the_traffic() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = crate::support::test_config(&dir);
+    config.dataplane = vpcep::serve::DataplaneMode::Remote;
+    config.node_token = Some("node-token-for-tests".into());
+    let base = config.loopback_base;
+    let app = spawn_with(dir, config).await;
+    // Nothing forwards, and nothing becomes accepted, until a node reports.
+    let wrong = reqwest::Client::new()
+        .get(format!("http://{}/internal/v1/snapshot", app.addr))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let node = tokio::spawn(vpcep::gateway::run(
+        vpcep::gateway::GatewayConfig {
+            control_plane: format!("http://{}", app.addr),
+            token: "node-token-for-tests".into(),
+            name: "gw-1".into(),
+            substrate: vpcep::serve::SubstrateKind::Loopback,
+            netns_prefix: "unused".into(),
+            loopback_base: base,
+        },
+        rx,
+    ));
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "close",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        echo((s.node, 8080).into(), b"via a gateway node")
+            .await
+            .unwrap(),
+        b"via a gateway node"
+    );
+    stop.send(true).unwrap();
+    node.await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect((s.node, 8080)).await.is_err(),
+        "the node stopped forwarding when it stopped"
+    );
+}

@@ -96,11 +96,12 @@ async fn run_in(ns: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Retries `args` in `ns` until it succeeds (servers take a moment to start).
+/// Retries `args` in `ns` until it succeeds with some output (servers take a moment to
+/// start; until the backend listens, the gateway closes the session without a word).
 async fn eventually(ns: &str, args: &[&str]) -> String {
     for _ in 0..50 {
         let (ok, out) = run_in(ns, args).await;
-        if ok {
+        if ok && !out.trim().is_empty() {
             return out;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,150 @@
+//! Remote gateway nodes (`vpcep gateway --control-plane URL`): they follow the snapshot
+//! by long-polling the revision and report which endpoints they have brought up. They
+//! authenticate with the node token the operator gave `vpcep serve`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use vpcep_model::{Outcome, Snapshot};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params};
+use crate::App;
+
+/// How long a node's report counts after it was sent; a node that stops reporting is
+/// taken to have stopped forwarding.
+const REPORT_TTL: Duration = Duration::from_secs(60);
+/// The longest a snapshot request waits for a newer revision.
+const MAX_WAIT_SECS: u64 = 60;
+
+/// What one node says it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node: String,
+    pub revision: u64,
+    /// Endpoint id → `None` when up, `Some(reason)` when it could not come up.
+    pub endpoints: HashMap<String, Option<String>>,
+}
+
+/// The latest report of every remote node, read by the controller.
+#[derive(Default)]
+pub struct NodeReports {
+    by_node: RwLock<HashMap<String, (Instant, StatusReport)>>,
+    changed: watch::Sender<u64>,
+}
+
+impl NodeReports {
+    pub fn record(&self, report: StatusReport) {
+        self.by_node
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(report.node.clone(), (Instant::now(), report));
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Up if any live node runs it; failed if a live node could not bring it up; `None`
+    /// if no live node has said anything about it yet.
+    pub fn endpoint_outcome(&self, id: &str) -> Option<Outcome> {
+        let nodes = self.by_node.read().unwrap_or_else(|p| p.into_inner());
+        let mut failed = None;
+        for (at, r) in nodes.values() {
+            if at.elapsed() > REPORT_TTL {
+                continue;
+            }
+            match r.endpoints.get(id) {
+                Some(None) => return Some(Ok(())),
+                Some(Some(why)) => failed = Some(Err(why.clone())),
+                None => {}
+            }
+        }
+        failed
+    }
+
+    /// Ticks whenever a report arrives.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+pub(crate) fn router() -> Router<App> {
+    Router::new()
+        .route("/internal/v1/snapshot", get(snapshot))
+        .route("/internal/v1/status", post(status))
+}
+
+/// Checks `Authorization: Bearer <node token>` in constant time.
+fn check_node(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = app.node_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "APIGW.0302",
+            "remote gateway nodes are not enabled on this server (start it with a node token)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
+    if !same {
+        return Err(ApiError::unauthorized(
+            "APIGW.0301",
+            "wrong or missing node token",
+        ));
+    }
+    Ok(())
+}
+
+/// The snapshot, once the store's revision is past `after` (or `wait` seconds passed).
+async fn snapshot(
+    State(app): State<App>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult<Json<Snapshot>> {
+    check_node(&app, &headers)?;
+    let after = p.int("after", "EndPoint.0002")?.unwrap_or(-1);
+    let wait = p
+        .int("wait", "EndPoint.0002")?
+        .unwrap_or(0)
+        .clamp(0, MAX_WAIT_SECS as i64) as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut rev = app.revision.clone();
+    loop {
+        let current = app.store.revision().await? as i64;
+        if current > after || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(app.store.snapshot().await?));
+        }
+        // Other processes (`vpcep admin`) commit without telling us: look again now and then.
+        let _ = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+            rev.changed(),
+        )
+        .await;
+    }
+}
+
+async fn status(
+    State(app): State<App>,
+    headers: HeaderMap,
+    JsonBody(report): JsonBody<StatusReport>,
+) -> ApiResult<StatusCode> {
+    check_node(&app, &headers)?;
+    if report.node.is_empty() || report.node.len() > 64 {
+        return Err(ApiError::param("node: 1-64 characters"));
+    }
+    app.reports.record(report);
+    Ok(StatusCode::NO_CONTENT)
+}
