@@ -30,6 +30,21 @@ pub use whitelist::{Permission, MAX_PERMISSIONS};
 /// Whether a resource came up: `Err` carries the reason it could not.
 pub type Outcome = Result<(), String>;
 
+/// Concurrent sessions one endpoint carries unless its service says otherwise (user
+/// guide: 3000).
+pub const DEFAULT_CONNECTION_LIMIT: i64 = 3000;
+
+/// Checks a service's per-endpoint connection limit.
+pub fn validate_connection_limit(n: i64) -> Result<(), Rejection> {
+    if (1..=100_000).contains(&n) {
+        Ok(())
+    } else {
+        Err(Rejection::bad(format!(
+            "connection_limit: {n} is outside 1-100000"
+        )))
+    }
+}
+
 /// Default quotas per account and region (user guide, 5.1).
 pub const DEFAULT_SERVICE_QUOTA: i64 = 20;
 pub const DEFAULT_ENDPOINT_QUOTA: i64 = 50;

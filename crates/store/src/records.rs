@@ -222,6 +222,7 @@ pub struct NewService {
     pub description: String,
     pub ports: Vec<PortMapping>,
     pub tags: Vec<Tag>,
+    pub connection_limit: i64,
 }
 
 /// An operator-provided cloud service (the user guide's `dns` and `obs`).
@@ -244,6 +245,7 @@ pub struct ServiceUpdate {
     pub port_id: Option<String>,
     pub tcp_proxy: Option<TcpProxy>,
     pub description: Option<String>,
+    pub connection_limit: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,6 +274,7 @@ pub struct Service {
     pub is_public: bool,
     pub cidr: String,
     pub ports: Vec<PortMapping>,
+    pub connection_limit: i64,
     pub editions: Vec<String>,
     pub error: Option<String>,
     pub connection_count: i64,

@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS services (
     editions TEXT NOT NULL,
     server_resources TEXT NOT NULL,
     error TEXT NOT NULL,
+    -- Concurrent sessions each endpoint of the service may carry.
+    connection_limit INTEGER NOT NULL DEFAULT 3000,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );

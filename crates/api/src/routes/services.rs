@@ -77,6 +77,8 @@ struct CreateBody {
     tags: Option<Vec<TagIn>>,
     description: Option<String>,
     ip_version: Option<String>,
+    /// vpcep extension: concurrent sessions per endpoint (default 3000).
+    connection_limit: Option<i64>,
 }
 
 /// `tcp_proxy`: TOA (a TCP option some kernels read) is not carried by this gateway.
@@ -126,6 +128,9 @@ async fn create(
         description: b.description.unwrap_or_default(),
         ports: ports_in(&req("ports", b.ports)?)?,
         tags: tags_in(b.tags)?,
+        connection_limit: b
+            .connection_limit
+            .unwrap_or(vpcep_model::DEFAULT_CONNECTION_LIMIT),
     };
     let svc = app.store.create_service(caller, new).await?;
     Ok(Json(wire::service(&svc)))
@@ -197,6 +202,7 @@ struct UpdateBody {
     tcp_proxy: Option<String>,
     description: Option<String>,
     ip: Option<String>,
+    connection_limit: Option<i64>,
 }
 
 async fn update(
@@ -231,6 +237,7 @@ async fn update(
         port_id: b.port_id,
         tcp_proxy: b.tcp_proxy.as_deref().map(tcp_proxy).transpose()?,
         description: b.description,
+        connection_limit: b.connection_limit,
     };
     let svc = app
         .store

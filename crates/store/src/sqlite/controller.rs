@@ -164,7 +164,7 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query("SELECT e.id, e.service_id, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.service_type = 'interface' AND (e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0)) ORDER BY e.created_at, e.id")
+        let rows = sqlx::query("SELECT e.id, e.service_id, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.service_type = 'interface' AND (e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0)) ORDER BY e.created_at, e.id")
             .fetch_all(&mut *tx)
             .await?;
         let mut endpoints = Vec::with_capacity(rows.len());
@@ -186,7 +186,7 @@ impl SqliteStore {
                 tcp_proxy: TcpProxy::parse(&r.try_get::<String, _>("tcp_proxy")?)
                     .map_err(|e| StoreError::Corrupt(e.msg))?,
                 whitelist: (r.try_get::<i64, _>("enable_whitelist")? != 0).then_some(whitelist),
-                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections: r.try_get::<i64, _>("connection_limit")? as u32,
                 snat_ip: snat_ip(marker),
             });
         }
@@ -199,9 +199,6 @@ impl SqliteStore {
         })
     }
 }
-
-/// Concurrent connections one endpoint carries (user guide: 3000).
-pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 3000;
 
 fn ip(raw: &str) -> Result<std::net::Ipv4Addr> {
     raw.parse()

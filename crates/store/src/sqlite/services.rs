@@ -45,6 +45,7 @@ fn service_row(r: &SqliteRow) -> Result<Service> {
         is_public: r.try_get::<i64, _>("is_public")? != 0,
         cidr: parse("cidr")?,
         ports: from_json(&parse("ports")?)?,
+        connection_limit: r.try_get("connection_limit")?,
         editions: from_json(&parse("editions")?)?,
         error: (!error.is_empty()).then_some(error),
         connection_count: r.try_get("connection_count")?,
@@ -255,6 +256,7 @@ impl SqliteStore {
     pub(crate) async fn create_service(&self, caller: Caller, s: NewService) -> Result<Service> {
         validate_description("description", &s.description)?;
         validate_tags(&s.tags)?;
+        vpcep_model::validate_connection_limit(s.connection_limit)?;
         let mut tx = self.begin().await?;
         let q = quota_of(&mut tx, &caller).await?;
         if q.services_used >= q.services_quota {
@@ -290,11 +292,11 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let now = now_micros();
-        sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'interface', ?, 'creating', ?, ?, 0, '', ?, '[\"basic\"]', '[]', '', ?, ?)")
+        sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, connection_limit, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'interface', ?, 'creating', ?, ?, 0, '', ?, '[\"basic\"]', '[]', '', ?, ?, ?)")
             .bind(&id).bind(&caller.project_id).bind(&caller.domain_id).bind(s.name.as_str())
             .bind(full_service_name(&region, &s.name, &id)).bind(&s.vpc_id).bind(&s.port_id).bind(&backend_ip)
             .bind(s.server_type.as_str()).bind(s.approval_enabled).bind(s.tcp_proxy.as_str()).bind(&s.description)
-            .bind(json_text(&s.ports)).bind(now).bind(now)
+            .bind(json_text(&s.ports)).bind(s.connection_limit).bind(now).bind(now)
             .execute(&mut *tx).await?;
         insert_tags(
             &mut tx,
@@ -427,6 +429,9 @@ impl SqliteStore {
         if let Some(d) = &u.description {
             validate_description("description", d)?;
         }
+        if let Some(n) = u.connection_limit {
+            vpcep_model::validate_connection_limit(n)?;
+        }
         let mut tx = self.begin().await?;
         let svc = own_service(&mut tx, &caller, &id).await?;
         if let Some(ports) = &u.ports {
@@ -434,7 +439,8 @@ impl SqliteStore {
                 return reject(Reason::PortMappingsImmutable, "ports: port mappings cannot be changed after the service is created; create a new service instead");
             }
         }
-        let touches = u.approval_enabled.is_some()
+        let touches = u.connection_limit.is_some()
+            || u.approval_enabled.is_some()
             || u.name.is_some()
             || u.port_id.is_some()
             || u.tcp_proxy.is_some()
@@ -466,10 +472,11 @@ impl SqliteStore {
             Some(n) => (n.as_str().to_owned(), full_service_name(&region, n, &id)),
             None => (svc.short_name.clone(), svc.service_name.clone()),
         };
-        sqlx::query("UPDATE services SET approval_enabled = ?, short_name = ?, service_name = ?, port_id = ?, backend_ip = ?, tcp_proxy = ?, description = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE services SET approval_enabled = ?, short_name = ?, service_name = ?, port_id = ?, backend_ip = ?, tcp_proxy = ?, description = ?, connection_limit = ?, updated_at = ? WHERE id = ?")
             .bind(u.approval_enabled.unwrap_or(svc.approval_enabled)).bind(&short).bind(&full)
             .bind(u.port_id.as_ref().unwrap_or(&svc.port_id)).bind(&backend_ip)
-            .bind(u.tcp_proxy.unwrap_or(svc.tcp_proxy).as_str()).bind(u.description.as_ref().unwrap_or(&svc.description))
+            .bind(u.tcp_proxy.unwrap_or(svc.tcp_proxy).as_str())            .bind(u.description.as_ref().unwrap_or(&svc.description))
+            .bind(u.connection_limit.unwrap_or(svc.connection_limit))
             .bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
         let svc = own_service(&mut tx, &caller, &id).await?;

@@ -145,6 +145,7 @@ async fn service_lifecycle_and_isolation() {
             protocol: Protocol::Tcp,
         }],
         tags: vec![],
+        connection_limit: 3000,
     };
     let svc = store
         .create_service(alice.clone(), new.clone())

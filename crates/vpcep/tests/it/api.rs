@@ -372,6 +372,11 @@ async fn bad_input_is_a_clear_400() {
         ),
         (
             "/v1/{p}/vpc-endpoint-services",
+            svc(json!({"connection_limit": 0})),
+            "EndPoint.0002",
+        ),
+        (
+            "/v1/{p}/vpc-endpoint-services",
             svc(json!({"tcp_proxy": "maybe"})),
             "EndPoint.0002",
         ),
