@@ -135,11 +135,16 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(substrate: Arc<dyn Substrate>) -> Gateway {
+        Gateway::with_budget(substrate, limits::descriptor_budget())
+    }
+
+    /// A gateway that spends at most `descriptors` descriptors on sessions.
+    pub fn with_budget(substrate: Arc<dyn Substrate>, descriptors: u64) -> Gateway {
         Gateway {
             substrate,
             running: Mutex::default(),
             descriptors: Arc::default(),
-            descriptor_budget: limits::descriptor_budget(),
+            descriptor_budget: descriptors,
         }
     }
 
@@ -401,5 +406,104 @@ impl Gateway {
         }
         let _ = writeln!(out, "# HELP vpcep_gateway_descriptors_used Descriptors held by sessions.\n# TYPE vpcep_gateway_descriptors_used gauge\nvpcep_gateway_descriptors_used {}", self.descriptors.taken());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use vpcep_model::{PortMapping, SubnetSpec};
+
+    use super::*;
+    use crate::Loopback;
+
+    fn vpc(id: &str, seq: u32) -> VpcSpec {
+        let subnets = vec![SubnetSpec {
+            id: format!("{id}-s"),
+            cidr: "10.0.0.0/24".into(),
+            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+        }];
+        VpcSpec {
+            id: id.into(),
+            seq,
+            subnets,
+        }
+    }
+
+    /// Out of descriptors, the gateway refuses new sessions cleanly, counts them, and keeps
+    /// serving the ones it has.
+    #[tokio::test]
+    async fn refuses_when_the_descriptor_budget_is_spent() {
+        // Blocks 200+ of 127/8 keep clear of other tests.
+        let gw = Gateway::with_budget(Arc::new(Loopback::new(200)), 4);
+        let backend = TcpListener::bind("127.202.0.9:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = backend.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 64];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 || s.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let vpcs: HashMap<String, VpcSpec> = [
+            ("c".to_string(), vpc("c", 1)),
+            ("p".to_string(), vpc("p", 2)),
+        ]
+        .into();
+        let spec = EndpointSpec {
+            id: "ep".into(),
+            service_id: "svc".into(),
+            marker_id: 0x0100_0000,
+            consumer_vpc: "c".into(),
+            subnet_id: "c-s".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            provider_vpc: Some("p".into()),
+            backend_ip: Ipv4Addr::new(10, 0, 0, 9),
+            ports: vec![PortMapping {
+                client_port: 7000,
+                server_port: port,
+                protocol: Protocol::Tcp,
+            }],
+            tcp_proxy: TcpProxy::Close,
+            whitelist: None,
+            max_connections: 3000,
+            snat_ip: vpcep_model::snat_ip(0x0100_0000),
+        };
+        gw.start(&spec, &vpcs).await.unwrap();
+        let node = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(127, 201, 0, 5), 7000));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(node).await.unwrap();
+            c.write_all(b"a").await.unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).await.unwrap();
+            held.push(c);
+        }
+        let mut third = TcpStream::connect(node).await.unwrap();
+        let _ = third.write_all(b"a").await;
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the third session is closed");
+        assert!(gw.render_metrics().contains(
+            "vpcep_gateway_refused_capacity_total{endpoint=\"ep\",path=\"userspace\"} 1"
+        ));
+        held[0].write_all(b"b").await.unwrap();
+        held[0].read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"b");
+        drop(held);
+        gw.stop_all().await;
+        assert!(TcpStream::connect(node).await.is_err());
     }
 }

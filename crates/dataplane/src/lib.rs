@@ -23,6 +23,7 @@ pub struct Node {
     substrate: Arc<dyn Substrate>,
     gateway: Gateway,
     current: Mutex<Snapshot>,
+    pruned: std::sync::atomic::AtomicBool,
     outcomes: RwLock<HashMap<String, Outcome>>,
 }
 
@@ -32,6 +33,7 @@ impl Node {
             gateway: Gateway::new(substrate.clone()),
             substrate,
             current: Mutex::default(),
+            pruned: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
         }
     }
@@ -50,6 +52,10 @@ impl Node {
         let mut current = self.current.lock().await;
         if current.revision == next.revision && *current == next {
             return;
+        }
+        if !self.pruned.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (sub, keep) = (self.substrate.clone(), next.clone());
+            log(blocking(move || sub.prune(&keep)).await, "prune");
         }
         let vpcs: HashMap<String, VpcSpec> = next
             .vpcs

@@ -9,7 +9,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use socket2::Socket;
-use vpcep_model::{HostSpec, VpcSpec};
+use vpcep_model::{HostSpec, Snapshot, VpcSpec};
 
 /// Makes a socket; run by the substrate inside the right network namespace.
 pub type MakeSocket = Box<dyn FnOnce() -> io::Result<Socket> + Send>;
@@ -57,4 +57,10 @@ pub trait Substrate: Send + Sync + 'static {
     /// Where `ip` of VPC number `seq` is reachable from this machine's own namespace, if
     /// the substrate maps VPC addresses there (loopback).
     fn local_ip(&self, seq: u32, ip: Ipv4Addr) -> Option<Ipv4Addr>;
+    /// Removes what this substrate made earlier that `keep` no longer has (VPCs and hosts
+    /// deleted while the node was down). Runs once, before the first snapshot is applied.
+    fn prune(&self, keep: &Snapshot) -> io::Result<()> {
+        let _ = keep;
+        Ok(())
+    }
 }

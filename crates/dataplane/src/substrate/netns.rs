@@ -19,7 +19,7 @@ use std::sync::{mpsc, Mutex};
 use ipnet::Ipv4Net;
 use nix::sched::{setns, CloneFlags};
 use socket2::Socket;
-use vpcep_model::{HostSpec, VpcSpec};
+use vpcep_model::{HostSpec, Snapshot, VpcSpec};
 
 use super::{Local, MakeSocket, Substrate};
 
@@ -62,7 +62,7 @@ fn ip(args: &[&str], tolerate: &[&str]) -> io::Result<()> {
     )))
 }
 
-const EXISTS: &[&str] = &["File exists", "already exists"];
+const EXISTS: &[&str] = &["File exists", "already exists", "already assigned"];
 const GONE: &[&str] = &[
     "No such file",
     "Cannot find device",
@@ -319,5 +319,21 @@ impl Substrate for Netns {
 
     fn local_ip(&self, _: u32, _: Ipv4Addr) -> Option<Ipv4Addr> {
         None
+    }
+
+    fn prune(&self, keep: &Snapshot) -> io::Result<()> {
+        let wanted: std::collections::HashSet<String> = keep
+            .vpcs
+            .iter()
+            .map(|v| self.vpc_ns(&v.id))
+            .chain(keep.hosts.iter().map(|h| self.host_ns(&h.port_id)))
+            .collect();
+        for ns in self.namespaces()? {
+            if !wanted.contains(&ns) {
+                tracing::info!(netns = %ns, "removing a namespace the desired state no longer has");
+                ip(&["netns", "del", &ns], GONE)?;
+            }
+        }
+        Ok(())
     }
 }

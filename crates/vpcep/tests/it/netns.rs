@@ -277,6 +277,24 @@ async fn user_guide_scenarios_in_namespaces() {
     .await;
     assert!(!ok, "a third VPC reaches the endpoint");
 
+    // A restart of the server brings every listener back (namespaces and hosts stayed).
+    let (dir, config) = (app.dir.clone(), app.config.clone());
+    app.stop().await;
+    let (ok, _) = run_in(
+        &client_ns,
+        &["curl", "-s", "-m", "1", &format!("http://{node}:8080/")],
+    )
+    .await;
+    assert!(!ok, "nothing forwards while the server is down");
+    let app = spawn_with(dir, config).await;
+    let bob = Client::new(format!("http://{}", app.addr), bob.acct.clone());
+    let seen = eventually(
+        &client_ns,
+        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
+    )
+    .await;
+    assert!(snat.contains(&seen.trim().parse::<std::net::Ipv4Addr>().unwrap()));
+
     // The endpoint whitelist applies to the consumer's own hosts.
     bob.ok(
         "PUT",
