@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use vpcep_api::auth::sign;
+use vpcep::client::ApiClient;
 
 struct Proc(Child);
 
@@ -22,69 +22,21 @@ impl Drop for Proc {
     }
 }
 
+/// The bench's client: the CLI's signed client, plus the raw HTTP client for /healthz.
 #[derive(Clone)]
 struct Client {
     base: String,
-    host: String,
-    ak: String,
-    sk: String,
-    project: String,
+    api: Arc<ApiClient>,
     http: reqwest::Client,
 }
 
 impl Client {
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let path = path.replace("{p}", &self.project);
-        let (raw_path, raw_query) = path.split_once('?').unwrap_or((&path, ""));
-        let bytes = body
-            .map(serde_json::to_vec)
-            .transpose()?
-            .unwrap_or_default();
-        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-        let date = time::OffsetDateTime::now_utc().format(fmt)?;
-        let headers: Vec<(String, String)> = [
-            ("content-type", "application/json"),
-            ("host", &self.host),
-            ("x-project-id", &self.project),
-            ("x-sdk-date", &date),
-        ]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-        let canonical = sign::canonical_request(&sign::SignedRequest {
-            method,
-            raw_path,
-            raw_query,
-            headers: &headers,
-            body: &bytes,
-            content_sha256: None,
-        });
-        let auth = sign::Authorization {
-            access_key: self.ak.clone(),
-            signed_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
-            signature: sign::signature(&self.sk, &sign::string_to_sign(&date, &canonical)),
-        };
-        let resp = self
-            .http
-            .request(method.parse()?, format!("{}{}", self.base, path))
-            .header("content-type", "application/json")
-            .header("x-project-id", &self.project)
-            .header("x-sdk-date", &date)
-            .header("authorization", auth.header_value())
-            .body(bytes)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        self.api.send(method, path, body).await
     }
 
     async fn ok(&self, method: &str, path: &str, body: Value) -> Result<Value> {
-        let (status, v) = self.call(method, path, Some(&body)).await?;
-        if status >= 300 {
-            bail!("{method} {path}: {status} {v}");
-        }
-        Ok(v)
+        self.api.call(method, path, Some(&body)).await
     }
 }
 
@@ -202,11 +154,13 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
         .to_owned();
     let s = |k: &str| acct[k].as_str().unwrap_or_default().to_owned();
     let c = Client {
-        host: base.trim_start_matches("http://").to_owned(),
+        api: Arc::new(ApiClient::with_keys(
+            &base,
+            &s("access_key"),
+            &s("secret_key"),
+            &s("project_id"),
+        )),
         base,
-        ak: s("access_key"),
-        sk: s("secret_key"),
-        project: s("project_id"),
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(conc)
             .build()?,

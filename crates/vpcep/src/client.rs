@@ -27,6 +27,21 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    pub fn with_keys(
+        base: &str,
+        access_key: &str,
+        secret_key: &str,
+        project_id: &str,
+    ) -> ApiClient {
+        ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            ak: access_key.to_owned(),
+            sk: secret_key.to_owned(),
+            project: project_id.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn new(a: &ClientArgs) -> Result<ApiClient> {
         let need = |v: &Option<String>, name: &str| {
             v.clone()
@@ -42,10 +57,14 @@ impl ApiClient {
         })
     }
 
-    /// Calls `method path` (`{p}` stands for the project) and returns the JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    /// Sends `method path` (`{p}` stands for the project): the status and the JSON body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
         let path = path.replace("{p}", &self.project);
-        let (raw_path, raw_query) = path.split_once('?').unwrap_or((&path, ""));
         let bytes = body
             .map(serde_json::to_vec)
             .transpose()?
@@ -59,60 +78,46 @@ impl ApiClient {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-        let date = time::OffsetDateTime::now_utc().format(fmt)?;
-        let ct = if body.is_some() {
-            "application/json;charset=utf-8"
-        } else {
-            "application/json"
-        };
-        let headers: Vec<(String, String)> = [
-            ("content-type", ct),
-            ("host", host.as_str()),
-            ("x-project-id", self.project.as_str()),
-            ("x-sdk-date", date.as_str()),
-        ]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-        let canonical = sign::canonical_request(&sign::SignedRequest {
+        let date = sign::sdk_date_now();
+        let out = sign::Outgoing {
             method,
-            raw_path,
-            raw_query,
-            headers: &headers,
+            path_and_query: &path,
+            host: &host,
+            project_id: &self.project,
             body: &bytes,
-            content_sha256: None,
-        });
-        let auth = sign::Authorization {
-            access_key: self.ak.clone(),
-            signed_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
-            signature: sign::signature(&self.sk, &sign::string_to_sign(&date, &canonical)),
+            sdk_date: &date,
         };
-        let resp = self
+        let mut req = self
             .http
-            .request(method.parse()?, format!("{}{}", self.base, path))
-            .header("content-type", ct)
-            .header("x-project-id", &self.project)
-            .header("x-sdk-date", &date)
-            .header("authorization", auth.header_value())
+            .request(method.parse()?, format!("{}{}", self.base, path));
+        for (name, value) in sign::sign_headers(&out, &self.ak, &self.sk) {
+            req = req.header(name, value);
+        }
+        let resp = req
             .body(bytes)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let text = resp.text().await?;
         let v: Value = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if !status.is_success() {
+        Ok((status, v))
+    }
+
+    /// Calls `method path` and returns the JSON body; an API error becomes a readable error.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, v) = self.send(method, path, body).await?;
+        if status >= 300 {
             let code = v["error_code"].as_str().unwrap_or("");
             let msg = v["error_msg"]
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| v.to_string());
-            bail!("{} {code}: {msg}", status.as_u16());
+            bail!("{status} {code}: {msg}");
         }
         Ok(v)
     }

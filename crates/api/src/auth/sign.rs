@@ -162,6 +162,72 @@ pub fn verify(secret_key: &str, string_to_sign: &str, hex_signature: &str) -> bo
     mac.verify_slice(&sig).is_ok()
 }
 
+/// `X-Sdk-Date` for now: `20250101T120000Z`.
+pub fn sdk_date_now() -> String {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(fmt)
+        .unwrap_or_default()
+}
+
+/// A request a client is about to send.
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path with the query string, as it goes on the wire.
+    pub path_and_query: &'a str,
+    /// `host[:port]` as in the URL.
+    pub host: &'a str,
+    pub project_id: &'a str,
+    pub body: &'a [u8],
+    pub sdk_date: &'a str,
+}
+
+/// The headers that sign `req` with AK/SK exactly as the official SDK does: content type,
+/// project, date and `Authorization` (the HTTP client adds `Host` itself).
+pub fn sign_headers(
+    req: &Outgoing<'_>,
+    access_key: &str,
+    secret_key: &str,
+) -> Vec<(&'static str, String)> {
+    let (raw_path, raw_query) = req
+        .path_and_query
+        .split_once('?')
+        .unwrap_or((req.path_and_query, ""));
+    let ct = if req.body.is_empty() {
+        "application/json"
+    } else {
+        "application/json;charset=utf-8"
+    };
+    let signed: Vec<(String, String)> = [
+        ("content-type", ct),
+        ("host", req.host),
+        ("x-project-id", req.project_id),
+        ("x-sdk-date", req.sdk_date),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    let canonical = canonical_request(&SignedRequest {
+        method: req.method,
+        raw_path,
+        raw_query,
+        headers: &signed,
+        body: req.body,
+        content_sha256: None,
+    });
+    let auth = Authorization {
+        access_key: access_key.to_owned(),
+        signed_headers: signed.iter().map(|(n, _)| n.clone()).collect(),
+        signature: signature(secret_key, &string_to_sign(req.sdk_date, &canonical)),
+    };
+    vec![
+        ("content-type", ct.to_owned()),
+        ("x-project-id", req.project_id.to_owned()),
+        ("x-sdk-date", req.sdk_date.to_owned()),
+        ("authorization", auth.header_value()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

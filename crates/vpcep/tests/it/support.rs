@@ -122,11 +122,6 @@ impl TestApp {
     }
 }
 
-pub(crate) fn sdk_now() -> String {
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    time::OffsetDateTime::now_utc().format(fmt).unwrap()
-}
-
 impl Client {
     pub(crate) fn new(base: String, acct: Account) -> Client {
         Client {
@@ -162,50 +157,27 @@ impl Client {
         body: Option<&Value>,
     ) -> reqwest::RequestBuilder {
         let path = path.replace("{p}", &self.acct.project_id);
-        let (raw_path, raw_query) = path.split_once('?').unwrap_or((&path, ""));
         let bytes = body
             .map(|b| serde_json::to_vec(b).unwrap())
             .unwrap_or_default();
         let host = self.base.trim_start_matches("http://").to_owned();
-        let date = self.sdk_date.clone().unwrap_or_else(sdk_now);
-        let ct = if body.is_some() {
-            "application/json;charset=utf-8"
-        } else {
-            "application/json"
-        };
-        let headers: Vec<(String, String)> = [
-            ("content-type", ct),
-            ("host", host.as_str()),
-            ("x-project-id", self.acct.project_id.as_str()),
-            ("x-sdk-date", date.as_str()),
-        ]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-        let canonical = sign::canonical_request(&sign::SignedRequest {
-            method,
-            raw_path,
-            raw_query,
-            headers: &headers,
-            body: &bytes,
-            content_sha256: None,
-        });
+        let date = self.sdk_date.clone().unwrap_or_else(sign::sdk_date_now);
         let sk = self.sk_override.as_deref().unwrap_or(&self.acct.sk);
-        let auth = sign::Authorization {
-            access_key: self.acct.ak.clone(),
-            signed_headers: headers.iter().map(|(n, _)| n.clone()).collect(),
-            signature: sign::signature(sk, &sign::string_to_sign(&date, &canonical)),
+        let out = sign::Outgoing {
+            method,
+            path_and_query: &path,
+            host: &host,
+            project_id: &self.acct.project_id,
+            body: &bytes,
+            sdk_date: &date,
         };
-        let mut req = self
-            .http
-            .request(
-                Method::from_bytes(method.as_bytes()).unwrap(),
-                format!("{}{}", self.base, path),
-            )
-            .header("content-type", ct)
-            .header("x-project-id", &self.acct.project_id)
-            .header("x-sdk-date", &date)
-            .header("authorization", auth.header_value());
+        let mut req = self.http.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{}", self.base, path),
+        );
+        for (name, value) in sign::sign_headers(&out, &self.acct.ak, sk) {
+            req = req.header(name, value);
+        }
         if !bytes.is_empty() {
             req = req.body(bytes);
         }
