@@ -341,7 +341,8 @@ impl Gateway {
     }
 
     /// Per-endpoint counters in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
+    /// `kernel` adds samples of kernel-path endpoints: (metric, endpoint id, value).
+    pub fn render_metrics(&self, kernel: &[(&'static str, String, u64)]) -> String {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         let series: [Series; 8] = [
@@ -402,6 +403,9 @@ impl Gateway {
                     "{name}{{endpoint=\"{id}\",path=\"userspace\"}} {}",
                     get(&r.ctx.stats)
                 );
+            }
+            for (metric, id, value) in kernel.iter().filter(|(m, _, _)| *m == name) {
+                let _ = writeln!(out, "{metric}{{endpoint=\"{id}\",path=\"kernel\"}} {value}");
             }
         }
         let _ = writeln!(out, "# HELP vpcep_gateway_descriptors_used Descriptors held by sessions.\n# TYPE vpcep_gateway_descriptors_used gauge\nvpcep_gateway_descriptors_used {}", self.descriptors.taken());
@@ -496,7 +500,7 @@ mod tests {
             .unwrap()
             .unwrap_or(0);
         assert_eq!(n, 0, "the third session is closed");
-        assert!(gw.render_metrics().contains(
+        assert!(gw.render_metrics(&[]).contains(
             "vpcep_gateway_refused_capacity_total{endpoint=\"ep\",path=\"userspace\"} 1"
         ));
         held[0].write_all(b"b").await.unwrap();

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gateway;
+pub mod kernel;
 pub mod substrate;
 
 use std::collections::HashMap;
@@ -14,28 +15,77 @@ use tokio::sync::Mutex;
 use vpcep_model::{Change, Outcome, Snapshot, VpcSpec};
 
 pub use gateway::Gateway;
+pub use kernel::eligible as kernel_eligible;
 pub use substrate::loopback::Loopback;
 pub use substrate::netns::Netns;
 pub use substrate::Substrate;
+
+/// Which path endpoints take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// The kernel path where the substrate has one and the endpoint allows it
+    /// (`tcp_proxy = close`), the userspace gateway otherwise.
+    Auto,
+    /// The userspace gateway for every endpoint.
+    Userspace,
+}
 
 /// A data-plane node: substrate plus gateway, following snapshots.
 pub struct Node {
     substrate: Arc<dyn Substrate>,
     gateway: Gateway,
+    forwarding: Forwarding,
     current: Mutex<Snapshot>,
-    pruned: std::sync::atomic::AtomicBool,
+    /// The first apply prunes leftovers and rewrites the kernel state whatever it was.
+    started: std::sync::atomic::AtomicBool,
     outcomes: RwLock<HashMap<String, Outcome>>,
 }
 
 impl Node {
     pub fn new(substrate: Arc<dyn Substrate>) -> Node {
+        Node::with_forwarding(substrate, Forwarding::Auto)
+    }
+
+    pub fn with_forwarding(substrate: Arc<dyn Substrate>, forwarding: Forwarding) -> Node {
         Node {
             gateway: Gateway::new(substrate.clone()),
             substrate,
+            forwarding,
             current: Mutex::default(),
-            pruned: std::sync::atomic::AtomicBool::new(false),
+            started: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
         }
+    }
+
+    fn kernel_on(&self) -> bool {
+        self.forwarding == Forwarding::Auto && self.substrate.kernel().is_some()
+    }
+
+    /// The snapshot the userspace gateway serves, and the endpoints of the kernel path.
+    fn split(&self, s: &Snapshot) -> (Snapshot, Vec<vpcep_model::EndpointSpec>) {
+        if !self.kernel_on() {
+            return (s.clone(), Vec::new());
+        }
+        let (kernel, user): (Vec<_>, Vec<_>) =
+            s.endpoints.iter().cloned().partition(kernel::eligible);
+        (
+            Snapshot {
+                endpoints: user,
+                ..s.clone()
+            },
+            kernel,
+        )
+    }
+
+    /// Which path an endpoint of the last applied snapshot takes.
+    pub fn path_of(&self, id: &str) -> Option<&'static str> {
+        let current = self.current.try_lock().ok()?;
+        let e = current.endpoints.iter().find(|e| e.id == id)?;
+        Some(if self.kernel_on() && kernel::eligible(e) {
+            "kernel"
+        } else {
+            "userspace"
+        })
     }
 
     pub fn substrate(&self) -> &Arc<dyn Substrate> {
@@ -53,17 +103,20 @@ impl Node {
         if current.revision == next.revision && *current == next {
             return;
         }
-        if !self.pruned.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        let first = !self.started.swap(true, std::sync::atomic::Ordering::AcqRel);
+        if first {
             let (sub, keep) = (self.substrate.clone(), next.clone());
             log(blocking(move || sub.prune(&keep)).await, "prune");
         }
+        let (user_cur, kernel_cur) = self.split(&current);
+        let (user_next, kernel_next) = self.split(&next);
         let vpcs: HashMap<String, VpcSpec> = next
             .vpcs
             .iter()
             .map(|v| (v.id.clone(), v.clone()))
             .collect();
         let mut failed_vpcs: HashMap<String, String> = HashMap::new();
-        for change in Snapshot::diff(&current, &next) {
+        for change in Snapshot::diff(&user_cur, &user_next) {
             let sub = self.substrate.clone();
             match change {
                 Change::RemoveEndpoint(id) => {
@@ -118,7 +171,138 @@ impl Node {
                 }
             }
         }
+        if self.kernel_on()
+            && (first || kernel_cur != kernel_next || user_cur.vpcs != user_next.vpcs)
+        {
+            self.apply_kernel(&next, &kernel_cur, &kernel_next, &failed_vpcs)
+                .await;
+        }
         *current = next;
+    }
+
+    /// Rewrites the kernel path for `next` (atomically per namespace) and ends the sessions
+    /// of endpoints that left it.
+    async fn apply_kernel(
+        &self,
+        next: &Snapshot,
+        before: &[vpcep_model::EndpointSpec],
+        now: &[vpcep_model::EndpointSpec],
+        failed_vpcs: &HashMap<String, String>,
+    ) {
+        let vpcs: std::collections::BTreeMap<String, VpcSpec> = next
+            .vpcs
+            .iter()
+            .filter(|v| !failed_vpcs.contains_key(&v.id))
+            .map(|v| (v.id.clone(), v.clone()))
+            .collect();
+        let usable: Vec<vpcep_model::EndpointSpec> = now
+            .iter()
+            .filter(|e| {
+                vpcs.contains_key(&e.consumer_vpc)
+                    && e.provider_vpc
+                        .as_ref()
+                        .is_some_and(|p| vpcs.contains_key(p))
+            })
+            .cloned()
+            .collect();
+        let refs: Vec<&vpcep_model::EndpointSpec> = usable.iter().collect();
+        let (plans, links) = kernel::plan(&vpcs, &refs);
+        let sub = self.substrate.clone();
+        let result = blocking(move || match sub.kernel() {
+            Some(k) => k.apply(&vpcs, &plans, &links),
+            None => Ok(()),
+        })
+        .await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "kernel path could not be applied");
+        }
+        {
+            let mut outcomes = self.outcomes.write().unwrap_or_else(|p| p.into_inner());
+            for e in now {
+                let outcome = match (&result, usable.iter().any(|u| u.id == e.id)) {
+                    (Ok(()), true) => Ok(()),
+                    (Ok(()), false) => Err("VPC not realised".to_owned()),
+                    (Err(why), _) => Err(why.clone()),
+                };
+                outcomes.insert(e.id.clone(), outcome);
+            }
+        }
+        for gone in before.iter().filter(|b| {
+            !now.iter()
+                .any(|n| n.id == b.id && n.marker_id == b.marker_id)
+        }) {
+            self.outcomes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&gone.id);
+            let (sub, c, p, m) = (
+                self.substrate.clone(),
+                gone.consumer_vpc.clone(),
+                gone.provider_vpc.clone().unwrap_or_default(),
+                gone.marker_id,
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(k) = sub.kernel() {
+                    k.forget(&[&c, &p], m);
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Prometheus text of this node: both paths, one family per metric.
+    pub fn render_metrics(&self) -> String {
+        self.gateway.render_metrics(&self.kernel_samples())
+    }
+
+    /// Counters of the kernel-path endpoints, under the gateway's metric names.
+    fn kernel_samples(&self) -> Vec<(&'static str, String, u64)> {
+        let Some(k) = self.substrate.kernel() else {
+            return Vec::new();
+        };
+        let Ok(current) = self.current.try_lock() else {
+            return Vec::new();
+        };
+        let (_, eps) = self.split(&current);
+        let mut by_vpc: HashMap<&str, HashMap<String, (u64, u64)>> = HashMap::new();
+        let mut out = Vec::new();
+        for e in &eps {
+            let counters = by_vpc
+                .entry(e.consumer_vpc.as_str())
+                .or_insert_with(|| k.counters(&e.consumer_vpc));
+            let get = |name: &str| {
+                counters
+                    .get(&format!("{name}_{}", e.marker_id))
+                    .copied()
+                    .unwrap_or((0, 0))
+            };
+            out.push((
+                "vpcep_gateway_sessions_total",
+                e.id.clone(),
+                get("sessions").0,
+            ));
+            out.push((
+                "vpcep_gateway_refused_limit_total",
+                e.id.clone(),
+                get("refused_limit").0,
+            ));
+            out.push((
+                "vpcep_gateway_refused_whitelist_total",
+                e.id.clone(),
+                get("refused_whitelist").0,
+            ));
+            out.push((
+                "vpcep_gateway_bytes_to_backend_total",
+                e.id.clone(),
+                get("to_backend").1,
+            ));
+            out.push((
+                "vpcep_gateway_bytes_to_client_total",
+                e.id.clone(),
+                get("to_client").1,
+            ));
+        }
+        out
     }
 
     /// Whether an endpoint of the last applied snapshot is live: `None` if the node has

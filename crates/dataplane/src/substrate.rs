@@ -5,11 +5,14 @@
 pub mod loopback;
 pub mod netns;
 
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
 
 use socket2::Socket;
 use vpcep_model::{HostSpec, Snapshot, VpcSpec};
+
+use crate::kernel::{Links, NsPlan};
 
 /// Makes a socket; run by the substrate inside the right network namespace.
 pub type MakeSocket = Box<dyn FnOnce() -> io::Result<Socket> + Send>;
@@ -21,6 +24,22 @@ pub enum Local {
     Endpoint,
     /// An endpoint's source address towards backends, in the provider VPC.
     Snat,
+}
+
+/// The kernel fast path of a substrate (see `kernel`).
+pub trait KernelPath: Send + Sync {
+    /// Makes the links, routes and nftables tables of every VPC namespace match the plan,
+    /// one atomic nftables transaction per namespace.
+    fn apply(
+        &self,
+        vpcs: &BTreeMap<String, VpcSpec>,
+        plans: &BTreeMap<String, NsPlan>,
+        links: &Links,
+    ) -> io::Result<()>;
+    /// Ends the sessions of an endpoint at once (its conntrack entries, by marker id).
+    fn forget(&self, vpc_ids: &[&str], marker_id: u32);
+    /// Named counters of our table in a VPC namespace: name → (packets, bytes).
+    fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)>;
 }
 
 pub trait Substrate: Send + Sync + 'static {
@@ -62,5 +81,9 @@ pub trait Substrate: Send + Sync + 'static {
     fn prune(&self, keep: &Snapshot) -> io::Result<()> {
         let _ = keep;
         Ok(())
+    }
+    /// The kernel fast path, where the substrate has one.
+    fn kernel(&self) -> Option<&dyn KernelPath> {
+        None
     }
 }

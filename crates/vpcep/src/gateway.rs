@@ -26,6 +26,7 @@ pub struct GatewayConfig {
     pub substrate: SubstrateKind,
     pub netns_prefix: String,
     pub loopback_base: u8,
+    pub forwarding: crate::serve::ForwardingMode,
 }
 
 struct Link {
@@ -82,11 +83,10 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
     if cfg.token.is_empty() {
         bail!("--token (VPCEP_NODE_TOKEN) is required: the node token the control plane was started with");
     }
-    let node = Node::new(substrate(
-        cfg.substrate,
-        &cfg.netns_prefix,
-        cfg.loopback_base,
-    )?);
+    let node = Node::with_forwarding(
+        substrate(cfg.substrate, &cfg.netns_prefix, cfg.loopback_base)?,
+        cfg.forwarding.into(),
+    );
     let link = Link {
         base: cfg.control_plane.trim_end_matches('/').to_owned(),
         token: cfg.token.clone(),

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use vpcep::admin;
 use vpcep::client::{ApiClient, ClientArgs};
 use vpcep::gateway::GatewayConfig;
-use vpcep::serve::{Config, DataplaneMode, Server, SubstrateKind};
+use vpcep::serve::{Config, DataplaneMode, ForwardingMode, Server, SubstrateKind};
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +114,9 @@ struct NodeArgs {
     /// Loopback substrate: VPC number N uses 127.(BASE+N).0.0/16.
     #[arg(long, env = "VPCEP_LOOPBACK_BASE", default_value_t = 0)]
     loopback_base: u8,
+    /// auto: the kernel path (netns, tcp_proxy close) where possible; userspace: never.
+    #[arg(long, env = "VPCEP_FORWARDING", value_enum, default_value = "auto")]
+    forwarding: ForwardingMode,
 }
 
 #[derive(Args)]
@@ -255,6 +258,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         substrate: a.node.substrate,
         netns_prefix: a.node.netns_prefix,
         loopback_base: a.node.loopback_base,
+        forwarding: a.node.forwarding,
         dataplane: a.dataplane,
         node_token: a.node_token,
     };
@@ -385,6 +389,7 @@ async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         substrate: a.node.substrate,
         netns_prefix: a.node.netns_prefix,
         loopback_base: a.node.loopback_base,
+        forwarding: a.node.forwarding,
     };
     tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
     vpcep::gateway::run(cfg, shutdown_watch()).await

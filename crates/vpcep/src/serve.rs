@@ -57,6 +57,25 @@ pub struct Config {
     pub dataplane: DataplaneMode,
     /// The secret gateway nodes present (enables `/internal/v1`).
     pub node_token: Option<String>,
+    pub forwarding: ForwardingMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardingMode {
+    /// The kernel path (nftables NAT between namespaces) for endpoints without PROXY
+    /// headers on the netns substrate; the userspace gateway for the rest.
+    Auto,
+    /// The userspace gateway for every endpoint.
+    Userspace,
+}
+
+impl From<ForwardingMode> for vpcep_dataplane::Forwarding {
+    fn from(m: ForwardingMode) -> Self {
+        match m {
+            ForwardingMode::Auto => vpcep_dataplane::Forwarding::Auto,
+            ForwardingMode::Userspace => vpcep_dataplane::Forwarding::Userspace,
+        }
+    }
 }
 
 impl Config {
@@ -71,6 +90,7 @@ impl Config {
             loopback_base: 0,
             dataplane: DataplaneMode::Local,
             node_token: None,
+            forwarding: ForwardingMode::Auto,
         }
     }
 
@@ -152,7 +172,7 @@ impl vpcep_api::NodeInfo for NodeView {
     }
 
     fn metrics(&self) -> String {
-        self.0.gateway().render_metrics()
+        self.0.render_metrics()
     }
 }
 
@@ -170,11 +190,10 @@ impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
         let node = match config.dataplane {
-            DataplaneMode::Local => Some(Arc::new(Node::new(substrate(
-                config.substrate,
-                &config.netns_prefix,
-                config.loopback_base,
-            )?))),
+            DataplaneMode::Local => Some(Arc::new(Node::with_forwarding(
+                substrate(config.substrate, &config.netns_prefix, config.loopback_base)?,
+                config.forwarding.into(),
+            ))),
             DataplaneMode::Remote => None,
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {

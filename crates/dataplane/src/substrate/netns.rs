@@ -9,7 +9,7 @@
 //! `vh-{host8}` (its peer is `eth0` in the host); SNAT addresses are /32s on the VPC's
 //! `lo` (dummy links need a kernel module that is not everywhere).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
@@ -21,12 +21,15 @@ use nix::sched::{setns, CloneFlags};
 use socket2::Socket;
 use vpcep_model::{HostSpec, Snapshot, VpcSpec};
 
-use super::{Local, MakeSocket, Substrate};
+use super::{KernelPath, Local, MakeSocket, Substrate};
+use crate::kernel::{self, Links, NsPlan};
 
 type Job = (MakeSocket, mpsc::Sender<io::Result<Socket>>);
 
 pub struct Netns {
     prefix: String,
+    /// Whether `nft` and `conntrack` are there (the kernel fast path needs both).
+    kernel: bool,
     /// One thread per VPC namespace makes that VPC's sockets.
     workers: Mutex<HashMap<String, mpsc::Sender<Job>>>,
 }
@@ -87,8 +90,19 @@ impl Netns {
                 "netns prefix {prefix:?}: 1-24 letters, digits or '-'"
             )));
         }
+        let has = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let kernel = has("nft") && has("conntrack");
+        if !kernel {
+            tracing::warn!("nft or conntrack is missing: every endpoint takes the userspace path");
+        }
         Ok(Netns {
             prefix: prefix.to_owned(),
+            kernel,
             workers: Mutex::default(),
         })
     }
@@ -321,6 +335,10 @@ impl Substrate for Netns {
         None
     }
 
+    fn kernel(&self) -> Option<&dyn KernelPath> {
+        self.kernel.then_some(self as &dyn KernelPath)
+    }
+
     fn prune(&self, keep: &Snapshot) -> io::Result<()> {
         let wanted: std::collections::HashSet<String> = keep
             .vpcs
@@ -335,5 +353,250 @@ impl Substrate for Netns {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs `ip netns exec NS PROGRAM ARGS` with `stdin`; its stdout on success.
+fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .map(|mut s| s.write_all(input.as_bytes()))
+            .transpose()?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{program} {} in {ns}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Routes of the kernel path carry this protocol number, so they can be listed and pruned.
+const ROUTE_PROTO: &str = "199";
+
+impl Netns {
+    fn sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
+        in_ns(ns, "sysctl", &["-qw", &format!("{key}={value}")], None).map(|_| ())
+    }
+
+    /// The veth link between a consumer and a provider VPC, with static neighbours.
+    fn ensure_link(&self, consumer: &str, provider: &str) -> io::Result<()> {
+        let (cns, pns) = (self.vpc_ns(consumer), self.vpc_ns(provider));
+        let (kc, kp) = kernel::link_names(consumer, provider);
+        let exists = Command::new("ip")
+            .args(["-n", &cns, "link", "show", &kc])
+            .output()?
+            .status
+            .success();
+        if !exists {
+            ip(
+                &[
+                    "link",
+                    "add",
+                    &kc,
+                    "netns",
+                    &cns,
+                    "address",
+                    kernel::CONSUMER_MAC,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &kp,
+                    "netns",
+                    &pns,
+                    "address",
+                    kernel::PROVIDER_MAC,
+                ],
+                EXISTS,
+            )?;
+        }
+        for (ns, dev, hop, mac) in [
+            (&cns, &kc, kernel::PROVIDER_HOP, kernel::PROVIDER_MAC),
+            (&pns, &kp, kernel::CONSUMER_HOP, kernel::CONSUMER_MAC),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "up"], &[])?;
+            Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+            ip(
+                &[
+                    "-n",
+                    ns,
+                    "neigh",
+                    "replace",
+                    &hop.to_string(),
+                    "lladdr",
+                    mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ],
+                &[],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Our kernel-path routes in a namespace become exactly `want` (each via `hop`).
+    fn sync_routes(ns: &str, want: &[(Ipv4Addr, String, Ipv4Addr)]) -> io::Result<()> {
+        let listed = Command::new("ip")
+            .args(["-n", ns, "route", "show", "proto", ROUTE_PROTO])
+            .output()?;
+        for line in String::from_utf8_lossy(&listed.stdout).lines() {
+            let dest = line.split_whitespace().next().unwrap_or_default();
+            let keep = want
+                .iter()
+                .any(|(ip, dev, _)| dest == ip.to_string() && line.contains(&format!("dev {dev}")));
+            if !keep && !dest.is_empty() {
+                ip(
+                    &["-n", ns, "route", "del", dest, "proto", ROUTE_PROTO],
+                    GONE,
+                )?;
+            }
+        }
+        for (dest, dev, hop) in want {
+            ip(
+                &[
+                    "-n",
+                    ns,
+                    "route",
+                    "replace",
+                    &format!("{dest}/32"),
+                    "via",
+                    &hop.to_string(),
+                    "dev",
+                    dev,
+                    "onlink",
+                    "proto",
+                    ROUTE_PROTO,
+                ],
+                &[],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl KernelPath for Netns {
+    fn apply(
+        &self,
+        vpcs: &BTreeMap<String, VpcSpec>,
+        plans: &BTreeMap<String, NsPlan>,
+        links: &Links,
+    ) -> io::Result<()> {
+        for (c, p) in links {
+            self.ensure_link(c, p)?;
+        }
+        for (id, vpc) in vpcs {
+            let ns = self.vpc_ns(id);
+            // Links nobody needs any more go (with their routes).
+            let listed = Command::new("ip")
+                .args(["-n", &ns, "-o", "link", "show"])
+                .output()?;
+            for line in String::from_utf8_lossy(&listed.stdout).lines() {
+                let Some(name) = line
+                    .split(": ")
+                    .nth(1)
+                    .map(|n| n.split('@').next().unwrap_or(n))
+                else {
+                    continue;
+                };
+                let wanted = links.iter().any(|(c, p)| {
+                    let (kc, kp) = kernel::link_names(c, p);
+                    (c == id && name == kc) || (p == id && name == kp)
+                });
+                if (name.starts_with("kc-") || name.starts_with("kp-")) && !wanted {
+                    ip(&["-n", &ns, "link", "del", name], GONE)?;
+                }
+            }
+            let plan = plans.get(id).cloned().unwrap_or_default();
+            // Towards a provider the next hop is the provider's end; back towards a
+            // consumer it is the consumer's end.
+            let routes: Vec<(Ipv4Addr, String, Ipv4Addr)> = plan
+                .routes
+                .iter()
+                .map(|(dest, dev)| {
+                    (
+                        *dest,
+                        dev.clone(),
+                        if dev.starts_with("kc-") {
+                            kernel::PROVIDER_HOP
+                        } else {
+                            kernel::CONSUMER_HOP
+                        },
+                    )
+                })
+                .collect();
+            Self::sync_routes(&ns, &routes)?;
+            if routes.iter().any(|(_, dev, _)| dev.starts_with("kc-")) {
+                // The subnet bridges answer ARP for endpoint IPs routed over links.
+                for s in &vpc.subnets {
+                    Self::sysctl(
+                        &ns,
+                        &format!("net.ipv4.conf.br-{}.proxy_arp", short(&s.id)),
+                        "1",
+                    )?;
+                }
+            }
+            let script = format!(
+                "add table ip {t}\ndelete table ip {t}\n{}",
+                plan.nft,
+                t = kernel::TABLE
+            );
+            in_ns(&ns, "nft", &["-f", "-"], Some(&script))?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self, vpc_ids: &[&str], marker_id: u32) {
+        for id in vpc_ids {
+            // "0 flow entries" is an exit status of 1 for conntrack; nothing to report.
+            let _ = in_ns(
+                &self.vpc_ns(id),
+                "conntrack",
+                &["-D", "-m", &marker_id.to_string()],
+                None,
+            );
+        }
+    }
+
+    fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)> {
+        let Ok(out) = in_ns(
+            &self.vpc_ns(vpc_id),
+            "nft",
+            &["-j", "list", "counters", "table", "ip", kernel::TABLE],
+            None,
+        ) else {
+            return HashMap::new();
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
+            return HashMap::new();
+        };
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| {
+                let c = item.get("counter")?;
+                Some((
+                    c["name"].as_str()?.to_owned(),
+                    (c["packets"].as_u64()?, c["bytes"].as_u64()?),
+                ))
+            })
+            .collect()
     }
 }

@@ -346,6 +346,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
             substrate: vpcep::serve::SubstrateKind::Loopback,
             netns_prefix: "unused".into(),
             loopback_base: base,
+            forwarding: vpcep::serve::ForwardingMode::Auto,
         },
         rx,
     ));

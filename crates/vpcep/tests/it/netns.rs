@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vpcep::serve::SubstrateKind;
+use vpcep::serve::{ForwardingMode, SubstrateKind};
 use vpcep_dataplane::Netns;
 
 use crate::support::{spawn_with, test_config, Client, TestApp};
@@ -41,7 +41,7 @@ impl Drop for Guard {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A server on the netns substrate with a unique namespace prefix, or `None` (skip).
-async fn netns_app() -> Option<(TestApp, Arc<Guard>)> {
+async fn netns_app(forwarding: ForwardingMode) -> Option<(TestApp, Arc<Guard>)> {
     let prefix = format!(
         "t{}x{}",
         std::process::id() % 100_000,
@@ -66,6 +66,7 @@ async fn netns_app() -> Option<(TestApp, Arc<Guard>)> {
     let mut config = test_config(&dir);
     config.substrate = SubstrateKind::Netns;
     config.netns_prefix = prefix;
+    config.forwarding = forwarding;
     Some((spawn_with(dir, config).await, guard))
 }
 
@@ -110,13 +111,15 @@ async fn eventually(ns: &str, args: &[&str]) -> String {
 }
 
 const HTTP: &str = r#"
-import http.server, sys
+import http.server, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/hold":
+            time.sleep(30)
         body = self.client_address[0].encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0", 80), H).serve_forever()
+http.server.ThreadingHTTPServer((sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0", 80), H).serve_forever()
 "#;
 
 const PROXY: &str = r#"
@@ -149,6 +152,21 @@ while True:
     d, a = s.recvfrom(2048); s.sendto(d, a)
 "#;
 
+/// Holds N sessions open, then tries one more: prints whether it was admitted.
+const LIMIT: &str = r#"
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=3); s.sendall(b"GET /hold HTTP/1.0\r\n\r\n"); held.append(s)
+time.sleep(0.5)
+try:
+    s = socket.create_connection((host, port), timeout=2); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); d = s.recv(100)
+    print("admitted" if d else "refused")
+except Exception:
+    print("refused")
+"#;
+
 const TCP_READ: &str = "import socket,sys; c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print(c.recv(200).decode())";
 const UDP_ASK: &str = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b'ping', (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())";
 
@@ -163,8 +181,19 @@ async fn host(c: &Client, vpc: &str, sub: &str, ip: &str, name: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_guide_scenarios_in_namespaces() {
-    let Some((app, guard)) = netns_app().await else {
+async fn user_guide_scenarios_userspace_path() {
+    scenarios(ForwardingMode::Userspace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_guide_scenarios_kernel_path() {
+    scenarios(ForwardingMode::Auto).await;
+}
+
+/// The same flows on either path. With `Auto`, the PROXY-v2 part stays in userspace and the
+/// plain part (`tcp_proxy` close) takes the kernel path.
+async fn scenarios(forwarding: ForwardingMode) {
+    let Some((app, guard)) = netns_app(forwarding).await else {
         return;
     };
     let alice = app.account("alice").await;
@@ -250,6 +279,24 @@ async fn user_guide_scenarios_in_namespaces() {
         snat.contains(&src),
         "the backend sees a source in 198.19.128.0/20, not {src}"
     );
+    // The path an endpoint takes shows in its metrics.
+    let path = if forwarding == ForwardingMode::Auto {
+        "kernel"
+    } else {
+        "userspace"
+    };
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("vpcep_gateway_sessions_total") && l.contains(&ep_id))
+        .unwrap_or_else(|| panic!("no session counter for the endpoint in {metrics}"));
+    assert!(line.contains(&format!("path=\"{path}\"")), "{line}");
+    assert!(!line.ends_with(" 0"), "sessions are counted: {line}");
 
     // One way only: the provider host reaches neither the consumer nor the endpoint.
     let (ok, _) = run_in(
@@ -280,12 +327,20 @@ async fn user_guide_scenarios_in_namespaces() {
     // A restart of the server brings every listener back (namespaces and hosts stayed).
     let (dir, config) = (app.dir.clone(), app.config.clone());
     app.stop().await;
+    let kernel = forwarding == ForwardingMode::Auto;
     let (ok, _) = run_in(
         &client_ns,
-        &["curl", "-s", "-m", "1", &format!("http://{node}:8080/")],
+        &["curl", "-s", "-m", "2", &format!("http://{node}:8080/")],
     )
     .await;
-    assert!(!ok, "nothing forwards while the server is down");
+    if kernel {
+        assert!(
+            ok,
+            "the kernel keeps forwarding while the control plane is down"
+        );
+    } else {
+        assert!(!ok, "nothing forwards while the server is down");
+    }
     let app = spawn_with(dir, config).await;
     let bob = Client::new(format!("http://{}", app.addr), bob.acct.clone());
     let seen = eventually(
@@ -294,6 +349,27 @@ async fn user_guide_scenarios_in_namespaces() {
     )
     .await;
     assert!(snat.contains(&seen.trim().parse::<std::net::Ipv4Addr>().unwrap()));
+
+    // The connection limit (a service setting, 3000 by default): with 5, the sixth
+    // concurrent session is refused while the five are held.
+    let alice = Client::new(format!("http://{}", app.addr), alice.acct.clone());
+    alice
+        .ok(
+            "PUT",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
+            Some(json!({"connection_limit": 5})),
+        )
+        .await;
+    let mut limited = false;
+    for _ in 0..30 {
+        let (_, out) = run_in(&client_ns, &["python3", "-c", LIMIT, &node, "8080", "5"]).await;
+        if out.trim() == "refused" {
+            limited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(limited, "the sixth session got through a limit of 5");
 
     // The endpoint whitelist applies to the consumer's own hosts.
     bob.ok(
