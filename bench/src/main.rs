@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo build --release -p vpcep -p vpcep-bench && target/release/vpcep-bench api`
 
+mod dataplane;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -358,6 +360,7 @@ async fn main() -> Result<()> {
     let bin = exe.with_file_name("vpcep");
     match args.first().map(String::as_str) {
         Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
-        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N]"),
+        Some("dataplane") => dataplane::run(&bin, flag("--secs", 5)).await,
+        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N]"),
     }
 }
