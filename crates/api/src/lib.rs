@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod console;
 mod error;
 mod extract;
 mod metrics;
@@ -105,6 +106,7 @@ impl App {
 pub fn router(app: App) -> Router {
     routes::router()
         .merge(nodes::router())
+        .merge(console::router())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(app.clone(), auth::layer))

@@ -171,8 +171,11 @@ impl Node {
                 }
             }
         }
-                if self.kernel_on() && (first || kernel_cur != kernel_next || user_cur.vpcs != user_next.vpcs) {
-            self.apply_kernel(&next, &kernel_cur, &kernel_next, &failed_vpcs).await;
+        if self.kernel_on()
+            && (first || kernel_cur != kernel_next || user_cur.vpcs != user_next.vpcs)
+        {
+            self.apply_kernel(&next, &kernel_cur, &kernel_next, &failed_vpcs)
+                .await;
         } else if first && self.substrate.kernel().is_some() {
             // Forced to userspace on a node that may hold kernel state from an earlier
             // run: clear it, or its routes would take the endpoints' traffic.

@@ -66,13 +66,21 @@ fn host(headers: &axum::http::HeaderMap) -> String {
         .to_owned()
 }
 
-async fn versions(headers: axum::http::HeaderMap) -> Json<Value> {
+/// The versions document; a browser asking for HTML is sent to the console instead.
+async fn versions(headers: axum::http::HeaderMap) -> axum::response::Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return axum::response::Redirect::to("/console/").into_response();
+    }
     let h = host(&headers);
     let list: Vec<Value> = ["v1", "v2"]
         .iter()
         .filter_map(|v| version_object(v, &h))
         .collect();
-    Json(json!({ "versions": list }))
+    Json(json!({ "versions": list })).into_response()
 }
 
 async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<Value>> {

@@ -96,7 +96,7 @@ impl Netns {
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
-                let kernel = has("nft") && has("conntrack");
+        let kernel = has("nft") && has("conntrack");
         if !kernel {
             tracing::warn!("nft or conntrack is missing: every endpoint takes the userspace path");
         } else {
@@ -610,12 +610,21 @@ const CONNTRACK_MAX: u64 = 1 << 20;
 /// [`CONNTRACK_MAX`]; says clearly if it cannot.
 fn raise_conntrack_max() {
     let path = "/proc/sys/net/netfilter/nf_conntrack_max";
-    let current: u64 = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let current: u64 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     if current >= CONNTRACK_MAX {
         return;
     }
     match std::fs::write(path, CONNTRACK_MAX.to_string()) {
-        Ok(()) => tracing::info!(from = current, to = CONNTRACK_MAX, "raised nf_conntrack_max for the kernel path"),
-        Err(e) => tracing::warn!(current, error = %e, "cannot raise net.netfilter.nf_conntrack_max to {CONNTRACK_MAX}; the kernel path holds at most {current} sessions on this node"),
+        Ok(()) => tracing::info!(
+            from = current,
+            to = CONNTRACK_MAX,
+            "raised nf_conntrack_max for the kernel path"
+        ),
+        Err(e) => {
+            tracing::warn!(current, error = %e, "cannot raise net.netfilter.nf_conntrack_max to {CONNTRACK_MAX}; the kernel path holds at most {current} sessions on this node")
+        }
     }
 }
