@@ -1,21 +1,85 @@
 //! A client of the vpcep API for the CLI: requests signed with the same SDK-HMAC-SHA256
 //! code the server verifies, errors turned into readable messages.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 use vpcep_api::auth::sign;
 
-/// Where the API is and who is calling. Flags override `VPCEP_*` environment variables.
+/// Where the API is and who is calling: flags, then `VPCEP_*` environment variables,
+/// then the profile `vpcep configure` wrote.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClientArgs {
-    #[arg(long, env = "VPCEP_ENDPOINT", default_value = "http://127.0.0.1:9876")]
-    pub endpoint: String,
-    #[arg(long, env = "VPCEP_ACCESS_KEY", hide_env_values = true)]
+    #[arg(long, env = "VPCEP_ENDPOINT", global = true)]
+    pub endpoint: Option<String>,
+    #[arg(long, env = "VPCEP_ACCESS_KEY", hide_env_values = true, global = true)]
     pub access_key: Option<String>,
-    #[arg(long, env = "VPCEP_SECRET_KEY", hide_env_values = true)]
+    #[arg(long, env = "VPCEP_SECRET_KEY", hide_env_values = true, global = true)]
     pub secret_key: Option<String>,
-    #[arg(long, env = "VPCEP_PROJECT_ID")]
+    #[arg(long, env = "VPCEP_PROJECT_ID", global = true)]
     pub project_id: Option<String>,
+}
+
+/// The API refused a request (it answered with an error).
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub msg: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.msg)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// What `vpcep configure` saves (mode 0600): `$VPCEP_CONFIG`, else
+/// `$HOME/.config/vpcep/profile.json`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Profile {
+    pub endpoint: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub project_id: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Profile {
+    pub fn path() -> Option<std::path::PathBuf> {
+        if let Some(p) = std::env::var_os("VPCEP_CONFIG") {
+            return Some(p.into());
+        }
+        std::env::var_os("HOME")
+            .map(|h| std::path::Path::new(&h).join(".config/vpcep/profile.json"))
+    }
+
+    pub fn load() -> Option<Profile> {
+        let raw = std::fs::read(Self::path()?).ok()?;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Writes the profile readable by its owner only.
+    pub fn save(&self) -> Result<std::path::PathBuf> {
+        use std::io::Write;
+        let path =
+            Self::path().context("no HOME and no VPCEP_CONFIG: nowhere to save the profile")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(path)
+    }
 }
 
 pub struct ApiClient {
@@ -43,18 +107,24 @@ impl ApiClient {
     }
 
     pub fn new(a: &ClientArgs) -> Result<ApiClient> {
-        let need = |v: &Option<String>, name: &str| {
-            v.clone()
+        let profile = Profile::load().unwrap_or_default();
+        let pick = |flag: &Option<String>, saved: &Option<String>, name: &str| {
+            flag.clone()
+                .or_else(|| saved.clone())
                 .filter(|s| !s.is_empty())
-                .with_context(|| format!("set {name} (or pass the flag)"))
+                .with_context(|| format!("set {name}, pass the flag, or run `vpcep configure`"))
         };
-        Ok(ApiClient {
-            base: a.endpoint.trim_end_matches('/').to_owned(),
-            ak: need(&a.access_key, "VPCEP_ACCESS_KEY")?,
-            sk: need(&a.secret_key, "VPCEP_SECRET_KEY")?,
-            project: need(&a.project_id, "VPCEP_PROJECT_ID")?,
-            http: reqwest::Client::new(),
-        })
+        let endpoint = a
+            .endpoint
+            .clone()
+            .or(profile.endpoint.clone())
+            .unwrap_or_else(|| "http://127.0.0.1:9876".into());
+        Ok(ApiClient::with_keys(
+            &endpoint,
+            &pick(&a.access_key, &profile.access_key, "VPCEP_ACCESS_KEY")?,
+            &pick(&a.secret_key, &profile.secret_key, "VPCEP_SECRET_KEY")?,
+            &pick(&a.project_id, &profile.project_id, "VPCEP_PROJECT_ID")?,
+        ))
     }
 
     /// Sends `method path` (`{p}` stands for the project): the status and the JSON body.
@@ -112,12 +182,12 @@ impl ApiClient {
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         let (status, v) = self.send(method, path, body).await?;
         if status >= 300 {
-            let code = v["error_code"].as_str().unwrap_or("");
+            let code = v["error_code"].as_str().unwrap_or("").to_owned();
             let msg = v["error_msg"]
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| v.to_string());
-            bail!("{status} {code}: {msg}");
+            return Err(ApiFailure { status, code, msg }.into());
         }
         Ok(v)
     }

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod gateway;
+pub mod output;
 pub mod serve;

@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use vpcep::admin;
+use vpcep::cli::{self, Fmt};
 use vpcep::client::{ApiClient, ClientArgs};
 use vpcep::gateway::GatewayConfig;
+use vpcep::output::{print_json, print_table, Output};
 use vpcep::serve::{Config, DataplaneMode, ForwardingMode, Server, SubstrateKind};
 
 #[derive(Parser)]
@@ -33,10 +35,98 @@ enum Cmd {
     },
     /// Run a data-plane node alone, following a control plane (`serve --dataplane remote`).
     Gateway(GatewayArgs),
+    /// Save the endpoint, keys and project for the other commands (mode 0600).
+    Configure {
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        access_key: Option<String>,
+        #[arg(long)]
+        secret_key: Option<String>,
+        #[arg(long)]
+        project_id: Option<String>,
+        /// Read the JSON that `admin account create` printed (keys and project).
+        #[arg(long)]
+        from_account: Option<std::path::PathBuf>,
+    },
+    /// Endpoint services (provider side).
+    Service {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::ServiceCmd,
+    },
+    /// Endpoints (consumer side).
+    Endpoint {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::EndpointCmd,
+    },
+    /// Connections to your services: accept, reject, notes.
+    Connection {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::ConnectionCmd,
+    },
+    /// Service whitelists: which accounts may connect.
+    Permission {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::PermissionCmd,
+    },
+    /// Quotas: used and total.
+    Quota {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Tags of services and endpoints.
+    Tag {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::TagCmd,
+    },
+    /// VPCs.
+    Vpc {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::VpcCmd,
+    },
+    /// Subnets.
+    Subnet {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::SubnetCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
     /// Hosts: stand-ins for VMs and load balancers, joined to a subnet.
     Host {
         #[command(flatten)]
         client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
         #[command(subcommand)]
         cmd: HostCmd,
     },
@@ -59,10 +149,7 @@ enum HostCmd {
         lb: bool,
     },
     /// List hosts.
-    List {
-        #[arg(long, value_enum, default_value = "table")]
-        output: Output,
-    },
+    List,
     /// Delete a host (by id or name).
     Delete { host: String },
     /// Run a command inside a host, like logging into the VM (netns: needs root).
@@ -132,12 +219,6 @@ struct GatewayArgs {
     name: String,
     #[command(flatten)]
     node: NodeArgs,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -214,32 +295,6 @@ enum PublicServiceCmd {
     },
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
-/// Prints rows as an aligned table.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&width)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-}
-
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VPCEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -289,7 +344,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn host(client: &ClientArgs, cmd: HostCmd) -> anyhow::Result<()> {
+async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Result<()> {
     let api = ApiClient::new(client)?;
     match cmd {
         HostCmd::Create {
@@ -303,7 +358,7 @@ async fn host(client: &ClientArgs, cmd: HostCmd) -> anyhow::Result<()> {
             let v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?;
             print_json(&v["host"]);
         }
-        HostCmd::List { output } => {
+        HostCmd::List => {
             let v = api.call("GET", "/v1/{p}/hosts", None).await?;
             let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
             if output == Output::Json {
@@ -399,7 +454,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Gateway(a) => gateway(a).await,
-        Cmd::Host { client, cmd } => host(&client, cmd).await,
+        Cmd::Host { client, fmt, cmd } => host(&client, fmt.output, cmd).await,
+        Cmd::Configure {
+            endpoint,
+            access_key,
+            secret_key,
+            project_id,
+            from_account,
+        } => configure(endpoint, access_key, secret_key, project_id, from_account),
+        Cmd::Service { client, fmt, cmd } => {
+            cli::service(&ApiClient::new(&client)?, fmt, cmd).await
+        }
+        Cmd::Endpoint { client, fmt, cmd } => {
+            cli::endpoint(&ApiClient::new(&client)?, fmt, cmd).await
+        }
+        Cmd::Connection { client, fmt, cmd } => {
+            cli::connection(&ApiClient::new(&client)?, fmt, cmd).await
+        }
+        Cmd::Permission { client, fmt, cmd } => {
+            cli::permission(&ApiClient::new(&client)?, fmt, cmd).await
+        }
+        Cmd::Quota { client, fmt } => cli::quota(&ApiClient::new(&client)?, fmt).await,
+        Cmd::Tag { client, fmt, cmd } => cli::tag(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Vpc { client, fmt, cmd } => cli::vpc(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Subnet { client, fmt, cmd } => cli::subnet(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vpcep", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Admin { cmd } => match cmd {
             AdminCmd::Account {
                 cmd: AccountCmd::Create { name, dir },
@@ -487,6 +569,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// 3: the API refused the request (4xx); 4: the server failed (5xx); 5: anything else
+/// (unreachable server, missing configuration, local failures). clap exits 2 on bad usage.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<vpcep::client::ApiFailure>() {
+        Some(f) if f.status < 500 => 3,
+        Some(_) => 4,
+        None => 5,
+    }
+}
+
+fn configure(
+    endpoint: Option<String>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    project_id: Option<String>,
+    from_account: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let mut p = vpcep::client::Profile::load().unwrap_or_default();
+    if let Some(path) = from_account {
+        let raw = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let a: serde_json::Value = serde_json::from_slice(&raw)?;
+        let s = |k: &str| a[k].as_str().map(str::to_owned);
+        p.access_key = s("access_key").or(p.access_key);
+        p.secret_key = s("secret_key").or(p.secret_key);
+        p.project_id = s("project_id").or(p.project_id);
+    }
+    p.endpoint = endpoint.or(p.endpoint);
+    p.access_key = access_key.or(p.access_key);
+    p.secret_key = secret_key.or(p.secret_key);
+    p.project_id = project_id.or(p.project_id);
+    let path = p.save()?;
+    println!("saved {}", path.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     init_tracing();
@@ -499,6 +616,17 @@ fn main() {
     };
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("vpcep: {e:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks: no clashing argument ids or flags.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

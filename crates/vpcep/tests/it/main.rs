@@ -2,6 +2,7 @@
 //! directory, driven over HTTP with requests signed like the official SDK signs them.
 
 mod api;
+mod cli;
 mod dataplane;
 mod durability;
 mod netns;

@@ -1,0 +1,813 @@
+//! The resource commands of the CLI: one per API operation a person or a script needs,
+//! signed with the same code the server verifies. Tables for people, `--output json` for
+//! scripts. Exit codes: 0 done, 2 bad usage, 3 the API refused (4xx), 4 the server failed
+//! (5xx), 5 the server could not be reached or the client is not configured.
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::admin::parse_port;
+use crate::client::ApiClient;
+use crate::output::{print_json, print_object, print_rows, Output};
+
+#[derive(Args, Clone, Copy)]
+pub struct Fmt {
+    /// table (for people) or json (for scripts).
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// List your endpoint services.
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    Show {
+        id: String,
+    },
+    /// Publish a backend (a port of a VM or a load balancer) as an endpoint service.
+    Create {
+        #[arg(long)]
+        vpc: String,
+        /// The backend's port id (a host's port_id).
+        #[arg(long)]
+        port: String,
+        #[arg(long, default_value = "VM")]
+        server_type: String,
+        /// CLIENT:SERVER[/TCP|UDP]; repeat for more (at most 50).
+        #[arg(long = "map", required = true)]
+        maps: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Accept new endpoints without approval.
+        #[arg(long)]
+        no_approval: bool,
+        #[arg(long)]
+        tcp_proxy: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        connection_limit: Option<u32>,
+    },
+    /// Change approval, description, PROXY header or connection limit.
+    Update {
+        id: String,
+        #[arg(long)]
+        approval: Option<bool>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        tcp_proxy: Option<String>,
+        #[arg(long)]
+        connection_limit: Option<u32>,
+    },
+    Rename {
+        id: String,
+        name: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Find a service you may connect to, by full name or id.
+    Describe {
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        name: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Cloud services offered to every account.
+    Public,
+}
+
+#[derive(Subcommand)]
+pub enum EndpointCmd {
+    List {
+        #[arg(long)]
+        service_name: Option<String>,
+        #[arg(long)]
+        vpc: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    Show {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        /// A chosen address in the subnet (else the lowest free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Create a private domain name.
+        #[arg(long)]
+        dns: bool,
+        /// Source addresses or CIDRs allowed (turns the endpoint whitelist on).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Route tables (gateway endpoints).
+        #[arg(long = "routetable")]
+        routetables: Vec<String>,
+    },
+    /// Set the endpoint whitelist (source CIDRs) and switch it on or off.
+    Whitelist {
+        id: String,
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Replace a gateway endpoint's route tables.
+    Routetables {
+        id: String,
+        tables: Vec<String>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectionCmd {
+    /// Endpoints connected to a service of yours.
+    List {
+        service: String,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    Accept {
+        service: String,
+        #[arg(value_name = "ENDPOINT")]
+        endpoint_id: String,
+    },
+    Reject {
+        service: String,
+        #[arg(value_name = "ENDPOINT")]
+        endpoint_id: String,
+    },
+    /// Put a note on a connection.
+    Describe {
+        service: String,
+        #[arg(value_name = "ENDPOINT")]
+        endpoint_id: String,
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PermissionCmd {
+    /// The service whitelist.
+    List { service: String },
+    /// Allow accounts: `iam:domain::<32 hex>` or `*`.
+    Add {
+        service: String,
+        entries: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Remove {
+        service: String,
+        entries: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    Service,
+    Endpoint,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Service => "endpoint_service",
+            Kind::Endpoint => "endpoint",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum TagCmd {
+    /// Set tags: KEY=VALUE ...
+    Add {
+        kind: Kind,
+        id: String,
+        tags: Vec<String>,
+    },
+    /// Remove tags by key.
+    Remove {
+        kind: Kind,
+        id: String,
+        keys: Vec<String>,
+    },
+    /// Keys and values used in the project.
+    List { kind: Kind },
+}
+
+#[derive(Subcommand)]
+pub enum VpcCmd {
+    List,
+    Show {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        cidr: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubnetCmd {
+    List {
+        #[arg(long)]
+        vpc: Option<String>,
+    },
+    Create {
+        #[arg(long)]
+        vpc: String,
+        #[arg(long)]
+        cidr: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    Delete {
+        vpc: String,
+        id: String,
+    },
+}
+
+const SERVICE_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/service_name"),
+    ("STATUS", "/status"),
+    ("TYPE", "/service_type"),
+    ("BACKEND", "/server_type"),
+    ("APPROVAL", "/approval_enabled"),
+    ("CONNECTIONS", "/connection_count"),
+    ("CREATED", "/created_at"),
+];
+const ENDPOINT_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("VPC", "/vpc_id"),
+    ("SERVICE", "/endpoint_service_name"),
+    ("IP", "/ip"),
+    ("DOMAIN", "/dns_names"),
+    ("STATUS", "/status"),
+    ("TYPE", "/service_type"),
+    ("CREATED", "/created_at"),
+];
+const CONNECTION_COLS: &[(&str, &str)] = &[
+    ("ENDPOINT", "/id"),
+    ("MARKER", "/marker_id"),
+    ("STATUS", "/status"),
+    ("ACCOUNT", "/domain_id"),
+    ("NOTE", "/description"),
+    ("CREATED", "/created_at"),
+];
+const PERMISSION_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("PERMISSION", "/permission"),
+    ("DESCRIPTION", "/description"),
+    ("CREATED", "/created_at"),
+];
+const PUBLIC_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/service_name"),
+    ("TYPE", "/service_type"),
+    ("OWNER", "/owner"),
+    ("CREATED", "/created_at"),
+];
+const VPC_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("CIDR", "/cidr"),
+    ("LOOPBACK", "/loopback_block"),
+    ("CREATED", "/created_at"),
+];
+const SUBNET_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("CIDR", "/cidr"),
+    ("GATEWAY", "/gateway_ip"),
+    ("VPC", "/vpc_id"),
+];
+
+/// What a command prints: a list under `key` with table columns, one object, or nothing.
+enum Shown {
+    List(Value, &'static str, &'static [(&'static str, &'static str)]),
+    One(Value),
+    Done(Value),
+}
+
+fn show(fmt: Fmt, s: Shown) {
+    match (fmt.output, s) {
+        (Output::Json, Shown::List(v, _, _) | Shown::One(v) | Shown::Done(v)) => print_json(&v),
+        (Output::Table, Shown::List(v, key, cols)) => {
+            let rows = v[key].as_array().cloned().unwrap_or_default();
+            print_rows(&rows, cols);
+            if let Some(total) = v["total_count"].as_i64() {
+                println!("({} of {total})", rows.len());
+            }
+        }
+        (Output::Table, Shown::One(v)) => print_object(&v),
+        (Output::Table, Shown::Done(_)) => println!("ok"),
+    }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", percent(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn ports(maps: &[String]) -> Result<Value> {
+    let list: Vec<Value> = maps
+        .iter()
+        .map(|m| {
+            parse_port(m)
+                .map(|(c, s, p)| json!({"client_port": c, "server_port": s, "protocol": p}))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    Ok(Value::Array(list))
+}
+
+/// Adds optional fields that are set.
+fn with(mut v: Value, fields: &[(&str, Option<Value>)]) -> Value {
+    for (k, val) in fields {
+        if let Some(val) = val {
+            v[*k] = val.clone();
+        }
+    }
+    v
+}
+
+const SVC: &str = "/v1/{p}/vpc-endpoint-services";
+const EP: &str = "/v1/{p}/vpc-endpoints";
+
+pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
+    let shown = match cmd {
+        ServiceCmd::List {
+            name,
+            status,
+            limit,
+            offset,
+        } => {
+            let q = query(&[
+                ("endpoint_service_name", name),
+                ("status", status),
+                ("limit", Some(limit.to_string())),
+                ("offset", Some(offset.to_string())),
+            ]);
+            Shown::List(
+                api.call("GET", &format!("{SVC}{q}"), None).await?,
+                "endpoint_services",
+                SERVICE_COLS,
+            )
+        }
+        ServiceCmd::Show { id } => Shown::One(api.call("GET", &format!("{SVC}/{id}"), None).await?),
+        ServiceCmd::Create {
+            vpc,
+            port,
+            server_type,
+            maps,
+            name,
+            no_approval,
+            tcp_proxy,
+            description,
+            connection_limit,
+        } => {
+            let body = with(
+                json!({"vpc_id": vpc, "port_id": port, "server_type": server_type, "ports": ports(&maps)?, "approval_enabled": !no_approval}),
+                &[
+                    ("service_name", name.map(Value::from)),
+                    ("tcp_proxy", tcp_proxy.map(Value::from)),
+                    ("description", description.map(Value::from)),
+                    ("connection_limit", connection_limit.map(Value::from)),
+                ],
+            );
+            Shown::One(api.call("POST", SVC, Some(&body)).await?)
+        }
+        ServiceCmd::Update {
+            id,
+            approval,
+            description,
+            tcp_proxy,
+            connection_limit,
+        } => {
+            let body = with(
+                json!({}),
+                &[
+                    ("approval_enabled", approval.map(Value::from)),
+                    ("description", description.map(Value::from)),
+                    ("tcp_proxy", tcp_proxy.map(Value::from)),
+                    ("connection_limit", connection_limit.map(Value::from)),
+                ],
+            );
+            Shown::One(api.call("PUT", &format!("{SVC}/{id}"), Some(&body)).await?)
+        }
+        ServiceCmd::Rename { id, name } => Shown::One(
+            api.call(
+                "PUT",
+                &format!("{SVC}/{id}/name"),
+                Some(&json!({"endpoint_service_name": name})),
+            )
+            .await?,
+        ),
+        ServiceCmd::Delete { id } => {
+            Shown::Done(api.call("DELETE", &format!("{SVC}/{id}"), None).await?)
+        }
+        ServiceCmd::Describe { name, id } => {
+            let q = query(&[("endpoint_service_name", name), ("id", id)]);
+            Shown::One(api.call("GET", &format!("{SVC}/describe{q}"), None).await?)
+        }
+        ServiceCmd::Public => Shown::List(
+            api.call("GET", &format!("{SVC}/public?limit=1000"), None)
+                .await?,
+            "endpoint_services",
+            PUBLIC_COLS,
+        ),
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn endpoint(api: &ApiClient, fmt: Fmt, cmd: EndpointCmd) -> Result<()> {
+    let shown = match cmd {
+        EndpointCmd::List {
+            service_name,
+            vpc,
+            limit,
+            offset,
+        } => {
+            let q = query(&[
+                ("endpoint_service_name", service_name),
+                ("vpc_id", vpc),
+                ("limit", Some(limit.to_string())),
+                ("offset", Some(offset.to_string())),
+            ]);
+            Shown::List(
+                api.call("GET", &format!("{EP}{q}"), None).await?,
+                "endpoints",
+                ENDPOINT_COLS,
+            )
+        }
+        EndpointCmd::Show { id } => Shown::One(api.call("GET", &format!("{EP}/{id}"), None).await?),
+        EndpointCmd::Create {
+            service,
+            vpc,
+            subnet,
+            ip,
+            dns,
+            allow,
+            description,
+            routetables,
+        } => {
+            let body = with(
+                json!({"endpoint_service_id": service, "vpc_id": vpc, "enable_dns": dns}),
+                &[
+                    ("subnet_id", subnet.map(Value::from)),
+                    ("port_ip", ip.map(Value::from)),
+                    ("description", description.map(Value::from)),
+                    ("whitelist", (!allow.is_empty()).then(|| json!(allow))),
+                    (
+                        "enable_whitelist",
+                        (!allow.is_empty()).then_some(Value::Bool(true)),
+                    ),
+                    (
+                        "routetables",
+                        (!routetables.is_empty()).then(|| json!(routetables)),
+                    ),
+                ],
+            );
+            Shown::One(api.call("POST", EP, Some(&body)).await?)
+        }
+        EndpointCmd::Whitelist {
+            id,
+            allow,
+            enable,
+            disable,
+        } => {
+            if allow.is_empty() && !enable && !disable {
+                bail!("give --allow CIDR (repeatable), --enable or --disable");
+            }
+            let body = with(
+                json!({}),
+                &[
+                    ("whitelist", (!allow.is_empty()).then(|| json!(allow))),
+                    (
+                        "enable_whitelist",
+                        (enable || disable).then_some(Value::Bool(enable)),
+                    ),
+                ],
+            );
+            Shown::One(api.call("PUT", &format!("{EP}/{id}"), Some(&body)).await?)
+        }
+        EndpointCmd::Routetables { id, tables } => Shown::One(
+            api.call(
+                "PUT",
+                &format!("{EP}/{id}/routetables"),
+                Some(&json!({"routetables": tables})),
+            )
+            .await?,
+        ),
+        EndpointCmd::Delete { id } => {
+            Shown::Done(api.call("DELETE", &format!("{EP}/{id}"), None).await?)
+        }
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn connection(api: &ApiClient, fmt: Fmt, cmd: ConnectionCmd) -> Result<()> {
+    let decide = |service: String, endpoint: String, action: &str| {
+        (
+            format!("{SVC}/{service}/connections/action"),
+            json!({"action": action, "endpoints": [endpoint]}),
+        )
+    };
+    let shown = match cmd {
+        ConnectionCmd::List { service, status } => {
+            let q = query(&[("status", status), ("limit", Some("1000".into()))]);
+            Shown::List(
+                api.call("GET", &format!("{SVC}/{service}/connections{q}"), None)
+                    .await?,
+                "connections",
+                CONNECTION_COLS,
+            )
+        }
+        ConnectionCmd::Accept {
+            service,
+            endpoint_id,
+        } => {
+            let (path, body) = decide(service, endpoint_id, "receive");
+            Shown::List(
+                api.call("POST", &path, Some(&body)).await?,
+                "connections",
+                CONNECTION_COLS,
+            )
+        }
+        ConnectionCmd::Reject {
+            service,
+            endpoint_id,
+        } => {
+            let (path, body) = decide(service, endpoint_id, "reject");
+            Shown::List(
+                api.call("POST", &path, Some(&body)).await?,
+                "connections",
+                CONNECTION_COLS,
+            )
+        }
+        ConnectionCmd::Describe {
+            service,
+            endpoint_id,
+            text,
+        } => {
+            let body = json!({"connections": [{"id": endpoint_id, "description": text}]});
+            Shown::List(
+                api.call(
+                    "PUT",
+                    &format!("{SVC}/{service}/connections/description"),
+                    Some(&body),
+                )
+                .await?,
+                "connections",
+                CONNECTION_COLS,
+            )
+        }
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn permission(api: &ApiClient, fmt: Fmt, cmd: PermissionCmd) -> Result<()> {
+    let shown = match cmd {
+        PermissionCmd::List { service } => Shown::List(
+            api.call(
+                "GET",
+                &format!("{SVC}/{service}/permissions?limit=500"),
+                None,
+            )
+            .await?,
+            "permissions",
+            PERMISSION_COLS,
+        ),
+        PermissionCmd::Add {
+            service,
+            entries,
+            description,
+        } => {
+            let items: Vec<Value> = entries
+                .iter()
+                .map(|e| json!({"permission": e, "description": description}))
+                .collect();
+            Shown::List(
+                api.call(
+                    "POST",
+                    &format!("{SVC}/{service}/permissions/batch-create"),
+                    Some(&json!({"permissions": items})),
+                )
+                .await?,
+                "permissions",
+                PERMISSION_COLS,
+            )
+        }
+        PermissionCmd::Remove { service, entries } => {
+            let body = json!({"permissions": entries, "action": "remove"});
+            Shown::Done(
+                api.call(
+                    "POST",
+                    &format!("{SVC}/{service}/permissions/action"),
+                    Some(&body),
+                )
+                .await?,
+            )
+        }
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn quota(api: &ApiClient, fmt: Fmt) -> Result<()> {
+    let v = api.call("GET", "/v1/{p}/quotas", None).await?;
+    let wrapped = json!({"resources": v["quotas"]["resources"].clone()});
+    match fmt.output {
+        Output::Json => print_json(&v),
+        Output::Table => print_rows(
+            wrapped["resources"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            &[("TYPE", "/type"), ("USED", "/used"), ("QUOTA", "/quota")],
+        ),
+    }
+    Ok(())
+}
+
+pub async fn tag(api: &ApiClient, fmt: Fmt, cmd: TagCmd) -> Result<()> {
+    let shown = match cmd {
+        TagCmd::Add { kind, id, tags } => {
+            let list: Vec<Value> = tags
+                .iter()
+                .map(|t| {
+                    t.split_once('=')
+                        .map(|(k, v)| json!({"key": k, "value": v}))
+                        .ok_or_else(|| anyhow::anyhow!("{t:?}: use KEY=VALUE"))
+                })
+                .collect::<Result<_>>()?;
+            Shown::Done(
+                api.call(
+                    "POST",
+                    &format!("/v1/{{p}}/{}/{id}/tags/action", kind.path()),
+                    Some(&json!({"action": "create", "tags": list})),
+                )
+                .await?,
+            )
+        }
+        TagCmd::Remove { kind, id, keys } => {
+            let list: Vec<Value> = keys.iter().map(|k| json!({"key": k})).collect();
+            Shown::Done(
+                api.call(
+                    "POST",
+                    &format!("/v1/{{p}}/{}/{id}/tags/action", kind.path()),
+                    Some(&json!({"action": "delete", "tags": list})),
+                )
+                .await?,
+            )
+        }
+        TagCmd::List { kind } => Shown::List(
+            api.call("GET", &format!("/v1/{{p}}/{}/tags", kind.path()), None)
+                .await?,
+            "tags",
+            &[("KEY", "/key"), ("VALUES", "/values")],
+        ),
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn vpc(api: &ApiClient, fmt: Fmt, cmd: VpcCmd) -> Result<()> {
+    let shown = match cmd {
+        VpcCmd::List => Shown::List(
+            api.call("GET", "/v1/{p}/vpcs", None).await?,
+            "vpcs",
+            VPC_COLS,
+        ),
+        VpcCmd::Show { id } => Shown::One(
+            api.call("GET", &format!("/v1/{{p}}/vpcs/{id}"), None)
+                .await?["vpc"]
+                .clone(),
+        ),
+        VpcCmd::Create { cidr, name } => Shown::One(
+            api.call(
+                "POST",
+                "/v1/{p}/vpcs",
+                Some(&json!({"vpc": {"cidr": cidr, "name": name}})),
+            )
+            .await?["vpc"]
+                .clone(),
+        ),
+        VpcCmd::Delete { id } => Shown::Done(
+            api.call("DELETE", &format!("/v1/{{p}}/vpcs/{id}"), None)
+                .await?,
+        ),
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+pub async fn subnet(api: &ApiClient, fmt: Fmt, cmd: SubnetCmd) -> Result<()> {
+    let shown = match cmd {
+        SubnetCmd::List { vpc } => Shown::List(
+            api.call(
+                "GET",
+                &format!("/v1/{{p}}/subnets{}", query(&[("vpc_id", vpc)])),
+                None,
+            )
+            .await?,
+            "subnets",
+            SUBNET_COLS,
+        ),
+        SubnetCmd::Create {
+            vpc,
+            cidr,
+            name,
+            gateway,
+        } => {
+            let body = json!({"subnet": with(json!({"vpc_id": vpc, "cidr": cidr, "name": name}), &[("gateway_ip", gateway.map(Value::from))])});
+            Shown::One(api.call("POST", "/v1/{p}/subnets", Some(&body)).await?["subnet"].clone())
+        }
+        SubnetCmd::Delete { vpc, id } => Shown::Done(
+            api.call(
+                "DELETE",
+                &format!("/v1/{{p}}/vpcs/{vpc}/subnets/{id}"),
+                None,
+            )
+            .await?,
+        ),
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_ports() {
+        assert_eq!(
+            query(&[("a", Some("x y/z".into())), ("b", None)]),
+            "?a=x%20y%2Fz"
+        );
+        assert_eq!(query(&[("b", None)]), "");
+        assert_eq!(
+            ports(&["8080:80".into(), "53:53/udp".into()]).unwrap(),
+            json!([{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 53, "server_port": 53, "protocol": "UDP"}])
+        );
+        assert!(ports(&["x".into()]).is_err());
+    }
+}
