@@ -119,6 +119,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cli::SubnetCmd,
     },
+    /// Build the user guide's scenario step by step on a fresh data directory and report.
+    Demo {
+        #[arg(long, value_enum, default_value = "loopback")]
+        substrate: SubstrateKind,
+        /// Loopback substrate: the demo's VPCs use 127.(BASE+N).0.0/16.
+        #[arg(long, default_value_t = 200)]
+        loopback_base: u8,
+    },
+    /// (Used by the demo.) A tiny HTTP backend.
+    #[command(hide = true)]
+    DemoBackend { addr: std::net::SocketAddr },
+    /// (Used by the demo.) One HTTP GET.
+    #[command(hide = true)]
+    DemoFetch { addr: std::net::SocketAddr },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion { shell: clap_complete::Shell },
     /// Hosts: stand-ins for VMs and load balancers, joined to a subnet.
@@ -478,6 +492,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Tag { client, fmt, cmd } => cli::tag(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Vpc { client, fmt, cmd } => cli::vpc(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Subnet { client, fmt, cmd } => cli::subnet(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Demo {
+            substrate,
+            loopback_base,
+        } => vpcep::demo::run(substrate, loopback_base).await,
+        Cmd::DemoBackend { addr } => vpcep::demo::backend(addr).await,
+        Cmd::DemoFetch { addr } => {
+            println!("{}", vpcep::demo::fetch(addr).await?.trim_end());
+            Ok(())
+        }
         Cmd::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vpcep", &mut std::io::stdout());
             Ok(())

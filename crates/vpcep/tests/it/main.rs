@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod dataplane;
+mod demo;
 mod durability;
 mod netns;
 mod support;
