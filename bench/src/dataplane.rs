@@ -196,15 +196,91 @@ fn wrk(ns: &str, url: &str, secs: u64, close: bool) -> Result<Wrk> {
     })
 }
 
+const HOLD: &str = r#"
+import socket, sys
+host, n = sys.argv[1], int(sys.argv[2])
+held = [socket.create_connection((host, 80), timeout=5) for _ in range(n)]
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+fn meminfo_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Holds `n` idle sessions from `ns` to `target:80`: kernel slab growth and the
+/// forwarder's RSS growth, in bytes per session.
+fn idle(ns: &str, target: &str, n: u32, forwarder: Option<u32>) -> Result<(f64, f64)> {
+    use std::io::Read;
+    std::thread::sleep(Duration::from_secs(2));
+    let (slab0, rss0) = (meminfo_kb("Slab:"), forwarder.map(rss_kb).unwrap_or(0));
+    let mut holder = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            "-c",
+            HOLD,
+            target,
+            &n.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut ready = [0u8; 5];
+    holder
+        .stdout
+        .as_mut()
+        .context("holder stdout")?
+        .read_exact(&mut ready)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (slab1, rss1) = (meminfo_kb("Slab:"), forwarder.map(rss_kb).unwrap_or(0));
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    let per = |a: u64, b: u64| (b.saturating_sub(a) as f64) * 1024.0 / n as f64;
+    Ok((per(slab0, slab1), per(rss0, rss1)))
+}
+
 struct Row {
     name: String,
     one: f64,
     eight: f64,
     new_conn: Wrk,
     keep: Wrk,
+    /// Per idle session: kernel slab growth, forwarder RSS growth (bytes).
+    idle: (f64, f64),
 }
 
-fn measure(name: &str, ns: &str, addr: &str, http_port: u16, secs: u64) -> Result<Row> {
+/// Idle sessions held per path (the userspace gateway needs two descriptors per session,
+/// and a process here may hold 20,000).
+const IDLE_SESSIONS: u32 = 5000;
+
+fn measure(
+    name: &str,
+    ns: &str,
+    addr: &str,
+    http_port: u16,
+    secs: u64,
+    forwarder: Option<u32>,
+) -> Result<Row> {
     eprintln!("measuring {name} …");
     Ok(Row {
         name: name.to_owned(),
@@ -212,6 +288,7 @@ fn measure(name: &str, ns: &str, addr: &str, http_port: u16, secs: u64) -> Resul
         eight: iperf(ns, addr, secs, 8)?,
         new_conn: wrk(ns, &format!("http://{addr}:{http_port}/"), secs, true)?,
         keep: wrk(ns, &format!("http://{addr}:{http_port}/"), secs, false)?,
+        idle: idle(ns, addr, IDLE_SESSIONS, forwarder)?,
     })
 }
 
@@ -241,7 +318,8 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
     let b = admin(bin, dir.path(), &["admin", "account", "create", "consumer"])?;
     let mut procs = Procs(Vec::new());
 
-    let (server, url) = serve(bin, dir.path(), &prefix, "auto")?;
+    let (server, url) = serve(bin, dir.path(), &prefix, "userspace")?;
+    let vpcep_pid = server.id();
     procs.0.push(server);
     let (pa, pb) = (client(&url, &a), client(&url, &b));
     let (pvpc, psub) = network(&pa).await?;
@@ -253,7 +331,7 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
     let ns = |h: &Value| h["netns"].as_str().unwrap_or_default().to_owned();
     let (backend_ns, direct_ns, hap_ns, client_ns) = (ns(&backend), ns(&direct), ns(&hap), ns(&cl));
     let svc = pa
-        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false,
+        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 20000,
             "ports": [{"client_port": 5201, "server_port": 5201}, {"client_port": 80, "server_port": 80}]})))
         .await?;
     let sid = svc["id"].as_str().unwrap_or_default().to_owned();
@@ -294,10 +372,13 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
         &backend_ns,
         &["nginx", "-c", &nginx_conf.display().to_string()],
     )?);
-    procs.0.push(spawn_in(
+    let haproxy = spawn_in(
         &hap_ns,
         &["haproxy", "-f", &hap_conf.display().to_string(), "-db"],
-    )?);
+    )?;
+    // `ip netns exec` execs the program: the child's pid is HAProxy's.
+    let hap_pid = haproxy.id();
+    procs.0.push(haproxy);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let mut rows = vec![measure(
@@ -306,43 +387,49 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
         "10.1.0.10",
         80,
         secs,
+        None,
     )?];
-    rows.push(measure("vpcep kernel path", &client_ns, &node, 80, secs)?);
-    rows.push(measure(
-        "HAProxy 2.6 (mode tcp)",
-        &direct_ns,
-        "10.1.0.30",
-        80,
-        secs,
-    )?);
-    // The same endpoint on the userspace path: restart the control plane with
-    // --forwarding userspace; the namespaces, hosts and programs stay.
-    let mut server = procs.0.remove(0);
-    let _ = server.kill();
-    let _ = server.wait();
-    let (server, url) = serve(bin, dir.path(), &prefix, "userspace")?;
-    procs.0.push(server);
-    let pb = client(&url, &b);
-    // Wait until the new node has the endpoint on the userspace path.
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
-        if metrics.contains(&format!("endpoint=\"{eid}\",path=\"userspace\"")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !metrics.contains(&format!("endpoint=\"{eid}\",path=\"userspace\"")) {
-        let lines: Vec<&str> = metrics.lines().filter(|l| l.contains(&eid)).collect();
-        bail!("the endpoint did not move to the userspace path: {lines:?}");
-    }
-    let _ = pb;
     rows.push(measure(
         "vpcep userspace path",
         &client_ns,
         &node,
         80,
         secs,
+        Some(vpcep_pid),
+    )?);
+    rows.push(measure(
+        "HAProxy 2.6 (mode tcp)",
+        &direct_ns,
+        "10.1.0.30",
+        80,
+        secs,
+        Some(hap_pid),
+    )?);
+    // The same endpoint on the kernel path: restart the control plane with
+    // --forwarding auto; the namespaces, hosts and programs stay.
+    let mut server = procs.0.remove(0);
+    let _ = server.kill();
+    let _ = server.wait();
+    let (server, url) = serve(bin, dir.path(), &prefix, "auto")?;
+    procs.0.push(server);
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+        if metrics.contains(&format!("endpoint=\"{eid}\",path=\"kernel\"")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !metrics.contains(&format!("endpoint=\"{eid}\",path=\"kernel\"")) {
+        bail!("the endpoint did not take the kernel path (are nft and conntrack installed?)");
+    }
+    rows.push(measure(
+        "vpcep kernel path",
+        &client_ns,
+        &node,
+        80,
+        secs,
+        None,
     )?);
 
     let (direct, hap) = (&rows[0], &rows[2]);
@@ -360,6 +447,18 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
             r.keep.rps,
             r.keep.p50_ms,
             r.keep.p99_ms
+        );
+    }
+    println!();
+    println!("| idle sessions ({IDLE_SESSIONS} held) | kernel slab bytes/session | over direct | forwarder RSS bytes/session |");
+    println!("|---|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} |",
+            r.name,
+            r.idle.0,
+            r.idle.0 - direct.idle.0,
+            r.idle.1
         );
     }
     println!();

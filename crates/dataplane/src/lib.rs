@@ -178,8 +178,15 @@ impl Node {
                 .await;
         } else if first && self.substrate.kernel().is_some() {
             // Forced to userspace on a node that may hold kernel state from an earlier
-            // run: clear it, or its routes would take the endpoints' traffic.
-            self.apply_kernel(&next, &[], &[], &failed_vpcs).await;
+            // run: clear it, or its routes would take the endpoints' traffic, and end its
+            // sessions, whose conntrack entries would otherwise clash with the new ones.
+            let eligible: Vec<_> = next
+                .endpoints
+                .iter()
+                .filter(|e| kernel::eligible(e))
+                .cloned()
+                .collect();
+            self.apply_kernel(&next, &eligible, &[], &failed_vpcs).await;
         }
         *current = next;
     }

@@ -544,6 +544,26 @@ impl KernelPath for Netns {
                 })
                 .collect();
             Self::sync_routes(&ns, &routes)?;
+            // An endpoint IP left on a bridge by the userspace path (an earlier run) would
+            // be answered locally instead of routed over the link.
+            for (dest, dev, _) in &routes {
+                if dev.starts_with("kc-") {
+                    for s in &vpc.subnets {
+                        ip(
+                            &[
+                                "-n",
+                                &ns,
+                                "addr",
+                                "del",
+                                &format!("{dest}/32"),
+                                "dev",
+                                &format!("br-{}", short(&s.id)),
+                            ],
+                            GONE,
+                        )?;
+                    }
+                }
+            }
             if routes.iter().any(|(_, dev, _)| dev.starts_with("kc-")) {
                 // The subnet bridges answer ARP for endpoint IPs routed over links.
                 for s in &vpc.subnets {
