@@ -71,6 +71,7 @@ const GONE: &[&str] = &[
     "Cannot find device",
     "Cannot assign requested address",
     "does not exist",
+    "Address not found",
 ];
 
 impl Netns {
