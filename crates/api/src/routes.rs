@@ -52,3 +52,22 @@ pub(crate) fn tags_in(tags: Option<Vec<TagIn>>) -> ApiResult<Vec<vpcep_model::Ta
         })
         .collect()
 }
+
+/// The body of the v2 upgrade operations: an optional `action` with one allowed value.
+#[derive(Deserialize)]
+pub(crate) struct UpgradeBody {
+    action: Option<String>,
+}
+
+impl UpgradeBody {
+    pub(crate) fn expect(&self, allowed: &str) -> ApiResult<()> {
+        match self.action.as_deref() {
+            None => Ok(()),
+            Some(a) if a == allowed => Ok(()),
+            Some(other) => Err(ApiError::bad(
+                "EndPoint.0007",
+                format!("action: {other:?} is not {allowed}"),
+            )),
+        }
+    }
+}

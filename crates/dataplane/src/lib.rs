@@ -15,7 +15,6 @@ use tokio::sync::Mutex;
 use vpcep_model::{Change, Outcome, Snapshot, VpcSpec};
 
 pub use gateway::Gateway;
-pub use kernel::eligible as kernel_eligible;
 pub use substrate::loopback::Loopback;
 pub use substrate::netns::Netns;
 pub use substrate::Substrate;
@@ -75,17 +74,6 @@ impl Node {
             },
             kernel,
         )
-    }
-
-    /// Which path an endpoint of the last applied snapshot takes.
-    pub fn path_of(&self, id: &str) -> Option<&'static str> {
-        let current = self.current.try_lock().ok()?;
-        let e = current.endpoints.iter().find(|e| e.id == id)?;
-        Some(if self.kernel_on() && kernel::eligible(e) {
-            "kernel"
-        } else {
-            "userspace"
-        })
     }
 
     pub fn substrate(&self) -> &Arc<dyn Substrate> {

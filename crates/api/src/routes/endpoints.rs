@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vpcep_store::{EndpointFilter, NewEndpoint};
 
-use super::{req, tags_in, TagIn};
+use super::{req, tags_in, TagIn, UpgradeBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
 use crate::{wire, App};
@@ -223,26 +223,13 @@ async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResu
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct UpgradeBody {
-    action: Option<String>,
-}
-
 async fn upgrade(
     State(app): State<App>,
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<UpgradeBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    match b.action.as_deref() {
-        None | Some("start") => {}
-        Some(other) => {
-            return Err(ApiError::bad(
-                "EndPoint.0007",
-                format!("action: {other:?} is not start"),
-            ))
-        }
-    }
+    b.expect("start")?;
     app.store
         .upgrade_endpoint(caller, ids.get("vpc_endpoint_id"))
         .await?;

@@ -13,7 +13,7 @@ use vpcep_model::{
 };
 use vpcep_store::{NewService, ServiceFilter, ServiceUpdate};
 
-use super::{req, tags_in, TagIn};
+use super::{req, tags_in, TagIn, UpgradeBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
 use crate::{wire, App};
@@ -302,26 +302,13 @@ async fn add_server_resources(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct UpgradeBody {
-    action: Option<String>,
-}
-
 async fn upgrade(
     State(app): State<App>,
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<UpgradeBody>,
 ) -> ApiResult<StatusCode> {
-    match b.action.as_deref() {
-        None | Some("upgrade") => {}
-        Some(other) => {
-            return Err(ApiError::bad(
-                "EndPoint.0007",
-                format!("action: {other:?} is not supported (upgrade)"),
-            ))
-        }
-    }
+    b.expect("upgrade")?;
     app.store
         .upgrade_service(caller, ids.get("vpc_endpoint_service_id"))
         .await?;

@@ -17,6 +17,18 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
     (dir, store, caller)
 }
 
+/// A VM NIC in `subnet`, at `ip` or the lowest free address.
+fn vm_port(subnet: &str, name: &str, ip: Option<&str>) -> NewPort {
+    NewPort {
+        subnet_id: subnet.to_owned(),
+        name: name.into(),
+        ip: ip.map(|a| a.parse().unwrap()),
+        device_owner: String::new(),
+        device_id: String::new(),
+        is_host: false,
+    }
+}
+
 fn reason(e: StoreError) -> Reason {
     match e {
         StoreError::Rejected(r) => r.reason,
@@ -88,47 +100,17 @@ async fn service_lifecycle_and_isolation() {
         .await
         .unwrap();
     let port = store
-        .create_port(
-            alice.clone(),
-            NewPort {
-                subnet_id: sub.id.clone(),
-                name: "vm".into(),
-                ip: None,
-                device_owner: String::new(),
-                device_id: String::new(),
-                is_host: false,
-            },
-        )
+        .create_port(alice.clone(), vm_port(&sub.id, "vm", None))
         .await
         .unwrap();
     assert_eq!(port.ip, "192.168.0.3");
     let fixed = store
-        .create_port(
-            alice.clone(),
-            NewPort {
-                subnet_id: sub.id.clone(),
-                name: "b".into(),
-                ip: Some("192.168.0.5".parse().unwrap()),
-                device_owner: String::new(),
-                device_id: String::new(),
-                is_host: false,
-            },
-        )
+        .create_port(alice.clone(), vm_port(&sub.id, "b", Some("192.168.0.5")))
         .await
         .unwrap();
     assert_eq!(fixed.ip, "192.168.0.5");
     let gw = store
-        .create_port(
-            alice.clone(),
-            NewPort {
-                subnet_id: sub.id.clone(),
-                name: "g".into(),
-                ip: Some("192.168.0.1".parse().unwrap()),
-                device_owner: String::new(),
-                device_id: String::new(),
-                is_host: false,
-            },
-        )
+        .create_port(alice.clone(), vm_port(&sub.id, "g", Some("192.168.0.1")))
         .await;
     assert_eq!(reason(gw.unwrap_err()), Reason::BadPortIp);
     let new = NewService {
