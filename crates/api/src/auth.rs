@@ -196,6 +196,8 @@ async fn resolve_project(
 ) -> Result<String, ApiError> {
     let mut segs = parts.uri.path().split('/').skip(1);
     let in_path = match (segs.next(), segs.next()) {
+        // DNS v2 paths (`/v2/zones`, `/v2/recordsets`) name no project.
+        (Some("v2"), Some("zones" | "recordsets")) => None,
         (Some("v1" | "v2"), Some(p)) => Some(p.to_owned()),
         _ => None,
     };

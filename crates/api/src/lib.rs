@@ -45,6 +45,11 @@ pub trait NodeInfo: Send + Sync + 'static {
     fn local_ip(&self, seq: i64, ip: std::net::Ipv4Addr) -> Option<std::net::Ipv4Addr>;
     /// Prometheus text of the data plane.
     fn metrics(&self) -> String;
+    /// The namespace of an attached data centre (netns substrate only).
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        let _ = idc_id;
+        None
+    }
 }
 
 pub struct AppInner {

@@ -1,6 +1,7 @@
 //! One module per resource family; each exposes `router()`.
 
 mod connections;
+mod dns;
 mod endpoints;
 mod hosts;
 mod iam;
@@ -23,6 +24,7 @@ pub(crate) fn router() -> Router<App> {
         .merge(permissions::router())
         .merge(endpoints::router())
         .merge(hosts::router())
+        .merge(dns::router())
         .merge(tags::router())
         .merge(misc::router())
         .merge(vpc::router())

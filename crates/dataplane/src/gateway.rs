@@ -481,6 +481,8 @@ mod tests {
             whitelist: None,
             max_connections: 3000,
             snat_ip: vpcep_model::snat_ip(0x0100_0000),
+            dns_name: None,
+            route: None,
         };
         gw.start(&spec, &vpcs).await.unwrap();
         let node = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(127, 201, 0, 5), 7000));

@@ -283,6 +283,8 @@ mod tests {
             whitelist,
             max_connections: 3000,
             snat_ip: vpcep_model::snat_ip(marker),
+            dns_name: None,
+            route: None,
         }
     }
 

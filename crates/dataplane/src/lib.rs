@@ -4,6 +4,7 @@
 //! Invariant: `setns` and every namespace operation live in `substrate::netns`.
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod gateway;
 pub mod kernel;
 pub mod substrate;
@@ -14,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 use vpcep_model::{Change, Outcome, Snapshot, VpcSpec};
 
+pub use dns::{Dns, DnsConfig};
 pub use gateway::Gateway;
 pub use substrate::loopback::Loopback;
 pub use substrate::netns::Netns;
@@ -38,6 +40,8 @@ pub struct Node {
     /// The first apply prunes leftovers and rewrites the kernel state whatever it was.
     started: std::sync::atomic::AtomicBool,
     outcomes: RwLock<HashMap<String, Outcome>>,
+    /// The VPC resolvers and the cloud resolver, when the node serves DNS.
+    dns: Option<Dns>,
 }
 
 impl Node {
@@ -53,7 +57,18 @@ impl Node {
             current: Mutex::default(),
             started: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
+            dns: None,
         }
+    }
+
+    /// Serves private DNS: a resolver in every VPC, and the cloud resolver if configured.
+    pub fn with_dns(mut self, config: DnsConfig) -> Node {
+        self.dns = Some(Dns::new(self.substrate.clone(), config));
+        self
+    }
+
+    pub fn dns(&self) -> Option<&Dns> {
+        self.dns.as_ref()
     }
 
     fn kernel_on(&self) -> bool {
@@ -127,6 +142,19 @@ impl Node {
                         failed_vpcs.insert(id, e);
                     }
                 }
+                Change::RemoveIdc(i) => log(
+                    blocking(move || sub.remove_idc(&i)).await,
+                    "remove data centre",
+                ),
+                Change::AddIdc(i) => {
+                    let Some(v) = vpcs.get(&i.vpc_id).cloned() else {
+                        continue;
+                    };
+                    log(
+                        blocking(move || sub.ensure_idc(&v, &i)).await,
+                        "data centre",
+                    );
+                }
                 Change::AddHost(h) => {
                     let Some(v) = vpcs.get(&h.vpc_id).cloned() else {
                         continue;
@@ -176,7 +204,75 @@ impl Node {
                 .collect();
             self.apply_kernel(&next, &eligible, &[], &failed_vpcs).await;
         }
+        self.apply_routes(&current, &next, first, &failed_vpcs)
+            .await;
+        if let Some(dns) = &self.dns {
+            if first {
+                if let Err(e) = dns.start_cloud().await {
+                    tracing::warn!(error = %e, "cloud DNS could not start");
+                }
+            }
+            let live: Vec<VpcSpec> = next
+                .vpcs
+                .iter()
+                .filter(|v| !failed_vpcs.contains_key(&v.id))
+                .cloned()
+                .collect();
+            dns.sync(&live).await;
+            dns.publish(self.zones(&next));
+        }
         *current = next;
+    }
+
+    /// The gateway endpoints' routes of every VPC whose routes changed.
+    async fn apply_routes(
+        &self,
+        current: &Snapshot,
+        next: &Snapshot,
+        first: bool,
+        failed_vpcs: &HashMap<String, String>,
+    ) {
+        let routes_of = |s: &Snapshot, vpc: &str| -> Vec<vpcep_model::RouteSpec> {
+            s.endpoints
+                .iter()
+                .filter(|e| e.consumer_vpc == vpc)
+                .filter_map(|e| e.route.clone())
+                .collect()
+        };
+        for vpc in &next.vpcs {
+            let want = routes_of(next, &vpc.id);
+            let had = routes_of(current, &vpc.id);
+            let new_vpc = !current.vpcs.iter().any(|v| v.id == vpc.id);
+            if failed_vpcs.contains_key(&vpc.id) || (want == had && !first && !new_vpc) {
+                continue;
+            }
+            let (sub, v) = (self.substrate.clone(), vpc.clone());
+            log(
+                blocking(move || sub.set_routes(&v, &want)).await,
+                "gateway endpoint routes",
+            );
+        }
+    }
+
+    /// The names the resolvers answer: endpoints' private names once they are up (in
+    /// their consumer VPC only), and the cloud's names.
+    fn zones(&self, next: &Snapshot) -> dns::Zones {
+        let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
+        let mut zones = dns::Zones {
+            cloud: next.cloud_names.clone(),
+            ..Default::default()
+        };
+        for e in &next.endpoints {
+            let (Some(name), Some(Ok(()))) = (&e.dns_name, outcomes.get(&e.id)) else {
+                continue;
+            };
+            zones
+                .vpcs
+                .entry(e.consumer_vpc.clone())
+                .or_default()
+                .insert(name.to_ascii_lowercase(), e.ip);
+        }
+        zones
     }
 
     /// Rewrites the kernel path for `next` (atomically per namespace) and ends the sessions
@@ -251,7 +347,11 @@ impl Node {
 
     /// Prometheus text of this node: both paths, one family per metric.
     pub fn render_metrics(&self) -> String {
-        self.gateway.render_metrics(&self.kernel_samples())
+        let mut out = self.gateway.render_metrics(&self.kernel_samples());
+        if let Some(dns) = &self.dns {
+            out.push_str(&dns.render_metrics());
+        }
+        out
     }
 
     /// Counters of the kernel-path endpoints, under the gateway's metric names.

@@ -10,7 +10,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use socket2::Socket;
-use vpcep_model::{HostSpec, Snapshot, VpcSpec};
+use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 
 use crate::kernel::{Links, NsPlan};
 
@@ -50,7 +50,31 @@ pub trait Substrate: Send + Sync + 'static {
     /// Makes a host (a VM stand-in) exist, joined to its subnet. Idempotent.
     fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()>;
     fn remove_host(&self, host: &HostSpec) -> io::Result<()>;
-    /// Makes `ip` a local address of the VPC (on `subnet_id` for endpoints) and returns
+    /// Makes a data centre exist, attached to its VPC as a VPN would attach it.
+    fn ensure_idc(&self, vpc: &VpcSpec, idc: &IdcSpec) -> io::Result<()> {
+        let _ = (vpc, idc);
+        Err(io::Error::other(format!(
+            "the {} substrate cannot attach data centres (use --substrate netns)",
+            self.name()
+        )))
+    }
+    fn remove_idc(&self, idc: &IdcSpec) -> io::Result<()> {
+        let _ = idc;
+        Ok(())
+    }
+    /// The namespace of a data centre, where there are namespaces.
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        let _ = idc_id;
+        None
+    }
+    /// Makes the VPC router carry exactly these gateway-endpoint routes (the substrates
+    /// without routing have nothing to do: the endpoints' listeners are all there is).
+    fn set_routes(&self, vpc: &VpcSpec, routes: &[RouteSpec]) -> io::Result<()> {
+        let _ = (vpc, routes);
+        Ok(())
+    }
+    /// Makes `ip` a local address of the VPC (on `subnet_id` for endpoints, on the VPC
+    /// router itself when `subnet_id` is empty) and returns
     /// the address sockets should use for it; `None` where the substrate has no such
     /// address (loopback has no SNAT).
     fn add_local(

@@ -21,6 +21,40 @@ pub struct Snapshot {
     pub vpcs: Vec<VpcSpec>,
     pub hosts: Vec<HostSpec>,
     pub endpoints: Vec<EndpointSpec>,
+    /// Data centres attached to VPCs (as a VPN or Direct Connect would attach them).
+    #[serde(default)]
+    pub idcs: Vec<IdcSpec>,
+    /// Names the cloud's internal DNS answers (the operator's gateway services).
+    #[serde(default)]
+    pub cloud_names: Vec<CloudName>,
+}
+
+/// An on-premises data centre joined to a VPC: its own address space, routed to the VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdcSpec {
+    pub id: String,
+    pub vpc_id: String,
+    /// The data centre's own range (outside the VPC's subnets).
+    pub cidr: String,
+    /// The data centre's one machine, an address in `cidr`.
+    pub ip: Ipv4Addr,
+}
+
+/// A name of the cloud's internal zone: it and every name under it resolve to `ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudName {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+/// What a gateway endpoint adds to its VPC: traffic to `cidr` from `sources` goes to the
+/// endpoint (whose listeners sit at the first address of `cidr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub cidr: String,
+    /// Source ranges whose route table has the route: the subnets associated with the
+    /// endpoint's route tables, and data centres when the VPC's default table is one.
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +101,35 @@ pub struct EndpointSpec {
     pub whitelist: Option<Vec<String>>,
     pub max_connections: u32,
     pub snat_ip: Ipv4Addr,
+    /// The private DNS name published in the consumer VPC once the endpoint is up.
+    #[serde(default)]
+    pub dns_name: Option<String>,
+    /// Gateway endpoints only: the route they add (their listeners are on the consumer
+    /// VPC's router, `subnet_id` is empty).
+    #[serde(default)]
+    pub route: Option<RouteSpec>,
+}
+
+/// Where a gateway endpoint listens for its route's traffic: the first host of `cidr`
+/// (the VPC router DNATs every address of `cidr` there).
+pub fn route_listen_ip(cidr: &str) -> Option<Ipv4Addr> {
+    let net: ipnet::Ipv4Net = cidr.parse().ok()?;
+    Some(Ipv4Addr::from(u32::from(net.network()).saturating_add(1)))
+}
+
+impl SubnetSpec {
+    /// The VPC resolver's address in this subnet: the second reserved host address
+    /// (network + 2), or network + 1 where the gateway took that one.
+    pub fn resolver_ip(&self) -> Option<Ipv4Addr> {
+        let net: ipnet::Ipv4Net = self.cidr.parse().ok()?;
+        let first = u32::from(net.network());
+        let pick = if Ipv4Addr::from(first + 2) == self.gateway_ip {
+            first + 1
+        } else {
+            first + 2
+        };
+        Some(Ipv4Addr::from(pick))
+    }
 }
 
 /// The SNAT source address of the endpoint with this marker id.
@@ -87,6 +150,8 @@ pub enum Change {
     /// place, live sessions kept.
     UpdateEndpoint(EndpointSpec),
     RemoveEndpoint(String),
+    AddIdc(IdcSpec),
+    RemoveIdc(IdcSpec),
 }
 
 impl EndpointSpec {
@@ -128,6 +193,10 @@ impl Snapshot {
             by_key(&old.hosts, |h| h.port_id.clone()),
             by_key(&new.hosts, |h| h.port_id.clone()),
         );
+        let (oi, ni) = (
+            by_key(&old.idcs, |i| i.id.clone()),
+            by_key(&new.idcs, |i| i.id.clone()),
+        );
         let (oe, ne) = (
             by_key(&old.endpoints, |e| e.id.clone()),
             by_key(&new.endpoints, |e| e.id.clone()),
@@ -144,6 +213,11 @@ impl Snapshot {
                 out.push(Change::RemoveHost(h.clone()));
             }
         }
+        for (id, i) in &oi {
+            if ni.get(id) != Some(i) {
+                out.push(Change::RemoveIdc(i.clone()));
+            }
+        }
         for id in ov.keys() {
             if !nv.contains_key(id) {
                 out.push(Change::RemoveVpc(id.clone()));
@@ -157,6 +231,11 @@ impl Snapshot {
         for (id, h) in &nh {
             if oh.get(id) != Some(h) {
                 out.push(Change::AddHost(h.clone()));
+            }
+        }
+        for (id, i) in &ni {
+            if oi.get(id) != Some(i) {
+                out.push(Change::AddIdc(i.clone()));
             }
         }
         for (id, e) in &ne {
@@ -202,6 +281,8 @@ mod tests {
             whitelist: None,
             max_connections: 3000,
             snat_ip: snat_ip(0x0100_0000),
+            dns_name: None,
+            route: None,
         }
     }
 
@@ -213,6 +294,7 @@ mod tests {
             vpcs: vec![vpc("a"), vpc("b")],
             hosts: vec![],
             endpoints: vec![ep("e1", 80)],
+            ..Default::default()
         };
         assert_eq!(
             Snapshot::diff(&empty, &one),

@@ -83,6 +83,9 @@ store_trait! {
     fn get_route_table(&self, caller: Caller, id: String) -> RouteTable;
     fn update_route_table(&self, caller: Caller, id: String, update: RouteTableUpdate) -> RouteTable;
     fn delete_route_table(&self, caller: Caller, id: String) -> ();
+    fn create_idc(&self, caller: Caller, idc: NewIdc) -> Idc;
+    fn list_idcs(&self, caller: Caller) -> Vec<Idc>;
+    fn delete_idc(&self, caller: Caller, id: String) -> ();
 
     fn create_service(&self, caller: Caller, svc: NewService) -> Service;
     fn create_public_service(&self, svc: NewPublicService) -> Service;

@@ -103,6 +103,25 @@ pub struct Vpc {
     pub updated_at: i64,
 }
 
+/// An on-premises data centre joined to a VPC (a VPN or Direct Connect stand-in).
+#[derive(Debug, Clone)]
+pub struct Idc {
+    pub id: String,
+    pub project_id: String,
+    pub vpc_id: String,
+    pub name: String,
+    pub cidr: String,
+    pub ip: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIdc {
+    pub vpc_id: String,
+    pub name: String,
+    pub cidr: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewSubnet {
     pub vpc_id: String,

@@ -166,3 +166,16 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (resource_type, resource_id, k)
 );
 CREATE INDEX IF NOT EXISTS tags_project ON tags (project_id, resource_type);
+
+-- Data centres attached to a VPC (the user guide's VPN / Direct Connect scenario): a
+-- range of their own, routed to and from the VPC.
+CREATE TABLE IF NOT EXISTS idcs (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    vpc_id TEXT NOT NULL REFERENCES vpcs(id),
+    name TEXT NOT NULL,
+    cidr TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idcs_vpc ON idcs (vpc_id);

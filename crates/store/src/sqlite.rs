@@ -6,6 +6,7 @@
 mod accounts;
 mod controller;
 mod endpoints;
+mod idcs;
 mod services;
 mod tags;
 mod vpc;

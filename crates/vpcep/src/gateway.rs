@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::sync::watch;
 use vpcep_api::StatusReport;
-use vpcep_dataplane::Node;
 use vpcep_model::Snapshot;
 
-use crate::serve::{substrate, SubstrateKind};
+use crate::serve::SubstrateKind;
 
 /// How long one snapshot request may wait for a change (the server caps it at 60 s). A
 /// node reports at least this often, which keeps its report fresh.
@@ -27,6 +26,7 @@ pub struct GatewayConfig {
     pub netns_prefix: String,
     pub loopback_base: u8,
     pub forwarding: crate::serve::ForwardingMode,
+    pub dns: crate::serve::DnsSettings,
 }
 
 struct Link {
@@ -83,10 +83,13 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
     if cfg.token.is_empty() {
         bail!("--token (VPCEP_NODE_TOKEN) is required: the node token the control plane was started with");
     }
-    let node = Node::with_forwarding(
-        substrate(cfg.substrate, &cfg.netns_prefix, cfg.loopback_base)?,
-        cfg.forwarding.into(),
-    );
+    let node = crate::serve::node(
+        cfg.substrate,
+        &cfg.netns_prefix,
+        cfg.loopback_base,
+        cfg.forwarding,
+        &cfg.dns,
+    )?;
     let link = Link {
         base: cfg.control_plane.trim_end_matches('/').to_owned(),
         token: cfg.token.clone(),

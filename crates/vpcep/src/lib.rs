@@ -9,5 +9,6 @@ pub mod client;
 pub mod controller;
 pub mod demo;
 pub mod gateway;
+pub mod objects;
 pub mod output;
 pub mod serve;

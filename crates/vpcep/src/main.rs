@@ -149,11 +149,19 @@ enum Cmd {
 #[derive(Subcommand)]
 enum HostCmd {
     /// Create a host; prints JSON with id, port_id, ip, netns (and local_ip in loopback mode).
+    /// With --idc, a data centre joined to the VPC as over a VPN: its own --cidr, routed
+    /// to the VPC (netns substrate).
     Create {
         #[arg(long)]
         vpc: String,
+        #[arg(long, required_unless_present = "idc")]
+        subnet: Option<String>,
+        /// Make an on-premises data centre instead of a VM (user guide 2.4).
+        #[arg(long, requires = "cidr", conflicts_with_all = ["subnet", "lb", "ip"])]
+        idc: bool,
+        /// The data centre's own range, e.g. 172.31.0.0/24 (its machine gets the first address).
         #[arg(long)]
-        subnet: String,
+        cidr: Option<String>,
         #[arg(long)]
         ip: Option<String>,
         #[arg(long, default_value = "")]
@@ -162,11 +170,11 @@ enum HostCmd {
         #[arg(long)]
         lb: bool,
     },
-    /// List hosts.
+    /// List hosts and data centres.
     List,
-    /// Delete a host (by id or name).
+    /// Delete a host or data centre (by id or name).
     Delete { host: String },
-    /// Run a command inside a host, like logging into the VM (netns: needs root).
+    /// Run a command inside a host or data centre, like logging into it (netns: needs root).
     Exec {
         host: String,
         #[arg(last = true, required = true)]
@@ -202,6 +210,10 @@ struct ServeArgs {
     /// Secret that gateway nodes present (needed with --dataplane remote).
     #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
+    /// Run the built-in object-storage stand-in here (demos and tests only, not S3):
+    /// PUT/GET/DELETE /BUCKET/KEY, objects under DATA_DIR/object-store.
+    #[arg(long, env = "VPCEP_OBJECT_STORE")]
+    object_store: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -218,6 +230,26 @@ struct NodeArgs {
     /// auto: the kernel path (netns, tcp_proxy close) where possible; userspace: never.
     #[arg(long, env = "VPCEP_FORWARDING", value_enum, default_value = "auto")]
     forwarding: ForwardingMode,
+    /// Port of the VPC resolvers (default 53 with netns, 10053 with loopback; 0: no DNS).
+    #[arg(long, env = "VPCEP_DNS_PORT")]
+    dns_port: Option<u16>,
+    /// Where the resolvers forward names vpcep does not own (default: refuse them).
+    #[arg(long, env = "VPCEP_DNS_UPSTREAM")]
+    dns_upstream: Option<SocketAddr>,
+    /// Run the cloud's internal resolver here (answers the operator's gateway services'
+    /// names; the backend of a `dns` public service), e.g. 127.0.0.1:8053.
+    #[arg(long, env = "VPCEP_CLOUD_DNS")]
+    cloud_dns: Option<SocketAddr>,
+}
+
+impl NodeArgs {
+    fn dns(&self) -> vpcep::serve::DnsSettings {
+        vpcep::serve::DnsSettings {
+            port: self.dns_port,
+            upstream: self.dns_upstream,
+            cloud: self.cloud_dns,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -325,11 +357,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         region: a.dir.region,
         clock_skew_secs: a.clock_skew_secs,
         substrate: a.node.substrate,
-        netns_prefix: a.node.netns_prefix,
+        netns_prefix: a.node.netns_prefix.clone(),
         loopback_base: a.node.loopback_base,
         forwarding: a.node.forwarding,
+        dns: a.node.dns(),
         dataplane: a.dataplane,
         node_token: a.node_token,
+        object_store: a.object_store,
     };
     let server = Server::build(config.clone()).await?;
     // Scripts read this line to find the port; a closed stdout must not stop the server.
@@ -337,6 +371,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "vpcep listening on http://{}", server.addr);
+        if server.node.is_some() {
+            if let Some(d) = config.dns.describe(config.substrate, config.loopback_base) {
+                let _ = writeln!(out, "{d}");
+            }
+        }
+        if let Some(a) = config.object_store {
+            let _ = writeln!(
+                out,
+                "object-storage stand-in (for demos and tests, not S3) on http://{a}"
+            );
+        }
         let _ = out.flush();
     }
     tracing::info!(addr = %server.addr, data_dir = %config.data_dir.display(), region = %config.region, substrate = ?config.substrate, "serving");
@@ -358,15 +403,44 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// A host, or else a data centre, by id or name: (API path, its JSON).
+async fn host_or_idc(api: &ApiClient, key: &str) -> anyhow::Result<(String, Value)> {
+    let path = format!("/v1/{{p}}/hosts/{key}");
+    match api.call("GET", &path, None).await {
+        Ok(v) => Ok((path, v["host"].clone())),
+        Err(e)
+            if e.downcast_ref::<vpcep::client::ApiFailure>()
+                .is_some_and(|f| f.status == 404) =>
+        {
+            let path = format!("/v1/{{p}}/idcs/{key}");
+            let v = api.call("GET", &path, None).await?;
+            Ok((path, v["idc"].clone()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Result<()> {
     let api = ApiClient::new(client)?;
     match cmd {
+        HostCmd::Create {
+            vpc,
+            idc: true,
+            cidr,
+            name,
+            ..
+        } => {
+            let body = json!({"idc": {"vpc_id": vpc, "cidr": cidr, "name": name}});
+            let v = api.call("POST", "/v1/{p}/idcs", Some(&body)).await?;
+            print_json(&v["idc"]);
+        }
         HostCmd::Create {
             vpc,
             subnet,
             ip,
             name,
             lb,
+            ..
         } => {
             let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb}});
             let v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?;
@@ -374,7 +448,12 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
         }
         HostCmd::List => {
             let v = api.call("GET", "/v1/{p}/hosts", None).await?;
-            let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+            let mut hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+            let d = api.call("GET", "/v1/{p}/idcs", None).await?;
+            for mut i in d["idcs"].as_array().cloned().unwrap_or_default() {
+                i["type"] = json!("IDC");
+                hosts.push(i);
+            }
             if output == Output::Json {
                 print_json(&Value::Array(hosts));
             } else {
@@ -382,16 +461,17 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
                 let rows: Vec<Vec<String>> = hosts
                     .iter()
                     .map(|h| {
+                        let kind = match (h["type"].as_str(), h["lb"] == true) {
+                            (Some(t), _) => format!("{t} {}", s(h, "cidr")),
+                            (None, true) => "LB".into(),
+                            (None, false) => "VM".into(),
+                        };
                         vec![
                             s(h, "id"),
                             s(h, "name"),
                             s(h, "ip"),
                             s(h, "vpc_id"),
-                            if h["lb"] == true {
-                                "LB".into()
-                            } else {
-                                "VM".into()
-                            },
+                            kind,
                             h["netns"]
                                 .as_str()
                                 .or(h["local_ip"].as_str())
@@ -407,14 +487,12 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             }
         }
         HostCmd::Delete { host } => {
-            api.call("DELETE", &format!("/v1/{{p}}/hosts/{host}"), None)
-                .await?;
+            let (path, _) = host_or_idc(&api, &host).await?;
+            api.call("DELETE", &path, None).await?;
         }
         HostCmd::Exec { host, cmd } => {
-            let v = api
-                .call("GET", &format!("/v1/{{p}}/hosts/{host}"), None)
-                .await?;
-            let mut command = match v["host"]["netns"].as_str() {
+            let (_, h) = host_or_idc(&api, &host).await?;
+            let mut command = match h["netns"].as_str() {
                 Some(ns) => {
                     let mut c = std::process::Command::new("ip");
                     c.args(["netns", "exec", ns]).args(&cmd);
@@ -424,7 +502,7 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
                     // Loopback: a host is an address on this machine; run the command here.
                     let mut c = std::process::Command::new(&cmd[0]);
                     c.args(&cmd[1..]);
-                    if let Some(ip) = v["host"]["local_ip"].as_str() {
+                    if let Some(ip) = h["local_ip"].as_str() {
                         c.env("VPCEP_HOST_IP", ip);
                     }
                     c
@@ -456,9 +534,10 @@ async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         token: a.token,
         name: a.name,
         substrate: a.node.substrate,
-        netns_prefix: a.node.netns_prefix,
+        netns_prefix: a.node.netns_prefix.clone(),
         loopback_base: a.node.loopback_base,
         forwarding: a.node.forwarding,
+        dns: a.node.dns(),
     };
     tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
     vpcep::gateway::run(cfg, shutdown_watch()).await

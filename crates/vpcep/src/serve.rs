@@ -42,6 +42,71 @@ pub fn substrate(
     })
 }
 
+/// Private DNS of a data-plane node.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSettings {
+    /// Port of the VPC resolvers: 53 in namespaces and 10053 on loopback by default;
+    /// 0 turns private DNS off.
+    pub port: Option<u16>,
+    /// Where names vpcep does not own are forwarded (otherwise REFUSED).
+    pub upstream: Option<SocketAddr>,
+    /// The cloud's internal resolver (the backend of an operator's `dns` service).
+    pub cloud: Option<SocketAddr>,
+}
+
+impl DnsSettings {
+    pub fn config(&self, kind: SubstrateKind) -> Option<vpcep_dataplane::DnsConfig> {
+        let port = self.port.unwrap_or(match kind {
+            SubstrateKind::Netns => 53,
+            SubstrateKind::Loopback => LOOPBACK_DNS_PORT,
+        });
+        (port != 0).then_some(vpcep_dataplane::DnsConfig {
+            port,
+            upstream: self.upstream,
+            cloud_listen: self.cloud,
+        })
+    }
+
+    /// Where the resolvers are, for people.
+    pub fn describe(&self, kind: SubstrateKind, loopback_base: u8) -> Option<String> {
+        let c = self.config(kind)?;
+        let vpcs = match kind {
+            SubstrateKind::Netns => format!("each VPC's resolver is the second reserved address of its subnets (e.g. 192.168.0.2), port {}", c.port),
+            SubstrateKind::Loopback => format!("VPC number N resolves at 127.({loopback_base}+N).X.Y:{} where X.Y are the low bytes of its subnets' second reserved address (e.g. 192.168.0.2 -> 127.{}.0.2)", c.port, loopback_base as u32 + 1),
+        };
+        let cloud = c
+            .cloud_listen
+            .map(|a| format!("; cloud DNS on {a}"))
+            .unwrap_or_default();
+        let upstream = c
+            .upstream
+            .map(|a| format!("; other names go to {a}"))
+            .unwrap_or_else(|| "; other names are refused".into());
+        Some(format!("private DNS: {vpcs}{cloud}{upstream}"))
+    }
+}
+
+/// The VPC resolvers' port on the loopback substrate (53 needs privileges).
+pub const LOOPBACK_DNS_PORT: u16 = 10053;
+
+/// A data-plane node with its substrate and, unless turned off, private DNS.
+pub fn node(
+    kind: SubstrateKind,
+    netns_prefix: &str,
+    loopback_base: u8,
+    forwarding: ForwardingMode,
+    dns: &DnsSettings,
+) -> anyhow::Result<Node> {
+    let node = Node::with_forwarding(
+        substrate(kind, netns_prefix, loopback_base)?,
+        forwarding.into(),
+    );
+    Ok(match dns.config(kind) {
+        Some(c) => node.with_dns(c),
+        None => node,
+    })
+}
+
 /// Everything `serve` needs, checked before anything binds.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,6 +123,9 @@ pub struct Config {
     /// The secret gateway nodes present (enables `/internal/v1`).
     pub node_token: Option<String>,
     pub forwarding: ForwardingMode,
+    pub dns: DnsSettings,
+    /// Where the built-in object-storage stand-in listens, if it runs.
+    pub object_store: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +159,8 @@ impl Config {
             dataplane: DataplaneMode::Local,
             node_token: None,
             forwarding: ForwardingMode::Auto,
+            dns: DnsSettings::default(),
+            object_store: None,
         }
     }
 
@@ -156,6 +226,11 @@ impl vpcep_api::NodeInfo for RemoteView {
     fn metrics(&self) -> String {
         String::new()
     }
+
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        (self.kind == SubstrateKind::Netns)
+            .then(|| vpcep_dataplane::substrate::netns::idc_ns_name(&self.netns_prefix, idc_id))
+    }
 }
 
 impl vpcep_api::NodeInfo for NodeView {
@@ -174,6 +249,10 @@ impl vpcep_api::NodeInfo for NodeView {
     fn metrics(&self) -> String {
         self.0.render_metrics()
     }
+
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        self.0.substrate().idc_netns(idc_id)
+    }
 }
 
 /// A built server: store open, substrate checked, listener bound; nothing runs yet.
@@ -184,16 +263,20 @@ pub struct Server {
     pub node: Option<Arc<Node>>,
     listener: TcpListener,
     config: Config,
+    object_store: Option<crate::objects::ObjectStore>,
 }
 
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
         let node = match config.dataplane {
-            DataplaneMode::Local => Some(Arc::new(Node::with_forwarding(
-                substrate(config.substrate, &config.netns_prefix, config.loopback_base)?,
-                config.forwarding.into(),
-            ))),
+            DataplaneMode::Local => Some(Arc::new(node(
+                config.substrate,
+                &config.netns_prefix,
+                config.loopback_base,
+                config.forwarding,
+                &config.dns,
+            )?)),
             DataplaneMode::Remote => None,
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {
@@ -206,12 +289,19 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
+        let object_store = match config.object_store {
+            Some(a) => Some(
+                crate::objects::ObjectStore::bind(a, config.data_dir.join("object-store")).await?,
+            ),
+            None => None,
+        };
         Ok(Server {
             addr,
             store,
             node,
             listener,
             config,
+            object_store,
         })
     }
 
@@ -248,6 +338,9 @@ impl Server {
             reports: reports.subscribe(),
             shutdown: shutdown.clone(),
         }));
+        if let Some(objects) = self.object_store {
+            tokio::spawn(objects.serve(shutdown.clone()));
+        }
         let mut stop = shutdown.clone();
         axum::serve(self.listener, vpcep_api::router(app))
             .with_graceful_shutdown(async move {

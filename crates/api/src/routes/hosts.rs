@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use vpcep_store::{Caller, NewPort, Port, PortFilter, LB_DEVICE_OWNER};
+use vpcep_store::{Caller, Idc, NewIdc, NewPort, Port, PortFilter, LB_DEVICE_OWNER};
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
@@ -19,6 +19,11 @@ pub(super) fn router() -> Router<App> {
     Router::new()
         .route("/v1/{project_id}/hosts", get(list).post(create))
         .route("/v1/{project_id}/hosts/{host_id}", get(show).delete(delete))
+        .route("/v1/{project_id}/idcs", get(list_idcs).post(create_idc))
+        .route(
+            "/v1/{project_id}/idcs/{idc_id}",
+            get(show_idc).delete(delete_idc),
+        )
 }
 
 async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<Value> {
@@ -135,18 +140,30 @@ async fn list(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Valu
     Ok(Json(json!({"hosts": out})))
 }
 
+/// One of `all` by id, or by name when none has that id.
+fn by_id_or_name<T: Clone>(
+    all: Vec<T>,
+    key: &str,
+    id_name: impl Fn(&T) -> (&str, &str),
+    what: &str,
+) -> ApiResult<T> {
+    if let Some(hit) = all.iter().find(|t| id_name(t).0 == key) {
+        return Ok(hit.clone());
+    }
+    let by_name: Vec<&T> = all.iter().filter(|t| id_name(t).1 == key).collect();
+    match by_name.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ApiError::not_found(what)),
+        _ => Err(ApiError::param(format!(
+            "{key:?} names several of them; use the id"
+        ))),
+    }
+}
+
 /// A host by id, or by name when no host has that id.
 async fn find(app: &App, caller: &Caller, key: &str) -> ApiResult<Port> {
     let all = hosts_of(app, caller).await?;
-    let by_name: Vec<&Port> = all.iter().filter(|p| p.name == key).collect();
-    match (all.iter().find(|p| p.id == key), by_name.as_slice()) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, [one]) => Ok((*one).clone()),
-        (None, []) => Err(ApiError::not_found("host")),
-        (None, _) => Err(ApiError::param(format!(
-            "{key:?} names several hosts; use the id"
-        ))),
-    }
+    by_id_or_name(all, key, |p| (p.id.as_str(), p.name.as_str()), "host")
 }
 
 async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
@@ -157,5 +174,81 @@ async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult
 async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
     let p = find(&app, &caller, &ids.get("host_id")).await?;
     app.store.delete_port(caller, p.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === Data centres: the user guide's on-premises side, joined to a VPC as over a VPN ===
+
+fn idc_json(app: &App, i: &Idc) -> Value {
+    let node = app.node.as_ref();
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "vpc_id": i.vpc_id,
+        "cidr": i.cidr,
+        "ip": i.ip,
+        "netns": node.and_then(|n| n.idc_netns(&i.id)),
+        "substrate": node.map(|n| n.substrate()),
+        "created_at": crate::wire::ts(i.created_at),
+    })
+}
+
+#[derive(Deserialize)]
+struct IdcIn {
+    name: Option<String>,
+    vpc_id: Option<String>,
+    cidr: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreateIdcBody {
+    idc: Option<IdcIn>,
+}
+
+async fn create_idc(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    JsonBody(b): JsonBody<CreateIdcBody>,
+) -> ApiResult<Json<Value>> {
+    let i = req("idc", b.idc)?;
+    let idc = app
+        .store
+        .create_idc(
+            caller,
+            NewIdc {
+                vpc_id: req("idc.vpc_id", i.vpc_id)?,
+                name: i.name.unwrap_or_default(),
+                cidr: req("idc.cidr", i.cidr)?,
+            },
+        )
+        .await?;
+    Ok(Json(json!({"idc": idc_json(&app, &idc)})))
+}
+
+async fn list_idcs(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+    let all = app.store.list_idcs(caller).await?;
+    Ok(Json(
+        json!({"idcs": all.iter().map(|i| idc_json(&app, i)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn find_idc(app: &App, caller: &Caller, key: &str) -> ApiResult<Idc> {
+    let all = app.store.list_idcs(caller.clone()).await?;
+    by_id_or_name(
+        all,
+        key,
+        |i| (i.id.as_str(), i.name.as_str()),
+        "data centre",
+    )
+}
+
+async fn show_idc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+    let i = find_idc(&app, &caller, &ids.get("idc_id")).await?;
+    Ok(Json(json!({"idc": idc_json(&app, &i)})))
+}
+
+async fn delete_idc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
+    let i = find_idc(&app, &caller, &ids.get("idc_id")).await?;
+    app.store.delete_idc(caller, i.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

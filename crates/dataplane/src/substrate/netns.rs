@@ -19,7 +19,7 @@ use std::sync::{mpsc, Mutex};
 use ipnet::Ipv4Net;
 use nix::sched::{setns, CloneFlags};
 use socket2::Socket;
-use vpcep_model::{HostSpec, Snapshot, VpcSpec};
+use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 
 use super::{KernelPath, Local, MakeSocket, Substrate};
 use crate::kernel::{self, Links, NsPlan};
@@ -38,6 +38,11 @@ pub struct Netns {
 /// plane runs on gateway nodes).
 pub fn host_ns_name(prefix: &str, port_id: &str) -> String {
     format!("{prefix}-h-{}", short(port_id))
+}
+
+/// The namespace of an attached data centre, for a given prefix.
+pub fn idc_ns_name(prefix: &str, idc_id: &str) -> String {
+    format!("{prefix}-d-{}", short(idc_id))
 }
 
 fn short(id: &str) -> String {
@@ -118,6 +123,10 @@ impl Netns {
         host_ns_name(&self.prefix, port_id)
     }
 
+    pub fn idc_ns(&self, idc_id: &str) -> String {
+        idc_ns_name(&self.prefix, idc_id)
+    }
+
     /// Every namespace this substrate's prefix owns.
     pub fn namespaces(&self) -> io::Result<Vec<String>> {
         let out = Command::new("ip").args(["netns", "list"]).output()?;
@@ -137,6 +146,7 @@ impl Netns {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         for ns in self.namespaces()? {
+            remove_netns_etc(&ns);
             ip(&["netns", "del", &ns], GONE)?;
         }
         Ok(())
@@ -259,6 +269,15 @@ impl Substrate for Netns {
         )?;
         let addr = format!("{}/{}", host.ip, prefix_len(&subnet.cidr)?);
         ip(&["-n", &hns, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
+        if let Some(resolver) = subnet.resolver_ip() {
+            // `ip netns exec` bind-mounts this over /etc/resolv.conf.
+            let dir = std::path::Path::new("/etc/netns").join(&hns);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("resolv.conf"),
+                format!("# the VPC resolver (vpcep)\nnameserver {resolver}\noptions timeout:2 attempts:2\n"),
+            )?;
+        }
         ip(&["-n", &hns, "link", "set", "eth0", "up"], &[])?;
         ip(
             &[
@@ -275,7 +294,72 @@ impl Substrate for Netns {
     }
 
     fn remove_host(&self, host: &HostSpec) -> io::Result<()> {
-        ip(&["netns", "del", &self.host_ns(&host.port_id)], GONE)
+        let ns = self.host_ns(&host.port_id);
+        remove_netns_etc(&ns);
+        ip(&["netns", "del", &ns], GONE)
+    }
+
+    fn ensure_idc(&self, vpc: &VpcSpec, idc: &IdcSpec) -> io::Result<()> {
+        let (vns, ins) = (self.vpc_ns(&vpc.id), self.idc_ns(&idc.id));
+        Self::add_ns(&ins)?;
+        let link = format!("vd-{}", short(&idc.id));
+        let has_eth0 = Command::new("ip")
+            .args(["-n", &ins, "link", "show", "eth0"])
+            .output()?
+            .status
+            .success();
+        if !has_eth0 {
+            ip(
+                &[
+                    "link", "add", &link, "netns", &vns, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ins,
+                ],
+                EXISTS,
+            )?;
+        }
+        // The VPC end answers at a link-local hop; the data centre's range is on-link there.
+        let hop = IDC_HOP.to_string();
+        ip(
+            &[
+                "-n",
+                &vns,
+                "addr",
+                "add",
+                &format!("{hop}/32"),
+                "dev",
+                &link,
+            ],
+            EXISTS,
+        )?;
+        ip(&["-n", &vns, "link", "set", &link, "up"], &[])?;
+        ip(
+            &["-n", &vns, "route", "replace", &idc.cidr, "dev", &link],
+            &[],
+        )?;
+        let addr = format!("{}/{}", idc.ip, prefix_len(&idc.cidr)?);
+        ip(&["-n", &ins, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
+        ip(&["-n", &ins, "link", "set", "eth0", "up"], &[])?;
+        // Like a VPN whose remote side includes everything behind the VPC.
+        ip(
+            &[
+                "-n", &ins, "route", "replace", "default", "via", &hop, "dev", "eth0", "onlink",
+            ],
+            &[],
+        )
+    }
+
+    fn remove_idc(&self, idc: &IdcSpec) -> io::Result<()> {
+        ip(&["netns", "del", &self.idc_ns(&idc.id)], GONE)
+    }
+
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        Some(self.idc_ns(idc_id))
+    }
+
+    fn set_routes(&self, vpc: &VpcSpec, routes: &[RouteSpec]) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        let script = route_table_script(routes);
+        in_ns(&ns, "nft", &["-f", "-"], Some(&script)).map(|_| ())
     }
 
     fn add_local(
@@ -287,8 +371,10 @@ impl Substrate for Netns {
     ) -> io::Result<Option<Ipv4Addr>> {
         let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
-            Local::Endpoint => format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id)),
-            Local::Snat => "lo".to_owned(),
+            Local::Endpoint if !subnet_id.is_empty() => {
+                format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id))
+            }
+            Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
         ip(
             &["-n", &ns, "addr", "add", &format!("{addr}/32"), "dev", &dev],
@@ -306,8 +392,8 @@ impl Substrate for Netns {
     ) -> io::Result<()> {
         let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
-            Local::Endpoint => format!("br-{}", short(subnet_id)),
-            Local::Snat => "lo".to_owned(),
+            Local::Endpoint if !subnet_id.is_empty() => format!("br-{}", short(subnet_id)),
+            Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
         ip(
             &["-n", &ns, "addr", "del", &format!("{addr}/32"), "dev", &dev],
@@ -348,9 +434,11 @@ impl Substrate for Netns {
             .iter()
             .map(|v| self.vpc_ns(&v.id))
             .chain(keep.hosts.iter().map(|h| self.host_ns(&h.port_id)))
+            .chain(keep.idcs.iter().map(|i| self.idc_ns(&i.id)))
             .collect();
         for ns in self.namespaces()? {
             if !wanted.contains(&ns) {
+                remove_netns_etc(&ns);
                 tracing::info!(netns = %ns, "removing a namespace the desired state no longer has");
                 ip(&["netns", "del", &ns], GONE)?;
             }
@@ -358,6 +446,46 @@ impl Substrate for Netns {
         Ok(())
     }
 }
+
+/// The VPC router's address on every data-centre link.
+pub const IDC_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 9, 1);
+
+/// Removes `/etc/netns/NS` (a host's resolv.conf), if there is one.
+fn remove_netns_etc(ns: &str) {
+    let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
+}
+
+/// The table `vpcep_route` of a VPC router: what the gateway endpoints' routes do. Traffic
+/// to a route's range from the sources whose route table has it is sent to the endpoint's
+/// listeners (DNAT to the range's first address, ports kept); anything else to that
+/// range is dropped, as it would find no route.
+pub fn route_table_script(routes: &[RouteSpec]) -> String {
+    let mut rules = String::new();
+    let mut guard = String::new();
+    for r in routes {
+        let Some(listen) = vpcep_model::route_listen_ip(&r.cidr) else {
+            continue;
+        };
+        if !r.sources.is_empty() {
+            let from = r.sources.join(", ");
+            rules.push_str(&format!(
+                "    ip saddr {{ {from} }} ip daddr {} dnat to {listen}\n",
+                r.cidr
+            ));
+            guard.push_str(&format!(
+                "    ip saddr {{ {from} }} ip daddr {listen} accept\n"
+            ));
+        }
+        guard.push_str(&format!("    ip daddr {} drop\n", r.cidr));
+    }
+    format!(
+        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n  chain route_dnat {{\n    type nat hook prerouting priority -110; policy accept;\n{rules}  }}\n  chain route_guard {{\n    type filter hook input priority -10; policy accept;\n{guard}  }}\n}}\n",
+        t = ROUTE_TABLE
+    )
+}
+
+/// The nftables table of gateway-endpoint routes (separate from the kernel path's).
+pub const ROUTE_TABLE: &str = "vpcep_route";
 
 /// Runs `ip netns exec NS PROGRAM ARGS` with `stdin`; its stdout on success.
 fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {

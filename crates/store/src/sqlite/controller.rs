@@ -2,7 +2,8 @@
 
 use sqlx::Row;
 use vpcep_model::{
-    snat_ip, EndpointSpec, EndpointStatus, HostSpec, Snapshot, SubnetSpec, TcpProxy, VpcSpec,
+    route_listen_ip, snat_ip, CloudName, EndpointSpec, EndpointStatus, HostSpec, IdcSpec,
+    RouteSpec, Snapshot, SubnetSpec, TcpProxy, VpcSpec,
 };
 
 use super::services::orphan_endpoints;
@@ -26,7 +27,7 @@ impl SqliteStore {
             )
             .fetch_all(&mut *c)
             .await?,
-            endpoints_creating: sqlx::query_as("SELECT e.id, (e.service_type = 'interface' AND COALESCE(s.approval_enabled, 1) = 0) FROM endpoints e LEFT JOIN services s ON s.id = e.service_id WHERE e.status = 'creating' ORDER BY e.created_at").fetch_all(&mut *c).await?,
+            endpoints_creating: sqlx::query_as("SELECT e.id, (COALESCE(s.approval_enabled, 1) = 0) FROM endpoints e LEFT JOIN services s ON s.id = e.service_id WHERE e.status = 'creating' ORDER BY e.created_at").fetch_all(&mut *c).await?,
             endpoints_deleting: ids(
                 "SELECT id FROM endpoints WHERE status = 'deleting' ORDER BY updated_at",
             )
@@ -164,20 +165,62 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query("SELECT e.id, e.service_id, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.service_type = 'interface' AND (e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0)) ORDER BY e.created_at, e.id")
+        // Which subnets each route table serves: the default table serves every subnet of
+        // its VPC (and the data centres attached to it); custom tables serve none yet.
+        let defaults: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, vpc_id FROM route_tables WHERE is_default = 1")
+                .fetch_all(&mut *tx)
+                .await?;
+        let idc_rows: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT id, vpc_id, cidr, ip FROM idcs ORDER BY created_at, id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let rows = sqlx::query("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0) ORDER BY e.created_at, e.id")
             .fetch_all(&mut *tx)
             .await?;
         let mut endpoints = Vec::with_capacity(rows.len());
         for r in rows {
             let marker = r.try_get::<i64, _>("marker_id")? as u32;
             let whitelist: Vec<String> = from_json(&r.try_get::<String, _>("whitelist")?)?;
+            let consumer_vpc: String = r.try_get("vpc_id")?;
+            let gateway = r.try_get::<String, _>("service_type")? == "gateway";
+            let (addr, subnet_id, route) = if gateway {
+                let cidr: String = r.try_get("cidr")?;
+                let listen = route_listen_ip(&cidr)
+                    .ok_or_else(|| StoreError::Corrupt(format!("service CIDR {cidr}")))?;
+                let tables: Vec<String> = from_json(&r.try_get::<String, _>("routetables")?)?;
+                let default_here = defaults
+                    .iter()
+                    .any(|(t, v)| *v == consumer_vpc && tables.contains(t));
+                let sources = if default_here {
+                    let subnets = subnets
+                        .iter()
+                        .filter(|s| s.1 == consumer_vpc)
+                        .map(|s| s.2.clone());
+                    let idcs = idc_rows
+                        .iter()
+                        .filter(|i| i.1 == consumer_vpc)
+                        .map(|i| i.2.clone());
+                    subnets.chain(idcs).collect()
+                } else {
+                    Vec::new()
+                };
+                (listen, String::new(), Some(RouteSpec { cidr, sources }))
+            } else {
+                (
+                    ip(&r.try_get::<String, _>("ip")?)?,
+                    r.try_get("subnet_id")?,
+                    None,
+                )
+            };
+            let dns_name: String = r.try_get("dns_name")?;
             endpoints.push(EndpointSpec {
                 id: r.try_get("id")?,
                 service_id: r.try_get("service_id")?,
                 marker_id: marker,
-                consumer_vpc: r.try_get("vpc_id")?,
-                subnet_id: r.try_get("subnet_id")?,
-                ip: ip(&r.try_get::<String, _>("ip")?)?,
+                consumer_vpc,
+                subnet_id,
+                ip: addr,
                 provider_vpc: (r.try_get::<i64, _>("is_public")? == 0)
                     .then(|| r.try_get("provider_vpc"))
                     .transpose()?,
@@ -188,14 +231,47 @@ impl SqliteStore {
                 whitelist: (r.try_get::<i64, _>("enable_whitelist")? != 0).then_some(whitelist),
                 max_connections: r.try_get::<i64, _>("connection_limit")? as u32,
                 snat_ip: snat_ip(marker),
+                dns_name: (r.try_get::<i64, _>("enable_dns")? != 0 && !dns_name.is_empty())
+                    .then_some(dns_name),
+                route,
             });
         }
+        let idcs = idc_rows
+            .into_iter()
+            .map(|(id, vpc_id, cidr, addr)| {
+                Ok(IdcSpec {
+                    id,
+                    vpc_id,
+                    cidr,
+                    ip: ip(&addr)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The cloud's internal zone: `{name}.{region}.vpcep.internal` for every operator
+        // gateway service, at the address its endpoints listen on.
+        let public: Vec<(String, String, String)> = sqlx::query_as("SELECT short_name, service_name, cidr FROM services WHERE is_public = 1 AND service_type = 'gateway' AND status != 'deleting' ORDER BY created_at, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let cloud_names = public
+            .into_iter()
+            .filter_map(|(short, full, cidr)| {
+                let region = full
+                    .strip_prefix("com.vpcep.")?
+                    .strip_suffix(&format!(".{short}"))?;
+                Some(CloudName {
+                    name: format!("{short}.{region}.vpcep.internal").to_ascii_lowercase(),
+                    ip: route_listen_ip(&cidr)?,
+                })
+            })
+            .collect();
         tx.rollback().await?;
         Ok(Snapshot {
             revision: revision as u64,
             vpcs,
             hosts,
             endpoints,
+            idcs,
+            cloud_names,
         })
     }
 }

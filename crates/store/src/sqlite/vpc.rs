@@ -329,6 +329,10 @@ impl SqliteStore {
             ),
             ("SELECT 1 FROM endpoints WHERE vpc_id = ?", "endpoints"),
             (
+                "SELECT 1 FROM idcs WHERE vpc_id = ?",
+                "attached data centres",
+            ),
+            (
                 "SELECT 1 FROM route_tables WHERE vpc_id = ? AND is_default = 0",
                 "custom route tables",
             ),

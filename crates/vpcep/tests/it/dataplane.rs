@@ -347,6 +347,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
             netns_prefix: "unused".into(),
             loopback_base: base,
             forwarding: vpcep::serve::ForwardingMode::Auto,
+            dns: Default::default(),
         },
         rx,
     ));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vpcep::serve::{ForwardingMode, SubstrateKind};
+use vpcep::serve::{Config, ForwardingMode, SubstrateKind};
 use vpcep_dataplane::Netns;
 
 use crate::support::{spawn_with, test_config, Client, TestApp};
@@ -42,6 +42,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A server on the netns substrate with a unique namespace prefix, or `None` (skip).
 async fn netns_app(forwarding: ForwardingMode) -> Option<(TestApp, Arc<Guard>)> {
+    netns_app_with(|c| c.forwarding = forwarding).await
+}
+
+/// Like [`netns_app`], with the configuration adjusted by `tune`.
+async fn netns_app_with(tune: impl FnOnce(&mut Config)) -> Option<(TestApp, Arc<Guard>)> {
     let prefix = format!(
         "t{}x{}",
         std::process::id() % 100_000,
@@ -66,7 +71,7 @@ async fn netns_app(forwarding: ForwardingMode) -> Option<(TestApp, Arc<Guard>)> 
     let mut config = test_config(&dir);
     config.substrate = SubstrateKind::Netns;
     config.netns_prefix = prefix;
-    config.forwarding = forwarding;
+    tune(&mut config);
     Some((spawn_with(dir, config).await, guard))
 }
 
@@ -407,6 +412,378 @@ async fn scenarios(forwarding: ForwardingMode) {
     )
     .await;
     assert!(!ok, "a deleted endpoint still forwards");
+    app.stop().await;
+    drop(guard);
+}
+
+/// A free port on 127.0.0.1 (TCP and UDP both free when this returns).
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `dig +short` inside a namespace: the answer lines, or "NXDOMAIN"/"REFUSED" etc.
+async fn dig(ns: &str, server: &str, name: &str) -> String {
+    let (_, out) = run_in(
+        ns,
+        &[
+            "dig",
+            "+time=2",
+            "+tries=1",
+            &format!("@{server}"),
+            name,
+            "A",
+        ],
+    )
+    .await;
+    if let Some(status) = out
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|s| s.split(',').next().unwrap_or("").to_owned())
+    {
+        if status != "NOERROR" {
+            return status;
+        }
+    }
+    let (_, short) = run_in(
+        ns,
+        &[
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=1",
+            &format!("@{server}"),
+            name,
+            "A",
+        ],
+    )
+    .await;
+    short.trim().to_owned()
+}
+
+/// Retries `dig` until the answer is `want`.
+async fn dig_until(ns: &str, server: &str, name: &str, want: &str) {
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = dig(ns, server, name).await;
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("dig @{server} {name} in {ns}: {last:?}, wanted {want:?}");
+}
+
+/// User guide 2.4: a data centre joined to a VPC resolves the storage domain through an
+/// interface endpoint to the cloud's DNS service and fetches an object over the route a
+/// gateway endpoint adds for 100.125.0.0/16 — with dig and curl, as a user would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_centre_reaches_object_storage() {
+    let Some((app, guard)) = netns_app_with(|c| {
+        c.dns.cloud = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        c.object_store = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    let cloud = app.config.dns.cloud.unwrap();
+    let objects = app.config.object_store.unwrap();
+    let op =
+        |name: &str, kind, ports: Vec<(u16, u16, vpcep_model::Protocol)>, cidr: Option<&str>| {
+            vpcep_store::NewPublicService {
+                name: name.into(),
+                region: "local-1".into(),
+                service_type: kind,
+                backend_ip: "127.0.0.1".parse().unwrap(),
+                cidr: cidr.map(str::to_owned),
+                ports: ports
+                    .into_iter()
+                    .map(|(c, s, protocol)| vpcep_model::PortMapping {
+                        client_port: c,
+                        server_port: s,
+                        protocol,
+                    })
+                    .collect(),
+                description: String::new(),
+            }
+        };
+    use vpcep_model::{Protocol, ServiceType};
+    use vpcep_store::Store;
+    let dns_svc = Store::create_public_service(
+        &*app.store,
+        op(
+            "dns",
+            ServiceType::Interface,
+            vec![
+                (53, cloud.port(), Protocol::Udp),
+                (53, cloud.port(), Protocol::Tcp),
+            ],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let obs_svc = Store::create_public_service(
+        &*app.store,
+        op(
+            "obs",
+            ServiceType::Gateway,
+            vec![(80, objects.port(), Protocol::Tcp)],
+            Some("100.125.0.0/16"),
+        ),
+    )
+    .await
+    .unwrap();
+    // The operator's storage holds an object.
+    let put = reqwest::Client::new()
+        .put(format!("http://{objects}/photos/hello.txt"))
+        .body("hello from object storage")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+
+    let bob = app.account("bob").await;
+    let (vpc, sub, _) = bob.network().await;
+    // Step 1: an interface endpoint to the DNS service.
+    let dns_ep = bob
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": dns_svc.id, "vpc_id": vpc, "subnet_id": sub})),
+        )
+        .await;
+    let dns_ep_id = dns_ep["id"].as_str().unwrap().to_owned();
+    let dns_ep = bob
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{dns_ep_id}"), "accepted")
+        .await;
+    let dns_ip = dns_ep["ip"].as_str().unwrap().to_owned();
+    // Step 2: a gateway endpoint to OBS, routed in the VPC's default route table.
+    let obs_ep = bob
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": obs_svc.id, "vpc_id": vpc})),
+        )
+        .await;
+    let obs_ep_id = obs_ep["id"].as_str().unwrap().to_owned();
+    bob.wait(&format!("/v1/{{p}}/vpc-endpoints/{obs_ep_id}"), "accepted")
+        .await;
+    // The data centre, joined to the VPC as over a VPN.
+    let idc = bob
+        .ok(
+            "POST",
+            "/v1/{p}/idcs",
+            Some(json!({"idc": {"vpc_id": vpc, "cidr": "172.31.0.0/24", "name": "idc"}})),
+        )
+        .await["idc"]
+        .clone();
+    let idc_ns = idc["netns"].as_str().unwrap().to_owned();
+    assert_eq!(idc["ip"], "172.31.0.1");
+    eventually(&idc_ns, &["ip", "addr", "show", "eth0"]).await;
+
+    // Step 3: the storage domain resolves through the DNS endpoint, and the object comes
+    // over the gateway endpoint's route.
+    let domain = "obs.local-1.vpcep.internal";
+    dig_until(&idc_ns, &dns_ip, domain, "100.125.0.1").await;
+    dig_until(&idc_ns, &dns_ip, &format!("photos.{domain}"), "100.125.0.1").await;
+    dig_until(
+        &idc_ns,
+        &dns_ip,
+        "nothing.vpcep.local-1.internal",
+        "NXDOMAIN",
+    )
+    .await;
+    let url = "http://100.125.0.1/photos/hello.txt";
+    let body = eventually(&idc_ns, &["curl", "-sf", "-m", "3", url]).await;
+    assert_eq!(body, "hello from object storage");
+    // Any address of the range reaches the service, as a route to the range should.
+    let body = eventually(
+        &idc_ns,
+        &[
+            "curl",
+            "-sf",
+            "-m",
+            "3",
+            "http://100.125.7.9/photos/hello.txt",
+        ],
+    )
+    .await;
+    assert_eq!(body, "hello from object storage");
+    // A VM of the VPC too (its subnet uses the default route table).
+    let vm = host(&bob, &vpc, &sub, "192.168.0.30", "vm").await;
+    let vm_ns = vm["netns"].as_str().unwrap().to_owned();
+    eventually(&vm_ns, &["curl", "-sf", "-m", "3", url]).await;
+
+    // Moving the route to a custom route table (which serves no subnet) takes it away;
+    // moving it back restores it.
+    let rt = bob
+        .ok(
+            "POST",
+            "/v1/{p}/routetables",
+            Some(json!({"routetable": {"name": "custom", "vpc_id": vpc}})),
+        )
+        .await["routetable"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let default_rt = obs_ep["routetables"][0].as_str().unwrap().to_owned();
+    bob.ok(
+        "PUT",
+        &format!("/v1/{{p}}/vpc-endpoints/{obs_ep_id}/routetables"),
+        Some(json!({"routetables": [rt]})),
+    )
+    .await;
+    let shown = bob
+        .ok("GET", &format!("/v1/{{p}}/routetables/{rt}"), None)
+        .await;
+    assert!(
+        shown["routetable"]["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["destination"] == "100.125.0.0/16"),
+        "the custom table lists the route: {shown}"
+    );
+    let mut cut = false;
+    for _ in 0..50 {
+        let (ok, _) = run_in(&vm_ns, &["curl", "-sf", "-m", "1", url]).await;
+        if !ok {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut, "the route stayed in the default table's subnets");
+    bob.ok(
+        "PUT",
+        &format!("/v1/{{p}}/vpc-endpoints/{obs_ep_id}/routetables"),
+        Some(json!({"routetables": [default_rt]})),
+    )
+    .await;
+    eventually(&vm_ns, &["curl", "-sf", "-m", "3", url]).await;
+
+    // Deleting the gateway endpoint removes the route.
+    bob.delete(&format!("/v1/{{p}}/vpc-endpoints/{obs_ep_id}"))
+        .await;
+    bob.wait(&format!("/v1/{{p}}/vpc-endpoints/{obs_ep_id}"), "gone")
+        .await;
+    let (ok, _) = run_in(&idc_ns, &["curl", "-sf", "-m", "1", url]).await;
+    assert!(!ok, "a deleted gateway endpoint still routes");
+    bob.delete(&format!("/v1/{{p}}/idcs/{}", idc["id"].as_str().unwrap()))
+        .await;
+    app.stop().await;
+    drop(guard);
+}
+
+/// Private names: published in the consumer VPC only once the endpoint works, resolved
+/// by its hosts (whose resolv.conf names the VPC resolver), unknown in other VPCs, listed
+/// in the DNS v2 view, and gone after deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_names_resolve_in_their_vpc_only() {
+    let Some((app, guard)) = netns_app(ForwardingMode::Auto).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let (pvpc, psub, _) = alice.network().await;
+    let web = host(&alice, &pvpc, &psub, "192.168.0.10", "web").await;
+    let web_ns = web["netns"].as_str().unwrap().to_owned();
+    eventually(&web_ns, &["ip", "addr", "show", "eth0"]).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let svc = alice
+        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": web["port_id"], "server_type": "VM", "approval_enabled": true,
+            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]})))
+        .await;
+    let svc_id = svc["id"].as_str().unwrap().to_owned();
+    alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
+            "available",
+        )
+        .await;
+    alice.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", bob.acct.domain_id)], "action": "add"}))).await;
+
+    let (cvpc, csub, _) = bob.network().await;
+    let client = host(&bob, &cvpc, &csub, "192.168.0.10", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    let ep = bob
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "enable_dns": true})),
+        )
+        .await;
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    bob.wait(
+        &format!("/v1/{{p}}/vpc-endpoints/{ep_id}"),
+        "pendingAcceptance",
+    )
+    .await;
+    let name = format!("{ep_id}.service.vpcep.local-1.internal");
+    // Not yet accepted, not yet working: no name.
+    dig_until(&client_ns, "192.168.0.2", &name, "NXDOMAIN").await;
+    alice
+        .ok(
+            "POST",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/connections/action"),
+            Some(json!({"action": "receive", "endpoints": [ep_id]})),
+        )
+        .await;
+    let ep = bob
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
+        .await;
+    let node = ep["ip"].as_str().unwrap().to_owned();
+    assert_eq!(ep["dns_names"][0], name.as_str());
+    dig_until(&client_ns, "192.168.0.2", &name, &node).await;
+    // The host's own resolver configuration finds it: curl by name.
+    let seen = eventually(
+        &client_ns,
+        &["curl", "-s", "-m", "3", &format!("http://{name}:8080/")],
+    )
+    .await;
+    assert!(seen.trim().starts_with("198.19.128."), "{seen}");
+    // Another VPC (same CIDR, same resolver address) does not know the name.
+    let (ovpc, osub, _) = bob.network().await;
+    let other = host(&bob, &ovpc, &osub, "192.168.0.11", "other").await;
+    let other_ns = other["netns"].as_str().unwrap().to_owned();
+    eventually(&other_ns, &["ip", "addr", "show", "eth0"]).await;
+    dig_until(&other_ns, "192.168.0.2", &name, "NXDOMAIN").await;
+    // Names vpcep does not own are refused (no upstream configured), never made up.
+    dig_until(&client_ns, "192.168.0.2", "example.com", "REFUSED").await;
+
+    // The DNS v2 view lists the record in the VPC's private zone.
+    let zones = bob.ok("GET", "/v2/zones?type=private", None).await;
+    let zone = zones["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["routers"][0]["router_id"] == cvpc.as_str())
+        .unwrap_or_else(|| panic!("no zone for the VPC: {zones}"))
+        .clone();
+    let sets = bob
+        .ok(
+            "GET",
+            &format!("/v2/zones/{}/recordsets", zone["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(sets["recordsets"][0]["name"], format!("{name}."));
+    assert_eq!(sets["recordsets"][0]["records"][0], node.as_str());
+
+    bob.delete(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"))
+        .await;
+    bob.wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "gone")
+        .await;
+    dig_until(&client_ns, "192.168.0.2", &name, "NXDOMAIN").await;
+    let all = bob.ok("GET", "/v2/recordsets", None).await;
+    assert_eq!(all["metadata"]["total_count"], 0, "{all}");
     app.stop().await;
     drop(guard);
 }
