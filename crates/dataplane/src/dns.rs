@@ -417,6 +417,52 @@ fn bind_pair(
     ))
 }
 
+/// Asks `server` for the A records of `name` over UDP (a stub resolver for `vpcep demo`
+/// and tests): the addresses, empty for NXDOMAIN, an error for any other failure.
+pub async fn query_a(server: SocketAddr, name: &str) -> io::Result<Vec<Ipv4Addr>> {
+    use hickory_server::proto::op::{MessageType, OpCode, Query};
+    let qname = Name::from_ascii(name).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut q = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(qname, RecordType::A));
+    let bytes = q.to_vec().map_err(|e| io::Error::other(e.to_string()))?;
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+    socket.connect(server).await?;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..3 {
+        socket.send(&bytes).await?;
+        let Ok(n) = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        let m = Message::from_vec(&buf[..n?]).map_err(|e| io::Error::other(e.to_string()))?;
+        return match m.metadata.response_code {
+            ResponseCode::NoError => Ok(m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+            ResponseCode::NXDomain => Ok(Vec::new()),
+            other => Err(io::Error::other(format!("{server} answered {other}"))),
+        };
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer from {server}"),
+    ))
+}
+
+fn rand_id() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ (nanos >> 16)) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,7 +132,7 @@ fn fetch_from(netns: Option<&str>, addr: SocketAddr) -> Result<Option<String>> {
 pub async fn run(substrate: SubstrateKind, loopback_base: u8) -> Result<()> {
     let mut d = Demo {
         step: 0,
-        total: 12,
+        total: 13,
         verified: Vec::new(),
     };
     let dir = tempfile::tempdir()?;
@@ -386,6 +386,47 @@ async fn scenario(
             .push("the backend sees the endpoint's 198.19.128.0/20 address, not the client".into());
     }
 
+    let dns = ep["dns_names"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let t = d.start("consumer: resolving the endpoint's private domain name");
+    let resolved = match &client_ns {
+        // A host of the VPC asks its resolver (its resolv.conf), as any program would.
+        Some(ns) => {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "getent", "ahostsv4", &dns])
+                .output()?;
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }
+        // The VPC resolver sits at the subnet's .2, mapped like every VPC address.
+        None => {
+            let o = target.octets();
+            let resolver = SocketAddr::from((
+                Ipv4Addr::new(127, o[1], 0, 2),
+                crate::serve::LOOPBACK_DNS_PORT,
+            ));
+            vpcep_dataplane::dns::query_a(resolver, &dns)
+                .await?
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        }
+    };
+    if resolved != node {
+        bail!("{dns} resolved to {resolved:?} in the consumer VPC, not the node IP {node}");
+    }
+    d.done(t, &format!("{dns} -> {resolved}"));
+    d.verified.push(format!(
+        "the private domain name {dns} resolves to the node IP in the consumer VPC"
+    ));
+
     let t = d.start("checking that traffic goes one way only");
     if let Some(ns) = &netns {
         if fetch_from(
@@ -426,12 +467,5 @@ async fn scenario(
     d.done(t, "");
     d.verified
         .push("a deleted endpoint stops forwarding at once".into());
-    let dns = ep["dns_names"]
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(Value::as_str)
-        .unwrap_or("-")
-        .to_owned();
-    d.verified.push(format!("a private domain name was assigned ({dns}); resolving it needs the private DNS, not built yet"));
     Ok(std::mem::take(&mut d.verified))
 }

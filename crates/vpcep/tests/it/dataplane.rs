@@ -371,3 +371,100 @@ async fn a_remote_gateway_node_carries_the_traffic() {
         "the node stopped forwarding when it stopped"
     );
 }
+
+/// Asks a resolver for `name` A over UDP: the response code and the addresses.
+async fn resolve(server: Ipv4Addr, name: &str) -> (String, Vec<Ipv4Addr>) {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = vpcep::serve::LOOPBACK_DNS_PORT;
+    for _ in 0..50 {
+        sock.send_to(&q.to_vec().unwrap(), (server, port))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let got = tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await;
+        if let Ok(Ok((n, _))) = got {
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            let ips = m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            return (format!("{:?}", m.metadata.response_code), ips);
+        }
+    }
+    panic!("no DNS answer from {server}:{port}");
+}
+
+/// Retries until the resolver gives `want` for `name`.
+async fn resolves_to(server: Ipv4Addr, name: &str, want: (&str, Vec<Ipv4Addr>)) {
+    let mut last = (String::new(), Vec::new());
+    for _ in 0..100 {
+        last = resolve(server, name).await;
+        if last.0 == want.0 && last.1 == want.1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} at {server}: {last:?}, wanted {want:?}");
+}
+
+/// Private DNS on loopback: each VPC's resolver (its subnets' .2, mapped, port 10053)
+/// answers its own endpoints' names once they are up, NXDOMAIN for names of other VPCs
+/// and after deletion, REFUSED for names it does not own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_names_on_loopback() {
+    let app = spawn_app().await;
+    let s = setup(
+        app.account("alice").await,
+        app.account("bob").await,
+        "close",
+        json!({"enable_dns": true}),
+    )
+    .await;
+    let id = s.endpoint["id"].as_str().unwrap();
+    let name = s.endpoint["dns_names"][0].as_str().unwrap().to_owned();
+    assert_eq!(name, format!("{id}.service.vpcep.local-1.internal"));
+    let ip: Ipv4Addr = s.endpoint["ip"].as_str().unwrap().parse().unwrap();
+    let cvpc = s.endpoint["vpc_id"].as_str().unwrap();
+    let resolver = local(&s.consumer, cvpc, "192.168.0.2").await;
+    resolves_to(resolver, &name, ("NoError", vec![ip])).await;
+    resolves_to(resolver, &name.to_uppercase(), ("NoError", vec![ip])).await;
+    resolves_to(resolver, "example.com", ("Refused", vec![])).await;
+    // The provider's VPC has a resolver too, which does not know the consumer's name.
+    let svc = s
+        .provider
+        .ok(
+            "GET",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{}", s.service),
+            None,
+        )
+        .await;
+    let other = local(&s.provider, svc["vpc_id"].as_str().unwrap(), "192.168.0.2").await;
+    resolves_to(other, &name, ("NXDomain", vec![])).await;
+    // Gone with the endpoint.
+    s.consumer
+        .delete(&format!("/v1/{{p}}/vpc-endpoints/{id}"))
+        .await;
+    s.consumer
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "gone")
+        .await;
+    resolves_to(resolver, &name, ("NXDomain", vec![])).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vpcep_dns_queries_total{result=\"answered\"}"),
+        "{metrics}"
+    );
+}

@@ -34,6 +34,7 @@ fn the_demo_passes_on_loopback() {
         text.contains("a request through the endpoint reached the backend"),
         "{text}"
     );
+    assert!(text.contains("resolves to the node IP"), "{text}");
 }
 
 #[test]
@@ -58,4 +59,5 @@ fn the_demo_passes_in_namespaces() {
         text.contains("the provider side cannot reach into the consumer VPC"),
         "{text}"
     );
+    assert!(text.contains("resolves to the node IP"), "{text}");
 }
