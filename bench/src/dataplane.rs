@@ -55,19 +55,26 @@ fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
 }
 
 fn serve(bin: &Path, dir: &Path, prefix: &str, forwarding: &str) -> Result<(Child, String)> {
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+    spawn_serve(
+        bin,
+        dir,
+        &[
             "--substrate",
             "netns",
             "--netns-prefix",
             prefix,
             "--forwarding",
             forwarding,
-            "--data-dir",
-        ])
+        ],
+    )
+}
+
+/// Starts `vpcep serve` on a free API port with `args`: the child and the API's URL.
+pub(crate) fn spawn_serve(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Child, String)> {
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir)
         .env("VPCEP_LOG", "warn")
         .stdout(Stdio::piped())
@@ -85,7 +92,7 @@ fn serve(bin: &Path, dir: &Path, prefix: &str, forwarding: &str) -> Result<(Chil
     ))
 }
 
-fn client(url: &str, acct: &Value) -> ApiClient {
+pub(crate) fn client(url: &str, acct: &Value) -> ApiClient {
     let s = |k: &str| acct[k].as_str().unwrap_or_default().to_owned();
     ApiClient::with_keys(url, &s("access_key"), &s("secret_key"), &s("project_id"))
 }
@@ -122,7 +129,7 @@ async fn host(c: &ApiClient, vpc: &str, sub: &str, ip: &str, name: &str) -> Resu
         .clone())
 }
 
-async fn wait_status(c: &ApiClient, path: &str, want: &str) -> Result<Value> {
+pub(crate) async fn wait_status(c: &ApiClient, path: &str, want: &str) -> Result<Value> {
     for _ in 0..200 {
         let v = c.call("GET", path, None).await?;
         if v["status"] == want {

@@ -211,6 +211,15 @@ async fn create_idc(
     JsonBody(b): JsonBody<CreateIdcBody>,
 ) -> ApiResult<Json<Value>> {
     let i = req("idc", b.idc)?;
+    if let Some(n) = app.node.as_ref().filter(|n| n.substrate() != "netns") {
+        return Err(ApiError::bad(
+            "EndPoint.0001",
+            format!(
+                "a data centre needs its own network: the {} substrate has none (run vpcep serve --substrate netns)",
+                n.substrate()
+            ),
+        ));
+    }
     let idc = app
         .store
         .create_idc(
