@@ -484,8 +484,8 @@ describe('vpcep web console', () => {
     assert.equal(await sw.isChecked(), true);
 
     await sw.click();
-    await value.filter({ hasText: /^关闭$/ }).waitFor();
     await page.locator(tid('success-banner')).filter({ hasText: '自动接受' }).waitFor();
+    assert.equal(await text(value), '关闭');
     assert.equal(await sw.isChecked(), false);
     assert.equal((await call(alice.net.token, 'GET', svcPath)).approval_enabled, false);
     await shot(page, '17-service-approval-off');
@@ -497,7 +497,10 @@ describe('vpcep web console', () => {
     await sw.waitFor();
     assert.equal(await sw.isChecked(), false);
     await sw.click();
-    await value.filter({ hasText: /^开启$/ }).waitFor();
+    // The switch moves at once; the notice comes when the server has saved it.
+    await page.locator(tid('success-banner')).filter({ hasText: '需要接受' }).waitFor();
+    assert.equal(await text(value), '开启');
+    assert.equal(await sw.isEnabled(), true);
     assert.equal((await call(alice.net.token, 'GET', svcPath)).approval_enabled, true);
 
     // A second service is deleted behind the page's back: the switch is refused by the
