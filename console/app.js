@@ -16,7 +16,7 @@ const ROUTES = [
   [/^\/endpoints\/([^/]+)$/, endpoints.detail, 'endpoints'],
   [/^\/services$/, services.list, 'services'],
   [/^\/services\/create$/, services.create, 'services'],
-  [/^\/services\/([^/]+)(?:\/(basic|connections|permissions|ports))?$/, services.detail, 'services'],
+  [/^\/services\/([^/]+)(?:\/(basic|connections|permissions|ports|tags))?$/, services.detail, 'services'],
   [/^\/quotas$/, quotas.page, 'quotas'],
 ];
 

@@ -1,14 +1,15 @@
-// Endpoints (终端节点): list, create (with the confirmation step), details with tags.
+// Endpoints (终端节点): list, create (with the confirmation step), details with the
+// source whitelist (访问控制) and tags.
 
 import { api, p, qs, getSession, ApiError } from './api.js';
 import { t } from './i18n.js';
 import {
-  h, clear, table, pager, statusBadge, fmtTime, dash, link, infoList, field, fieldset, radio,
-  select, pageHeader, button, modal, confirmDialog, showError, errorText,
-  keepFocus, vpcLabel, TRANSITIONAL, nextId,
+  h, clear, statusBadge, fmtTime, dash, link, infoList, field, fieldset, radio,
+  select, pageHeader, button, modal, confirmDialog, showError, showSuccess, errorText,
+  keepFocus, vpcLabel, TRANSITIONAL, nextId, listView, tagsSection, switchControl, onOff,
 } from './ui.js';
 
-const listState = { name: '', offset: 0, limit: 10 };
+const listState = { filter: '', offset: 0, limit: 10 };
 
 async function loadVpcs() {
   const r = await api('GET', p('/vpcs'));
@@ -20,93 +21,42 @@ const typeLabel = (type) => (type ? t(`type.${type}`) : '-');
 // ---- list ----------------------------------------------------------------------------
 
 export async function list(ctx) {
-  const filter = h('input', {
-    type: 'search',
-    value: listState.name,
-    placeholder: t('ep.filter'),
-    'aria-label': t('ep.filter'),
-    testid: 'ep-filter',
+  let vpcs = [];
+  const view = listView(ctx, {
+    name: 'ep',
+    state: listState,
+    caption: t('ep.title'),
+    filter: t('ep.filter'),
+    load: async (st) => {
+      const data = await api('GET', p(`/vpc-endpoints${qs({ endpoint_service_name: st.filter, limit: st.limit, offset: st.offset })}`));
+      return { rows: data.endpoints || [], total: data.total_count };
+    },
+    columns: () => [
+      { key: 'id', label: t('ep.id'), render: (e) => link(`#/endpoints/${e.id}`, e.id, 'ep-link') },
+      { key: 'vpc', label: t('common.vpc'), render: (e) => vpcLabel(vpcs, e.vpc_id) },
+      { key: 'service', label: t('ep.serviceName'), class: 'wrap', render: (e) => dash(e.endpoint_service_name) },
+      { key: 'ip', label: t('ep.nodeIp'), render: (e) => dash(e.ip) },
+      { key: 'dns', label: t('ep.domain'), class: 'wrap', render: (e) => dash((e.dns_names || [])[0]) },
+      { key: 'status', label: t('common.status'), render: (e) => statusBadge(e.status) },
+      { key: 'type', label: t('ep.type'), render: (e) => typeLabel(e.service_type) },
+      { key: 'created', label: t('common.created'), render: (e) => fmtTime(e.created_at) },
+      {
+        key: 'op',
+        label: t('common.operation'),
+        render: (e) => button(t('common.delete'), () => remove(e), { testid: 'ep-delete', kind: 'link', disabled: e.status === 'deleting', label: `${t('common.delete')} ${e.id}` }),
+      },
+    ],
   });
-  const body = h('div', { testid: 'ep-list', 'aria-busy': 'true' }, t('app.loading'));
-  const polling = h('div', { class: 'hint polling', testid: 'polling', hidden: true, text: t('common.autoRefresh') });
-  const toolbar = h(
-    'form',
-    { class: 'toolbar', role: 'search', on: { submit: (e) => { e.preventDefault(); listState.name = filter.value.trim(); listState.offset = 0; refresh(); } } },
-    filter,
-    h('button', { type: 'submit', class: 'btn', testid: 'ep-search', text: t('common.search') }),
-    button(t('common.refresh'), () => refresh(), { testid: 'ep-refresh' }),
-  );
   clear(
     ctx.main,
     pageHeader(t('ep.title'), button(t('ep.create'), () => ctx.go('/endpoints/create'), { testid: 'ep-create', kind: 'primary' })),
-    toolbar,
-    polling,
-    body,
+    view.el,
   );
 
-  let vpcs = [];
   try {
     vpcs = await loadVpcs();
   } catch (e) {
     showError(e);
-  }
-
-  async function refresh() {
-    ctx.cancel('poll');
-    let data;
-    try {
-      data = await api('GET', p(`/vpc-endpoints${qs({ endpoint_service_name: listState.name, limit: listState.limit, offset: listState.offset })}`));
-    } catch (e) {
-      if (ctx.alive()) {
-        showError(e);
-        body.removeAttribute('aria-busy');
-      }
-      return;
-    }
-    if (!ctx.alive()) return;
-    if (data.total_count > 0 && listState.offset >= data.total_count) {
-      listState.offset = Math.max(0, Math.floor((data.total_count - 1) / listState.limit) * listState.limit);
-      return refresh();
-    }
-    const rows = data.endpoints || [];
-    clear(
-      body,
-      table({
-        testid: 'ep-table',
-        caption: t('ep.title'),
-        rows,
-        columns: [
-          { key: 'id', label: t('ep.id'), render: (e) => link(`#/endpoints/${e.id}`, e.id, 'ep-link') },
-          { key: 'vpc', label: t('common.vpc'), render: (e) => vpcLabel(vpcs, e.vpc_id) },
-          { key: 'service', label: t('ep.serviceName'), class: 'wrap', render: (e) => dash(e.endpoint_service_name) },
-          { key: 'ip', label: t('ep.nodeIp'), render: (e) => dash(e.ip) },
-          { key: 'dns', label: t('ep.domain'), class: 'wrap', render: (e) => dash((e.dns_names || [])[0]) },
-          { key: 'status', label: t('common.status'), render: (e) => statusBadge(e.status) },
-          { key: 'type', label: t('ep.type'), render: (e) => typeLabel(e.service_type) },
-          { key: 'created', label: t('common.created'), render: (e) => fmtTime(e.created_at) },
-          {
-            key: 'op',
-            label: t('common.operation'),
-            render: (e) => button(t('common.delete'), () => remove(e), { testid: 'ep-delete', kind: 'link', disabled: e.status === 'deleting', label: `${t('common.delete')} ${e.id}` }),
-          },
-        ],
-      }),
-      pager({
-        total: data.total_count || 0,
-        limit: listState.limit,
-        offset: listState.offset,
-        testid: 'ep-pager',
-        onChange: (offset, limit) => {
-          listState.offset = offset;
-          listState.limit = limit;
-          refresh();
-        },
-      }),
-    );
-    body.removeAttribute('aria-busy');
-    const moving = rows.some((e) => TRANSITIONAL.has(e.status));
-    polling.hidden = !moving;
-    if (moving) ctx.later('poll', refresh, 1000);
   }
 
   async function remove(e) {
@@ -116,10 +66,10 @@ export async function list(ctx) {
     } catch (err) {
       showError(err);
     }
-    refresh();
+    view.refresh();
   }
 
-  await refresh();
+  await view.refresh();
 }
 
 // ---- create --------------------------------------------------------------------------
@@ -412,6 +362,11 @@ export async function create(ctx) {
 
 // ---- detail --------------------------------------------------------------------------
 
+/** What the server accepts in an endpoint whitelist: an IPv4 address or CIDR. */
+const IPV4 = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+export const SOURCE_RE = new RegExp(`^${IPV4}(\\.${IPV4}){3}(/(3[0-2]|[12]?\\d))?$`);
+const MAX_WHITELIST = 20;
+
 export async function detail(ctx, id) {
   const box = h('div', { testid: 'ep-detail' }, t('app.loading'));
   clear(ctx.main, pageHeader(t('ep.detail'), button(t('common.back'), () => ctx.go('/endpoints'), { testid: 'ep-back' })), box);
@@ -461,7 +416,6 @@ export async function detail(ctx, id) {
     if (ep.status === 'failed' && ep.error && ep.error.length) {
       items.push([t('ep.error'), ep.error.map((x) => `${x.error_code}: ${x.error_message}`).join('; '), 'ep-error']);
     }
-    const tags = ep.tags || [];
     const busy = TRANSITIONAL.has(ep.status);
     keepFocus(() =>
       clear(
@@ -473,59 +427,112 @@ export async function detail(ctx, id) {
           busy ? h('div', { class: 'hint polling', testid: 'polling', text: t('common.autoRefresh') }) : null,
           infoList(items),
         ),
-        h(
-          'section',
-          { class: 'card', 'aria-labelledby': 'ep-tags-title', testid: 'ep-tags' },
-          h('div', { class: 'card-head' }, h('h2', { id: 'ep-tags-title', text: t('ep.tags') }), button(t('ep.addTag'), () => editTag(ep, null), { testid: 'tag-add', kind: 'primary', disabled: busy })),
-          table({
-            testid: 'tag-table',
-            caption: t('ep.tags'),
-            rows: tags,
-            rowId: (x) => x.key,
-            columns: [
-              { key: 'key', label: t('ep.tagKey'), render: (x) => h('span', { testid: 'tag-key', text: x.key }) },
-              { key: 'value', label: t('ep.tagValue'), render: (x) => h('span', { testid: 'tag-value', text: x.value }) },
-              {
-                key: 'op',
-                label: t('common.operation'),
-                render: (x) => [
-                  button(t('common.edit'), () => editTag(ep, x), { testid: 'tag-edit', kind: 'link', disabled: busy, label: `${t('common.edit')} ${x.key}` }),
-                  button(t('common.delete'), () => deleteTag(x), { testid: 'tag-delete', kind: 'link', disabled: busy, label: `${t('common.delete')} ${x.key}` }),
-                ],
-              },
-            ],
-          }),
-        ),
+        ep.service_type === 'gateway' ? null : whitelistCard(ep),
+        tagsSection({ kind: 'endpoint', id, tags: ep.tags || [], busy, onChanged: refresh, testid: 'ep-tags' }),
       ),
     );
   }
 
-  const tagsPath = () => p(`/endpoint/${encodeURIComponent(id)}/tags/action`);
-
-  async function editTag(ep, tag) {
-    const key = h('input', { type: 'text', value: tag ? tag.key : '', testid: 'tag-key-input', maxlength: 128, readonly: tag ? true : null, required: true });
-    const value = h('input', { type: 'text', value: tag ? tag.value : '', testid: 'tag-value-input', maxlength: 255 });
-    const done = await modal({
-      title: tag ? t('ep.editTag') : t('ep.addTag'),
-      testid: 'tag-dialog',
-      body: [field({ label: t('ep.tagKey'), control: key, required: true }), field({ label: t('ep.tagValue'), control: value })],
-      ok: async () => {
-        const k = key.value.trim();
-        if (!k) throw new Error(t('ep.tagKeyRequired'));
-        await api('POST', tagsPath(), { action: 'create', tags: [{ key: k, value: value.value.trim() }] });
-      },
-    });
-    if (done) refresh();
+  /** The endpoint's source whitelist (访问控制): on/off and the addresses it admits. */
+  function whitelistCard(ep) {
+    const list = ep.whitelist || [];
+    const editable = !TRANSITIONAL.has(ep.status) && ep.status !== 'failed';
+    return h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'ep-wl-title', testid: 'ep-whitelist' },
+      h(
+        'div',
+        { class: 'card-head' },
+        h('h2', { id: 'ep-wl-title', text: t('wl.title') }),
+        button(t('wl.edit'), () => editWhitelist(ep), { testid: 'wl-edit', kind: 'primary', disabled: !editable }),
+      ),
+      infoList([
+        [t('wl.enabled'), onOff(ep.enable_whitelist), 'wl-enabled'],
+        [
+          t('wl.entries'),
+          list.length ? h('ul', { class: 'plain-list', testid: 'wl-list' }, list.map((x) => h('li', { testid: 'wl-entry' }, h('code', { text: x })))) : t('wl.noEntries'),
+          'wl-entries',
+        ],
+      ]),
+      h('p', { class: 'hint', testid: 'wl-effect', text: t(`wl.effect${ep.enable_whitelist ? 'On' : 'Off'}${list.length ? '' : 'Empty'}`) }),
+      editable ? null : h('p', { class: 'hint', text: t('wl.notNow') }),
+    );
   }
 
-  async function deleteTag(tag) {
-    if (!(await confirmDialog(t('ep.tagDeleteConfirm', { key: tag.key })))) return;
-    try {
-      await api('POST', tagsPath(), { action: 'delete', tags: [{ key: tag.key }] });
-    } catch (e) {
-      showError(e);
+  async function editWhitelist(ep) {
+    const rows = (ep.whitelist || []).map((v) => ({ value: v }));
+    if (!rows.length) rows.push({ value: '' });
+    let enable = !!ep.enable_whitelist;
+    const sw = switchControl({ checked: enable, testid: 'wl-switch', onChange: (v) => { enable = v; } });
+    const entries = h('div', { class: 'entry-list', testid: 'wl-rows' });
+    const count = h('span', { class: 'hint', testid: 'wl-count' });
+    const add = button(t('wl.add'), () => {
+      rows.push({ value: '' });
+      drawRows();
+      const inputs = entries.querySelectorAll('[data-testid="wl-entry-input"]');
+      inputs[inputs.length - 1]?.focus();
+    }, { testid: 'wl-entry-add' });
+
+    function check(v) {
+      return v === '' || SOURCE_RE.test(v) ? '' : t('wl.bad');
     }
-    refresh();
+
+    function drawRows() {
+      clear(
+        entries,
+        rows.map((r, i) => {
+          const err = h('div', { class: 'field-error', id: nextId('wlerr'), testid: 'wl-entry-error', role: 'status', text: check(r.value) });
+          const input = h('input', {
+            type: 'text',
+            value: r.value,
+            testid: 'wl-entry-input',
+            placeholder: '192.168.0.10 / 192.168.1.0/24',
+            'aria-label': t('wl.entryN', { n: i + 1 }),
+            'aria-describedby': err.id,
+            'aria-invalid': check(r.value) ? 'true' : 'false',
+            autocomplete: 'off',
+            spellcheck: 'false',
+            on: {
+              input: (e) => {
+                r.value = e.target.value.trim();
+                err.textContent = check(r.value);
+                e.target.setAttribute('aria-invalid', err.textContent ? 'true' : 'false');
+              },
+            },
+          });
+          return h(
+            'div',
+            { class: 'entry-row', testid: 'wl-row' },
+            input,
+            button(t('common.delete'), () => { rows.splice(i, 1); drawRows(); }, { testid: 'wl-entry-remove', kind: 'link', label: t('wl.removeN', { n: i + 1 }) }),
+            err,
+          );
+        }),
+      );
+      count.textContent = `${rows.length} / ${MAX_WHITELIST}`;
+      add.disabled = rows.length >= MAX_WHITELIST;
+    }
+    drawRows();
+
+    const switchId = sw.input.id;
+    const done = await modal({
+      title: t('wl.edit'),
+      testid: 'wl-dialog',
+      body: [
+        field({ label: t('wl.enabled'), control: sw, id: switchId, describes: sw.input, hint: t('wl.switchHint') }),
+        fieldset({ legend: t('wl.entries'), testid: 'wl-entries-field', children: [entries, h('div', { class: 'inline' }, add, count)], hint: t('wl.hint') }),
+      ],
+      ok: async () => {
+        // Empty rows are dropped; everything else goes to the server, which has the last
+        // word on the format (its message is shown in the dialog).
+        const whitelist = rows.map((r) => r.value).filter((v) => v !== '');
+        await api('PUT', p(`/vpc-endpoints/${encodeURIComponent(ep.id)}`), { enable_whitelist: enable, whitelist });
+      },
+    });
+    if (done) {
+      showSuccess(t('wl.saved'));
+      await refresh();
+    }
   }
 
   async function removeIt(ep) {
@@ -541,4 +548,3 @@ export async function detail(ctx, id) {
 
   await refresh();
 }
-

@@ -1,12 +1,13 @@
 // Endpoint services (终端节点服务): list, create, and details with the tabs of the user
-// guide (basic info, connection management, permission management, port mapping).
+// guide (basic info with the approval switch, connection management with notes,
+// permission management, port mapping) and tags.
 
 import { api, p, qs, getSession, ApiError } from './api.js';
 import { t } from './i18n.js';
 import {
-  h, clear, table, pager, statusBadge, fmtTime, dash, link, infoList, field, fieldset, radio,
-  select, pageHeader, button, modal, confirmDialog, showError, keepFocus, vpcLabel,
-  TRANSITIONAL, nextId,
+  h, clear, table, statusBadge, fmtTime, dash, link, infoList, field, fieldset, radio,
+  select, pageHeader, button, modal, confirmDialog, showError, showSuccess, keepFocus, vpcLabel,
+  TRANSITIONAL, nextId, listView, tagsSection, switchControl, onOff,
 } from './ui.js';
 
 export const LB_OWNER = 'neutron:LOADBALANCERV2';
@@ -15,11 +16,10 @@ const NAME_RE = /^[A-Za-z0-9_-]{0,16}$/;
 /** Whitelist entries the server accepts: `*`, `iam:domain::*`, `iam:domain::<32 hex>`. */
 export const PERMISSION_RE = /^(\*|iam:domain::(\*|[0-9a-f]{32}))$/;
 
-const listState = { name: '', offset: 0, limit: 10 };
+const listState = { filter: '', offset: 0, limit: 10 };
 const servicePath = (id, rest = '') => p(`/vpc-endpoint-services/${encodeURIComponent(id)}${rest}`);
 const typeLabel = (type) => (type ? t(`type.${type}`) : '-');
 const serverLabel = (st) => (st ? t(`server.${st}`) : '-');
-const onOff = (v) => (v ? t('common.enabled') : t('common.disabled'));
 
 /** The short name the owner gave: the middle part of `{region}.{name}.{id}`. */
 function shortName(svc) {
@@ -53,90 +53,49 @@ const backendLabel = (b) => `${b.name || b.id}${b.ip ? ` (${b.ip})` : ''}`;
 // ---- list ----------------------------------------------------------------------------
 
 export async function list(ctx) {
-  const filter = h('input', { type: 'search', value: listState.name, placeholder: t('svc.filter'), 'aria-label': t('svc.filter'), testid: 'svc-filter' });
-  const body = h('div', { testid: 'svc-list', 'aria-busy': 'true' }, t('app.loading'));
-  const polling = h('div', { class: 'hint polling', testid: 'polling', hidden: true, text: t('common.autoRefresh') });
+  let vpcs = [];
+  const view = listView(ctx, {
+    name: 'svc',
+    state: listState,
+    caption: t('svc.title'),
+    filter: t('svc.filter'),
+    load: async (st) => {
+      const data = await api('GET', p(`/vpc-endpoint-services${qs({ endpoint_service_name: st.filter, limit: st.limit, offset: st.offset })}`));
+      return { rows: data.endpoint_services || [], total: data.total_count };
+    },
+    columns: () => [
+      { key: 'name', label: t('svc.name'), class: 'wrap', render: (x) => link(`#/services/${x.id}`, x.service_name, 'svc-link') },
+      { key: 'id', label: t('svc.id'), render: (x) => h('span', { class: 'mono', text: x.id }) },
+      { key: 'backend', label: t('svc.backendType'), render: (x) => serverLabel(x.server_type) },
+      { key: 'vpc', label: t('common.vpc'), render: (x) => vpcLabel(vpcs, x.vpc_id) },
+      { key: 'status', label: t('common.status'), render: (x) => statusBadge(x.status) },
+      { key: 'approval', label: t('svc.approval'), render: (x) => onOff(x.approval_enabled) },
+      { key: 'type', label: t('svc.serviceType'), render: (x) => typeLabel(x.service_type) },
+      { key: 'conns', label: t('svc.connections'), render: (x) => String(x.connection_count ?? 0) },
+      { key: 'created', label: t('common.created'), render: (x) => fmtTime(x.created_at) },
+      {
+        key: 'op',
+        label: t('common.operation'),
+        render: (x) => button(t('common.delete'), () => remove(x), { testid: 'svc-delete', kind: 'link', disabled: x.status === 'deleting', label: `${t('common.delete')} ${x.service_name}` }),
+      },
+    ],
+  });
   clear(
     ctx.main,
     pageHeader(t('svc.title'), button(t('svc.create'), () => ctx.go('/services/create'), { testid: 'svc-create', kind: 'primary' })),
-    h(
-      'form',
-      { class: 'toolbar', role: 'search', on: { submit: (e) => { e.preventDefault(); listState.name = filter.value.trim(); listState.offset = 0; refresh(); } } },
-      filter,
-      h('button', { type: 'submit', class: 'btn', testid: 'svc-search', text: t('common.search') }),
-      button(t('common.refresh'), () => refresh(), { testid: 'svc-refresh' }),
-    ),
-    polling,
-    body,
+    view.el,
   );
-  let vpcs = [];
   try {
     vpcs = await loadVpcs();
   } catch (e) {
     showError(e);
   }
 
-  async function refresh() {
-    ctx.cancel('poll');
-    let data;
-    try {
-      data = await api('GET', p(`/vpc-endpoint-services${qs({ endpoint_service_name: listState.name, limit: listState.limit, offset: listState.offset })}`));
-    } catch (e) {
-      if (ctx.alive()) showError(e);
-      return;
-    }
-    if (!ctx.alive()) return;
-    if (data.total_count > 0 && listState.offset >= data.total_count) {
-      listState.offset = Math.max(0, Math.floor((data.total_count - 1) / listState.limit) * listState.limit);
-      return refresh();
-    }
-    const rows = data.endpoint_services || [];
-    clear(
-      body,
-      table({
-        testid: 'svc-table',
-        caption: t('svc.title'),
-        rows,
-        columns: [
-          { key: 'name', label: t('svc.name'), class: 'wrap', render: (x) => link(`#/services/${x.id}`, x.service_name, 'svc-link') },
-          { key: 'id', label: t('svc.id'), render: (x) => h('span', { class: 'mono', text: x.id }) },
-          { key: 'backend', label: t('svc.backendType'), render: (x) => serverLabel(x.server_type) },
-          { key: 'vpc', label: t('common.vpc'), render: (x) => vpcLabel(vpcs, x.vpc_id) },
-          { key: 'status', label: t('common.status'), render: (x) => statusBadge(x.status) },
-          { key: 'approval', label: t('svc.approval'), render: (x) => onOff(x.approval_enabled) },
-          { key: 'type', label: t('svc.serviceType'), render: (x) => typeLabel(x.service_type) },
-          { key: 'conns', label: t('svc.connections'), render: (x) => String(x.connection_count ?? 0) },
-          { key: 'created', label: t('common.created'), render: (x) => fmtTime(x.created_at) },
-          {
-            key: 'op',
-            label: t('common.operation'),
-            render: (x) => button(t('common.delete'), () => remove(x), { testid: 'svc-delete', kind: 'link', disabled: x.status === 'deleting', label: `${t('common.delete')} ${x.service_name}` }),
-          },
-        ],
-      }),
-      pager({
-        total: data.total_count || 0,
-        limit: listState.limit,
-        offset: listState.offset,
-        testid: 'svc-pager',
-        onChange: (offset, limit) => {
-          listState.offset = offset;
-          listState.limit = limit;
-          refresh();
-        },
-      }),
-    );
-    body.removeAttribute('aria-busy');
-    const moving = rows.some((x) => TRANSITIONAL.has(x.status));
-    polling.hidden = !moving;
-    if (moving) ctx.later('poll', refresh, 1000);
-  }
-
   async function remove(svc) {
-    if (await deleteService(svc)) refresh();
+    if (await deleteService(svc)) view.refresh();
   }
 
-  await refresh();
+  await view.refresh();
 }
 
 /** Asks, then deletes; a refusal (EndPoint.3006 while endpoints are connected) is shown. */
@@ -254,29 +213,7 @@ export async function create(ctx) {
       hint: s.vpcs.length ? null : t('epc.noVpc'),
     });
 
-    const approvalId = nextId('appr');
-    const approval = h(
-      'div',
-      { class: 'switch-row' },
-      h('input', {
-        type: 'checkbox',
-        role: 'switch',
-        id: approvalId,
-        class: 'switch',
-        checked: s.approval,
-        testid: 'svc-approval',
-        'aria-checked': s.approval ? 'true' : 'false',
-        on: {
-          change: (e) => {
-            s.approval = e.target.checked;
-            e.target.setAttribute('aria-checked', s.approval ? 'true' : 'false');
-            state.textContent = onOff(s.approval);
-          },
-        },
-      }),
-    );
-    const state = h('span', { class: 'switch-state', 'aria-hidden': 'true', text: onOff(s.approval) });
-    approval.append(state);
+    const approval = switchControl({ checked: s.approval, testid: 'svc-approval', onChange: (v) => { s.approval = v; } });
 
     // Port mappings.
     const dup = duplicates();
@@ -345,7 +282,7 @@ export async function create(ctx) {
       }),
       vpcRow,
       field({ label: t('svc.serviceType'), control: h('output', { text: t('svcc.typeFixed') }) }),
-      field({ label: t('svc.approval'), control: approval, id: approvalId, hint: t('svcc.approvalHint'), describes: approval.firstChild }),
+      field({ label: t('svc.approval'), control: approval, id: approval.input.id, hint: t('svcc.approvalHint'), describes: approval.input }),
       portsBlock,
       backendType,
       resourceRow,
@@ -461,7 +398,7 @@ export async function create(ctx) {
 
 // ---- detail --------------------------------------------------------------------------
 
-const TABS = ['basic', 'connections', 'permissions', 'ports'];
+const TABS = ['basic', 'connections', 'permissions', 'ports', 'tags'];
 
 export async function detail(ctx, id, tab = 'basic') {
   if (!TABS.includes(tab)) tab = 'basic';
@@ -530,6 +467,7 @@ export async function detail(ctx, id, tab = 'basic') {
   if (tab === 'basic') await basicTab(ctx, panel, svc, reloadSvc);
   else if (tab === 'connections') await connectionsTab(ctx, panel, svc);
   else if (tab === 'permissions') await permissionsTab(ctx, panel, svc);
+  else if (tab === 'tags') tagsTab(ctx, panel, svc, reloadSvc);
   else portsTab(panel, svc);
 }
 
@@ -541,6 +479,36 @@ async function basicTab(ctx, panel, svc, reload) {
   } catch (e) {
     showError(e);
   }
+  if (!ctx.alive()) return;
+
+  /** Connection approval, changed in place (user guide 3.5); a refusal is shown and undone. */
+  const approvalSwitch = () => {
+    const sw = switchControl({
+      checked: !!svc.approval_enabled,
+      testid: 'svc-approval-switch',
+      disabled: TRANSITIONAL.has(svc.status),
+      onChange: async (v, input) => {
+        input.disabled = true;
+        try {
+          svc = await api('PUT', servicePath(svc.id), { approval_enabled: v });
+          if (ctx.alive()) showSuccess(v ? t('svc.approvalNowOn') : t('svc.approvalNowOff'));
+        } catch (e) {
+          if (!ctx.alive()) return;
+          showError(e);
+          // Show what the server has now (or, if that fails too, what it had).
+          try {
+            svc = await reload();
+          } catch {
+            // The error above is the one that matters.
+          }
+        }
+        if (ctx.alive()) keepFocus(draw);
+      },
+    });
+    sw.input.setAttribute('aria-label', t('svc.approval'));
+    return sw;
+  };
+
   const draw = () => {
     const backend = backends.find((x) => x.id === svc.port_id);
     clear(
@@ -554,94 +522,80 @@ async function basicTab(ctx, panel, svc, reload) {
         [t('svc.backendName'), backend ? backendLabel(backend) : dash(svc.port_id), 'svc-backend'],
         [t('common.vpc'), vpcLabel(vpcs, svc.vpc_id)],
         [t('common.status'), statusBadge(svc.status), 'svc-status'],
-        [t('svc.approval'), onOff(svc.approval_enabled), 'svc-approval-value'],
+        [t('svc.approval'), approvalSwitch(), 'svc-approval-value'],
         [t('svc.serviceType'), typeLabel(svc.service_type)],
         [t('svc.connections'), String(svc.connection_count ?? 0)],
         [t('common.created'), fmtTime(svc.created_at)],
         [t('common.description'), dash(svc.description)],
       ]),
+      h('p', { class: 'hint', testid: 'svc-approval-hint', text: t('svc.approvalSwitchHint') }),
     );
   };
   draw();
   const poll = async () => {
     try {
-      await reload();
+      svc = await reload();
     } catch (e) {
       if (ctx.alive()) showError(e);
       return;
     }
     if (!ctx.alive()) return;
-    draw();
+    keepFocus(draw);
     if (TRANSITIONAL.has(svc.status)) ctx.later('poll', poll, 1000);
   };
   if (TRANSITIONAL.has(svc.status)) ctx.later('poll', poll, 1000);
 }
 
 async function connectionsTab(ctx, panel, svc) {
-  const state = { offset: 0, limit: 10 };
-  const refresh = async () => {
-    ctx.cancel('poll');
-    let data;
-    try {
-      data = await api('GET', servicePath(svc.id, `/connections${qs({ limit: state.limit, offset: state.offset })}`));
-    } catch (e) {
-      if (ctx.alive()) showError(e);
-      return;
-    }
-    if (!ctx.alive()) return;
-    const rows = data.connections || [];
-    const moving = rows.some((c) => TRANSITIONAL.has(c.status));
-    keepFocus(() =>
-      clear(
-        panel,
-        svc.approval_enabled ? null : h('p', { class: 'callout', text: t('conn.approvalOff') }),
-        h('div', { class: 'toolbar' }, button(t('common.refresh'), refresh, { testid: 'conn-refresh' })),
-        moving ? h('div', { class: 'hint polling', testid: 'polling', text: t('common.autoRefresh') }) : null,
-        table({
-          testid: 'conn-table',
-          caption: t('svc.tab.connections'),
-          rows,
-          columns: [
-            { key: 'id', label: t('conn.endpointId'), render: (c) => h('span', { class: 'mono', testid: 'conn-id', text: c.id }) },
-            { key: 'marker', label: t('ep.marker'), render: (c) => dash(c.marker_id) },
-            { key: 'status', label: t('common.status'), render: (c) => statusBadge(c.status) },
-            { key: 'owner', label: t('conn.owner'), render: (c) => h('span', { class: 'mono', text: dash(c.domain_id) }) },
-            { key: 'created', label: t('common.created'), render: (c) => fmtTime(c.created_at) },
-            {
-              key: 'op',
-              label: t('common.operation'),
-              render: (c) => [
-                button(t('conn.accept'), () => act(c, 'receive'), {
-                  testid: 'conn-accept',
-                  kind: 'link',
-                  disabled: !['pendingAcceptance', 'rejected'].includes(c.status),
-                  label: `${t('conn.accept')} ${c.id}`,
-                }),
-                button(t('conn.reject'), () => act(c, 'reject'), {
-                  testid: 'conn-reject',
-                  kind: 'link',
-                  disabled: !['pendingAcceptance', 'accepted'].includes(c.status),
-                  label: `${t('conn.reject')} ${c.id}`,
-                }),
-              ],
-            },
-          ],
-        }),
-        pager({
-          total: data.total_count || 0,
-          limit: state.limit,
-          offset: state.offset,
-          testid: 'conn-pager',
-          onChange: (offset, limit) => {
-            state.offset = offset;
-            state.limit = limit;
-            refresh();
-          },
-        }),
-      ),
-    );
-    if (moving) ctx.later('poll', refresh, 1000);
-  };
+  const view = listView(ctx, {
+    name: 'conn',
+    state: { offset: 0, limit: 10 },
+    caption: t('svc.tab.connections'),
+    intro: svc.approval_enabled ? null : h('p', { class: 'callout', testid: 'conn-approval-off', text: t('conn.approvalOff') }),
+    load: async (st) => {
+      const data = await api('GET', servicePath(svc.id, `/connections${qs({ limit: st.limit, offset: st.offset })}`));
+      return { rows: data.connections || [], total: data.total_count };
+    },
+    columns: () => [
+      { key: 'id', label: t('conn.endpointId'), render: (c) => h('span', { class: 'mono', testid: 'conn-id', text: c.id }) },
+      { key: 'marker', label: t('ep.marker'), render: (c) => dash(c.marker_id) },
+      { key: 'status', label: t('common.status'), render: (c) => statusBadge(c.status) },
+      { key: 'owner', label: t('conn.owner'), render: (c) => h('span', { class: 'mono', text: dash(c.domain_id) }) },
+      {
+        key: 'desc',
+        label: t('conn.note'),
+        class: 'wrap',
+        render: (c) =>
+          h(
+            'span',
+            { class: 'inline' },
+            h('span', { testid: 'conn-desc', text: dash(c.description) }),
+            button(t('common.edit'), () => editNote(c), { testid: 'conn-desc-edit', kind: 'link', label: `${t('conn.editNote')} ${c.id}` }),
+          ),
+      },
+      { key: 'created', label: t('common.created'), render: (c) => fmtTime(c.created_at) },
+      {
+        key: 'op',
+        label: t('common.operation'),
+        render: (c) => [
+          button(t('conn.accept'), () => act(c, 'receive'), {
+            testid: 'conn-accept',
+            kind: 'link',
+            disabled: !['pendingAcceptance', 'rejected'].includes(c.status),
+            label: `${t('conn.accept')} ${c.id}`,
+          }),
+          button(t('conn.reject'), () => act(c, 'reject'), {
+            testid: 'conn-reject',
+            kind: 'link',
+            disabled: !['pendingAcceptance', 'accepted'].includes(c.status),
+            label: `${t('conn.reject')} ${c.id}`,
+          }),
+        ],
+      },
+    ],
+  });
+  clear(panel, view.el);
+
   const act = async (c, action) => {
     if (action === 'reject' && !(await confirmDialog(t('conn.rejectConfirm', { id: c.id })))) return;
     try {
@@ -649,100 +603,104 @@ async function connectionsTab(ctx, panel, svc) {
     } catch (e) {
       showError(e);
     }
-    refresh();
+    view.refresh();
   };
-  await refresh();
+
+  /** The provider's note on one connection (update_endpoint_connections_desc). */
+  const editNote = async (c) => {
+    const input = h('input', { type: 'text', class: 'wide', value: c.description || '', testid: 'conn-desc-input', maxlength: 512, autocomplete: 'off' });
+    const done = await modal({
+      title: t('conn.editNote'),
+      testid: 'conn-desc-dialog',
+      body: [
+        field({ label: t('conn.endpointId'), control: h('output', { class: 'mono', text: c.id }) }),
+        field({ label: t('conn.note'), control: input, hint: t('conn.noteHint') }),
+      ],
+      ok: async () => {
+        await api('PUT', servicePath(svc.id, '/connections/description'), {
+          connections: [{ id: c.id, description: input.value.trim() }],
+        });
+      },
+    });
+    if (done) view.refresh();
+  };
+
+  await view.refresh();
 }
 
 async function permissionsTab(ctx, panel, svc) {
   const state = { offset: 0, limit: 10, selected: new Set() };
-  const refresh = async () => {
-    let data;
-    try {
-      data = await api('GET', servicePath(svc.id, `/permissions${qs({ limit: state.limit, offset: state.offset })}`));
-    } catch (e) {
-      if (ctx.alive()) showError(e);
-      return;
-    }
-    if (!ctx.alive()) return;
-    const rows = data.permissions || [];
-    if (!rows.length && state.offset > 0) {
-      state.offset = Math.max(0, state.offset - state.limit);
-      return refresh();
-    }
-    const ids = new Set(rows.map((r) => r.id));
-    for (const x of [...state.selected]) if (!ids.has(x)) state.selected.delete(x);
-    const delSel = button(t('perm.deleteSelected'), () => removeRows([...state.selected]), { testid: 'perm-delete-selected', disabled: state.selected.size === 0 });
-    const all = h('input', {
-      type: 'checkbox',
-      testid: 'perm-select-all',
-      'aria-label': t('perm.selectAll'),
-      checked: rows.length > 0 && state.selected.size === rows.length,
-      on: {
-        change: (e) => {
-          state.selected = e.target.checked ? new Set(rows.map((r) => r.id)) : new Set();
-          refresh();
-        },
-      },
-    });
-    keepFocus(() =>
-      clear(
-        panel,
-        h('p', { class: 'hint', text: t('perm.hint') }),
-        h('div', { class: 'toolbar' }, button(t('perm.add'), addDialog, { testid: 'perm-add', kind: 'primary' }), delSel),
-        table({
-          testid: 'perm-table',
-          caption: t('svc.tab.permissions'),
-          rows,
-          columns: [
-            {
-              key: 'sel',
-              label: all,
-              class: 'narrow',
-              render: (r) =>
-                h('input', {
-                  type: 'checkbox',
-                  testid: 'perm-select',
-                  checked: state.selected.has(r.id),
-                  'aria-label': t('perm.selectRow', { p: r.permission }),
-                  on: {
-                    change: (e) => {
-                      if (e.target.checked) state.selected.add(r.id);
-                      else state.selected.delete(r.id);
-                      delSel.disabled = state.selected.size === 0;
-                      all.checked = rows.length > 0 && state.selected.size === rows.length;
-                    },
-                  },
-                }),
+  let shown = [];
+  const syncSelection = () => {
+    delSel.disabled = state.selected.size === 0;
+    const all = panel.querySelector('[data-testid="perm-select-all"]');
+    if (all) all.checked = shown.length > 0 && state.selected.size === shown.length;
+  };
+  const delSel = button(t('perm.deleteSelected'), () => removeRows([...state.selected]), { testid: 'perm-delete-selected', disabled: true });
+  const view = listView(ctx, {
+    name: 'perm',
+    state,
+    refresh: false,
+    caption: t('svc.tab.permissions'),
+    intro: h('p', { class: 'hint', text: t('perm.hint') }),
+    tools: [button(t('perm.add'), () => addDialog(), { testid: 'perm-add', kind: 'primary' }), delSel],
+    load: async (st) => {
+      const data = await api('GET', servicePath(svc.id, `/permissions${qs({ limit: st.limit, offset: st.offset })}`));
+      return { rows: data.permissions || [], total: data.total_count };
+    },
+    onRows: (rows) => {
+      shown = rows;
+      const ids = new Set(rows.map((r) => r.id));
+      for (const x of [...state.selected]) if (!ids.has(x)) state.selected.delete(x);
+      delSel.disabled = state.selected.size === 0;
+    },
+    columns: (rows) => [
+      {
+        key: 'sel',
+        label: h('input', {
+          type: 'checkbox',
+          testid: 'perm-select-all',
+          'aria-label': t('perm.selectAll'),
+          checked: rows.length > 0 && state.selected.size === rows.length,
+          on: {
+            change: (e) => {
+              state.selected = e.target.checked ? new Set(rows.map((r) => r.id)) : new Set();
+              for (const box of panel.querySelectorAll('[data-testid="perm-select"]')) box.checked = e.target.checked;
+              syncSelection();
             },
-            {
-              key: 'perm',
-              label: t('perm.account'),
-              render: (r) => [h('code', { testid: 'perm-value', text: r.permission }), r.permission === '*' ? h('span', { class: 'tag-pill', text: t('perm.everyone') }) : null],
-            },
-            { key: 'desc', label: t('common.description'), render: (r) => dash(r.description) },
-            { key: 'created', label: t('common.created'), render: (r) => fmtTime(r.created_at) },
-            {
-              key: 'op',
-              label: t('common.operation'),
-              render: (r) => button(t('common.delete'), () => removeRows([r.id]), { testid: 'perm-delete', kind: 'link', label: `${t('common.delete')} ${r.permission}` }),
-            },
-          ],
-        }),
-        pager({
-          total: data.total_count || 0,
-          limit: state.limit,
-          offset: state.offset,
-          testid: 'perm-pager',
-          onChange: (offset, limit) => {
-            state.offset = offset;
-            state.limit = limit;
-            refresh();
           },
         }),
-      ),
-    );
-  };
+        class: 'narrow',
+        render: (r) =>
+          h('input', {
+            type: 'checkbox',
+            testid: 'perm-select',
+            checked: state.selected.has(r.id),
+            'aria-label': t('perm.selectRow', { p: r.permission }),
+            on: {
+              change: (e) => {
+                if (e.target.checked) state.selected.add(r.id);
+                else state.selected.delete(r.id);
+                syncSelection();
+              },
+            },
+          }),
+      },
+      {
+        key: 'perm',
+        label: t('perm.account'),
+        render: (r) => [h('code', { testid: 'perm-value', text: r.permission }), r.permission === '*' ? h('span', { class: 'tag-pill', text: t('perm.everyone') }) : null],
+      },
+      { key: 'desc', label: t('common.description'), render: (r) => dash(r.description) },
+      { key: 'created', label: t('common.created'), render: (r) => fmtTime(r.created_at) },
+      {
+        key: 'op',
+        label: t('common.operation'),
+        render: (r) => button(t('common.delete'), () => removeRows([r.id]), { testid: 'perm-delete', kind: 'link', label: `${t('common.delete')} ${r.permission}` }),
+      },
+    ],
+  });
+  clear(panel, view.el);
 
   const removeRows = async (ids) => {
     if (!ids.length) return;
@@ -753,7 +711,7 @@ async function permissionsTab(ctx, panel, svc) {
     } catch (e) {
       showError(e);
     }
-    refresh();
+    view.refresh();
   };
 
   const addDialog = async () => {
@@ -806,10 +764,36 @@ async function permissionsTab(ctx, panel, svc) {
         }
       },
     });
-    if (done) refresh();
+    if (done) view.refresh();
   };
 
-  await refresh();
+  await view.refresh();
+}
+
+/** Tags of the service (the same component as on the endpoint details). */
+function tagsTab(ctx, panel, svc, reload) {
+  const draw = () =>
+    clear(
+      panel,
+      tagsSection({
+        kind: 'endpoint_service',
+        id: svc.id,
+        tags: svc.tags || [],
+        busy: TRANSITIONAL.has(svc.status),
+        framed: false,
+        testid: 'svc-tags',
+        onChanged: async () => {
+          try {
+            svc = await reload();
+          } catch (e) {
+            if (ctx.alive()) showError(e);
+            return;
+          }
+          if (ctx.alive()) keepFocus(draw);
+        },
+      }),
+    );
+  draw();
 }
 
 function portsTab(panel, svc) {

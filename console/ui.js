@@ -1,6 +1,8 @@
 // Small DOM helpers shared by the pages: element builder, notices, dialogs, tables,
-// paging, status badges. Text always goes in as text nodes, never as HTML.
+// paging, status badges, and the shared components (paged lists, switches, tags).
+// Text always goes in as text nodes, never as HTML.
 
+import { api, p } from './api.js';
 import { t, statusLabel } from './i18n.js';
 
 /**
@@ -339,4 +341,218 @@ export function keepFocus(rebuild) {
 export function vpcLabel(vpcs, id) {
   const v = vpcs.find((x) => x.id === id);
   return v ? v.name || v.id : id || '-';
+}
+
+/** On/Off text of a boolean setting. */
+export const onOff = (v) => (v ? t('common.enabled') : t('common.disabled'));
+
+/**
+ * A switch (a checkbox with `role="switch"`) followed by its On/Off text. `onChange`
+ * gets the new value and the input. The wrapper's text is the On/Off text only.
+ */
+export function switchControl({ checked, testid, id = nextId('sw'), disabled = false, onChange }) {
+  const state = h('span', { class: 'switch-state', 'aria-hidden': 'true', text: onOff(checked) });
+  const input = h('input', {
+    type: 'checkbox',
+    role: 'switch',
+    id,
+    class: 'switch',
+    checked,
+    disabled,
+    testid,
+    'aria-checked': checked ? 'true' : 'false',
+    on: {
+      change: (e) => {
+        const v = e.target.checked;
+        e.target.setAttribute('aria-checked', v ? 'true' : 'false');
+        state.textContent = onOff(v);
+        if (onChange) onChange(v, e.target);
+      },
+    },
+  });
+  const row = h('span', { class: 'switch-row' }, input, state);
+  /** Sets the switch without running `onChange` (to put back the server's value). */
+  row.set = (v) => {
+    input.checked = v;
+    input.setAttribute('aria-checked', v ? 'true' : 'false');
+    state.textContent = onOff(v);
+  };
+  row.input = input;
+  return row;
+}
+
+// ---- paged lists ---------------------------------------------------------------------
+
+/**
+ * A paged table with an optional name filter, a Refresh button, a polling hint while a
+ * row is creating or deleting (refreshing every second), and the pager. Used by the
+ * endpoint and service lists and by the connection and whitelist tabs.
+ *
+ * - `name`: testid prefix: `{name}-list`, `-table`, `-pager`, `-filter`, `-search`, `-refresh`.
+ * - `state`: `{ offset, limit, filter? }`, kept by the caller across visits.
+ * - `load(state)` → `{ rows, total }` (rejects with an ApiError, which is shown).
+ * - `columns(rows)` → column definitions for `table()`.
+ * - `filter`: placeholder text of the name filter (no filter when absent).
+ * - `intro`: nodes above the toolbar; `tools`: buttons at the start of the toolbar.
+ * - `refresh`: show a Refresh button (default true); `onRows(rows)`: after each load.
+ *
+ * Returns `{ el, refresh }`; call `refresh()` once to load the first page.
+ */
+export function listView(ctx, { name, state, load, columns, caption, rowId, filter, intro, tools = [], refresh: refreshButton = true, onRows }) {
+  const body = h('div', { testid: `${name}-list`, 'aria-busy': 'true' }, t('app.loading'));
+  const polling = h('div', { class: 'hint polling', testid: 'polling', hidden: true, text: t('common.autoRefresh') });
+  let filterInput = null;
+  if (filter) {
+    filterInput = h('input', {
+      type: 'search',
+      value: state.filter || '',
+      placeholder: filter,
+      'aria-label': filter,
+      testid: `${name}-filter`,
+    });
+  }
+  const toolbar = h(
+    filter ? 'form' : 'div',
+    {
+      class: 'toolbar',
+      role: filter ? 'search' : null,
+      on: filter
+        ? {
+            submit: (e) => {
+              e.preventDefault();
+              state.filter = filterInput.value.trim();
+              state.offset = 0;
+              refresh();
+            },
+          }
+        : null,
+    },
+    tools,
+    filterInput,
+    filter ? h('button', { type: 'submit', class: 'btn', testid: `${name}-search`, text: t('common.search') }) : null,
+    refreshButton ? button(t('common.refresh'), () => refresh(), { testid: `${name}-refresh` }) : null,
+  );
+  const pollKey = `poll-${name}`;
+
+  async function refresh() {
+    ctx.cancel(pollKey);
+    let data;
+    try {
+      data = await load(state);
+    } catch (e) {
+      if (ctx.alive()) {
+        showError(e);
+        body.removeAttribute('aria-busy');
+      }
+      return;
+    }
+    if (!ctx.alive()) return;
+    const total = data.total || 0;
+    if (state.offset > 0 && state.offset >= total) {
+      // The last page emptied (deletions, or a filter): show the last page that has rows.
+      const last = total > 0 ? Math.floor((total - 1) / state.limit) * state.limit : 0;
+      if (last !== state.offset) {
+        state.offset = last;
+        return refresh();
+      }
+    }
+    const rows = data.rows || [];
+    if (onRows) onRows(rows);
+    keepFocus(() =>
+      clear(
+        body,
+        table({ testid: `${name}-table`, caption, rows, rowId, columns: columns(rows) }),
+        pager({
+          total,
+          limit: state.limit,
+          offset: state.offset,
+          testid: `${name}-pager`,
+          onChange: (offset, limit) => {
+            state.offset = offset;
+            state.limit = limit;
+            refresh();
+          },
+        }),
+      ),
+    );
+    body.removeAttribute('aria-busy');
+    const moving = rows.some((r) => TRANSITIONAL.has(r.status));
+    polling.hidden = !moving;
+    if (moving) ctx.later(pollKey, refresh, 1000);
+  }
+
+  return { el: h('div', { class: 'list-view' }, intro, toolbar, polling, body), refresh };
+}
+
+// ---- tags ----------------------------------------------------------------------------
+
+/**
+ * The tags of one endpoint or endpoint service: a table with Add, Edit and Delete.
+ * `kind` is the tag API's resource type (`endpoint` or `endpoint_service`); `tags` the
+ * resource's current tags; `onChanged()` reloads the resource and draws again.
+ * Testids: `tag-add`, `tag-table(-row)`, `tag-key`, `tag-value`, `tag-edit`,
+ * `tag-delete`, and in the dialog `tag-dialog`, `tag-key-input`, `tag-value-input`.
+ */
+export function tagsSection({ kind, id, tags, busy = false, onChanged, framed = true, testid = 'tags' }) {
+  const path = p(`/${kind}/${encodeURIComponent(id)}/tags/action`);
+  const titleId = nextId('tags');
+
+  async function edit(tag) {
+    const key = h('input', { type: 'text', value: tag ? tag.key : '', testid: 'tag-key-input', maxlength: 128, readonly: tag ? true : null, required: true });
+    const value = h('input', { type: 'text', value: tag ? tag.value : '', testid: 'tag-value-input', maxlength: 255 });
+    const done = await modal({
+      title: tag ? t('tag.edit') : t('tag.add'),
+      testid: 'tag-dialog',
+      body: [
+        field({ label: t('tag.key'), control: key, required: true, hint: tag ? null : t('tag.keyHint') }),
+        field({ label: t('tag.value'), control: value, hint: t('tag.valueHint') }),
+      ],
+      ok: async () => {
+        const k = key.value.trim();
+        if (!k) throw new Error(t('tag.keyRequired'));
+        await api('POST', path, { action: 'create', tags: [{ key: k, value: value.value.trim() }] });
+      },
+    });
+    if (done) await onChanged();
+  }
+
+  async function remove(tag) {
+    if (!(await confirmDialog(t('tag.deleteConfirm', { key: tag.key })))) return;
+    try {
+      await api('POST', path, { action: 'delete', tags: [{ key: tag.key }] });
+    } catch (e) {
+      showError(e);
+    }
+    await onChanged();
+  }
+
+  return h(
+    'section',
+    { class: framed ? 'card' : 'tags-section', 'aria-labelledby': titleId, testid },
+    h(
+      'div',
+      { class: 'card-head' },
+      h('h2', { id: titleId, text: t('tag.title') }),
+      button(t('tag.add'), () => edit(null), { testid: 'tag-add', kind: 'primary', disabled: busy || tags.length >= 20 }),
+    ),
+    table({
+      testid: 'tag-table',
+      caption: t('tag.title'),
+      rows: tags,
+      rowId: (x) => x.key,
+      columns: [
+        { key: 'key', label: t('tag.key'), render: (x) => h('span', { testid: 'tag-key', text: x.key }) },
+        { key: 'value', label: t('tag.value'), render: (x) => h('span', { testid: 'tag-value', text: x.value }) },
+        {
+          key: 'op',
+          label: t('common.operation'),
+          render: (x) => [
+            button(t('common.edit'), () => edit(x), { testid: 'tag-edit', kind: 'link', disabled: busy, label: `${t('common.edit')} ${x.key}` }),
+            button(t('common.delete'), () => remove(x), { testid: 'tag-delete', kind: 'link', disabled: busy, label: `${t('common.delete')} ${x.key}` }),
+          ],
+        },
+      ],
+    }),
+    h('p', { class: 'hint', text: t('tag.limits') }),
+  );
 }

@@ -1,5 +1,7 @@
 // Browser test of the vpcep web console: the user guide's cross-account scenario (chapters
-// 2.3, 3 and 4) clicked through in Debian's headless Chromium against a real server.
+// 2.3, 3 and 4) clicked through in Debian's headless Chromium against a real server, with
+// the service's tags and approval switch, connection notes and the endpoint's source
+// whitelist checked against what the API then returns.
 //
 //   cargo build -p vpcep && cd tests/browser && npm install
 //   VPCEP_BIN=/path/to/target/debug/vpcep node --test
@@ -95,6 +97,17 @@ async function call(token, method, path, body) {
   const text = await resp.text();
   assert.ok(resp.ok, `${method} ${path} → ${resp.status} ${text}`);
   return text ? JSON.parse(text) : null;
+}
+
+/** The API's answer (status and parsed body) without asserting success. */
+async function raw(token, method, path, body) {
+  const resp = await fetch(base + path, {
+    method,
+    headers: { 'X-Auth-Token': token, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await resp.text();
+  return { status: resp.status, body: text ? JSON.parse(text) : null };
 }
 
 async function tokenFor(acct) {
@@ -351,6 +364,51 @@ describe('vpcep web console', () => {
     );
   });
 
+  step('service tags: the shared tag component adds, edits and deletes; the API returns them', async () => {
+    const page = page1;
+    const svcPath = `/v1/${alice.project_id}/vpc-endpoint-services/${state.serviceId}`;
+    await page.locator(tid('tab-tags')).click();
+    await page.locator(`${tid('panel-tags')} ${tid('svc-tags')}`).waitFor();
+    const dlg = page.locator(tid('tag-dialog'));
+
+    // A key the server refuses: its error stays in the dialog.
+    await page.locator(tid('tag-add')).click();
+    await dlg.locator(tid('tag-key-input')).fill('a<b');
+    await dlg.locator(tid('tag-value-input')).fill('x');
+    await dlg.locator(tid('tag-dialog-ok')).click();
+    const err = dlg.locator(tid('tag-dialog-error'));
+    await err.waitFor({ state: 'visible' });
+    assert.match(await text(err), /EndPoint\.3068/);
+    await dlg.locator(tid('tag-dialog-cancel')).click();
+    await dlg.waitFor({ state: 'detached' });
+
+    for (const [k, v] of [['owner', 'alice'], ['tier', 'gold']]) {
+      await page.locator(tid('tag-add')).click();
+      await dlg.locator(tid('tag-key-input')).fill(k);
+      await dlg.locator(tid('tag-value-input')).fill(v);
+      await dlg.locator(tid('tag-dialog-ok')).click();
+      await dlg.waitFor({ state: 'detached' });
+      await page.locator(`${tid('tag-table-row')}[data-id="${k}"]`).waitFor();
+    }
+    const tier = page.locator(`${tid('tag-table-row')}[data-id="tier"]`);
+    await tier.locator(tid('tag-edit')).click();
+    assert.equal(await dlg.locator(tid('tag-key-input')).inputValue(), 'tier');
+    await dlg.locator(tid('tag-value-input')).fill('silver');
+    await dlg.locator(tid('tag-dialog-ok')).click();
+    await dlg.waitFor({ state: 'detached' });
+    await tier.locator(tid('tag-value')).filter({ hasText: 'silver' }).waitFor();
+    await assertLabelled(page);
+    await shot(page, '16-service-tags');
+    let svc = await call(alice.net.token, 'GET', svcPath);
+    assert.deepEqual(svc.tags.map((x) => [x.key, x.value]).sort(), [['owner', 'alice'], ['tier', 'silver']]);
+
+    await page.locator(`${tid('tag-table-row')}[data-id="owner"]`).locator(tid('tag-delete')).click();
+    await confirmYes(page, /owner/);
+    await page.locator(`${tid('tag-table-row')}[data-id="owner"]`).waitFor({ state: 'detached' });
+    svc = await call(alice.net.token, 'GET', svcPath);
+    assert.deepEqual(svc.tags, [{ key: 'tier', value: 'silver' }]);
+  });
+
   step('whitelist: a malformed entry is refused clearly, account 2 is added', async () => {
     const page = page1;
     await page.locator(tid('tab-permissions')).click();
@@ -414,6 +472,65 @@ describe('vpcep web console', () => {
     await shot(page, '07-quotas-en');
     await page.locator(tid('lang-toggle')).click();
     await page.locator(tid('page-title')).filter({ hasText: '配额' }).waitFor();
+  });
+
+  step('approval switch: off and on again in place, as the API then says; a refusal is shown and undone', async () => {
+    const page = page1;
+    const svcPath = `/v1/${alice.project_id}/vpc-endpoint-services/${state.serviceId}`;
+    await page.goto(`${base}/console/#/services/${state.serviceId}/basic`);
+    const sw = page.locator(tid('svc-approval-switch'));
+    const value = page.locator(tid('svc-approval-value'));
+    await sw.waitFor();
+    assert.equal(await sw.isChecked(), true);
+
+    await sw.click();
+    await page.locator(tid('success-banner')).filter({ hasText: '自动接受' }).waitFor();
+    assert.equal(await text(value), '关闭');
+    assert.equal(await sw.isChecked(), false);
+    assert.equal((await call(alice.net.token, 'GET', svcPath)).approval_enabled, false);
+    await shot(page, '17-service-approval-off');
+    // The list shows it too, without a reload.
+    await page.locator(tid('nav-services')).click();
+    const row = page.locator(`${tid('svc-table-row')}[data-id="${state.serviceId}"]`);
+    assert.equal(await text(row.locator('[data-col="approval"]')), '关闭');
+    await row.locator(tid('svc-link')).click();
+    await sw.waitFor();
+    assert.equal(await sw.isChecked(), false);
+    await sw.click();
+    // The switch moves at once; the notice comes when the server has saved it.
+    await page.locator(tid('success-banner')).filter({ hasText: '需要接受' }).waitFor();
+    assert.equal(await text(value), '开启');
+    assert.equal(await sw.isEnabled(), true);
+    assert.equal((await call(alice.net.token, 'GET', svcPath)).approval_enabled, true);
+
+    // A second service is deleted behind the page's back: the switch is refused by the
+    // server, its error shown, and the switch shows the server's value again.
+    const p = `/v1/${alice.project_id}`;
+    const other = await call(alice.net.token, 'POST', `${p}/vpc-endpoint-services`, {
+      vpc_id: alice.net.vpc.id,
+      port_id: alice.net.host.port_id,
+      server_type: 'VM',
+      service_name: 'spare',
+      ports: [{ client_port: 9090, server_port: 90, protocol: 'TCP' }],
+    });
+    await page.goto(`${base}/console/#/services/${other.id}/basic`);
+    await page.locator(`${tid('svc-status')} ${tid('status')}[data-status="available"]`).waitFor();
+    assert.equal(await sw.isChecked(), true);
+    const gone = await raw(alice.net.token, 'DELETE', `${p}/vpc-endpoint-services/${other.id}`);
+    assert.equal(gone.status, 204);
+    await sw.click();
+    const banner = page.locator(tid('error-banner'));
+    await banner.waitFor({ state: 'visible' });
+    assert.match(await text(banner), /EndPoint\.(3045|0005)/);
+    await page.waitForFunction((sel) => document.querySelector(sel)?.checked === true, tid('svc-approval-switch'));
+    assert.equal(await text(value), '开启');
+    await shot(page, '18-service-approval-refused');
+    // Wait until the spare service is really gone, so the quotas stay as the steps expect.
+    const deadline = Date.now() + WAIT;
+    while ((await raw(alice.net.token, 'GET', `${p}/vpc-endpoint-services/${other.id}`)).status !== 404) {
+      assert.ok(Date.now() < deadline, 'the spare service was not removed');
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
 
   step('account 2 creates an endpoint by name: verify, confirm, submit', async () => {
@@ -490,6 +607,33 @@ describe('vpcep web console', () => {
     await shot(page, '12-connections-accepted');
   });
 
+  step('connection note: a refused note shows the server error; a saved note is what the API returns', async () => {
+    const page = page1;
+    const row = page.locator(`${tid('conn-table-row')}[data-id="${state.endpointId}"]`);
+    assert.equal(await text(row.locator(tid('conn-desc'))), '-');
+    const dlg = page.locator(tid('conn-desc-dialog'));
+    await row.locator(tid('conn-desc-edit')).click();
+    await dlg.waitFor();
+    await dlg.locator(tid('conn-desc-input')).fill('<script>');
+    await dlg.locator(tid('conn-desc-dialog-ok')).click();
+    const err = dlg.locator(tid('conn-desc-dialog-error'));
+    await err.waitFor({ state: 'visible' });
+    assert.match(await text(err), /EndPoint\.0002.*</);
+    await dlg.locator(tid('conn-desc-input')).fill('customer bob, ticket 42');
+    await assertLabelled(page);
+    await dlg.locator(tid('conn-desc-dialog-ok')).click();
+    await dlg.waitFor({ state: 'detached' });
+    await row.locator(tid('conn-desc')).filter({ hasText: 'customer bob, ticket 42' }).waitFor();
+    const conns = await call(alice.net.token, 'GET', `/v1/${alice.project_id}/vpc-endpoint-services/${state.serviceId}/connections?id=${state.endpointId}`);
+    assert.equal(conns.connections[0].description, 'customer bob, ticket 42');
+    await shot(page, '19-connection-note');
+    // Editing again starts from the saved note.
+    await row.locator(tid('conn-desc-edit')).click();
+    assert.equal(await dlg.locator(tid('conn-desc-input')).inputValue(), 'customer bob, ticket 42');
+    await dlg.locator(tid('conn-desc-dialog-cancel')).click();
+    await dlg.waitFor({ state: 'detached' });
+  });
+
   step('account 2 sees it accepted, with node IP and private domain name; tags it', async () => {
     const page = page2;
     const row = page.locator(`${tid('ep-table-row')}[data-id="${state.endpointId}"]`);
@@ -529,6 +673,59 @@ describe('vpcep web console', () => {
     await page.locator(`${tid('tag-table-row')}[data-id="team"]`).waitFor({ state: 'detached' });
     assert.equal(await tags.count(), 1);
     await shot(page, '14-endpoint-detail');
+  });
+
+  step('account 2 edits the endpoint source whitelist; the server refuses a bad entry; the API returns the list', async () => {
+    const page = page2;
+    const epPath = `/v1/${bob.project_id}/vpc-endpoints/${state.endpointId}`;
+    const card = page.locator(tid('ep-whitelist'));
+    assert.equal(await text(card.locator(tid('wl-enabled'))), '关闭');
+    const dlg = page.locator(tid('wl-dialog'));
+    await card.locator(tid('wl-edit')).click();
+    await dlg.waitFor();
+    await dlg.locator(tid('wl-switch')).check();
+    const rows = dlg.locator(tid('wl-row'));
+    assert.equal(await rows.count(), 1);
+    await rows.nth(0).locator(tid('wl-entry-input')).fill('10.0.0.300');
+    assert.match(await text(rows.nth(0).locator(tid('wl-entry-error'))), /IPv4/);
+    await dlg.locator(tid('wl-dialog-ok')).click();
+    const err = dlg.locator(tid('wl-dialog-error'));
+    await err.waitFor({ state: 'visible' });
+    assert.match(await text(err), /EndPoint\.2044.*10\.0\.0\.300/);
+    await rows.nth(0).locator(tid('wl-entry-input')).fill('192.168.0.0/24');
+    assert.equal(await text(rows.nth(0).locator(tid('wl-entry-error'))), '');
+    await dlg.locator(tid('wl-entry-add')).click();
+    await rows.nth(1).locator(tid('wl-entry-input')).fill('10.1.2.3');
+    await dlg.locator(tid('wl-entry-add')).click();
+    await rows.nth(2).locator(tid('wl-entry-input')).fill('172.16.0.0/12');
+    assert.equal(await text(dlg.locator(tid('wl-count'))), '3 / 20');
+    await rows.nth(2).locator(tid('wl-entry-remove')).click();
+    assert.equal(await rows.count(), 2);
+    await assertLabelled(page);
+    await shot(page, '20-endpoint-whitelist-edit');
+    await dlg.locator(tid('wl-dialog-ok')).click();
+    await dlg.waitFor({ state: 'detached' });
+    await card.locator(tid('wl-enabled')).filter({ hasText: /^开启$/ }).waitFor();
+    assert.deepEqual(await card.locator(tid('wl-entry')).allTextContents(), ['192.168.0.0/24', '10.1.2.3']);
+    let ep = await call(bob.net.token, 'GET', epPath);
+    assert.equal(ep.enable_whitelist, true);
+    assert.deepEqual(ep.whitelist, ['192.168.0.0/24', '10.1.2.3']);
+    await shot(page, '21-endpoint-whitelist');
+
+    // Off again, and one entry fewer: the dialog starts from what the server has.
+    await card.locator(tid('wl-edit')).click();
+    await dlg.waitFor();
+    assert.equal(await dlg.locator(tid('wl-switch')).isChecked(), true);
+    assert.equal(await rows.count(), 2);
+    await dlg.locator(tid('wl-switch')).uncheck();
+    await rows.nth(0).locator(tid('wl-entry-remove')).click();
+    await dlg.locator(tid('wl-dialog-ok')).click();
+    await dlg.waitFor({ state: 'detached' });
+    await card.locator(tid('wl-enabled')).filter({ hasText: /^关闭$/ }).waitFor();
+    assert.deepEqual(await card.locator(tid('wl-entry')).allTextContents(), ['10.1.2.3']);
+    ep = await call(bob.net.token, 'GET', epPath);
+    assert.equal(ep.enable_whitelist, false);
+    assert.deepEqual(ep.whitelist, ['10.1.2.3']);
   });
 
   step('account 1 cannot delete the service while the endpoint is connected', async () => {
