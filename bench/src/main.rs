@@ -4,6 +4,7 @@
 //! Run: `cargo build --release -p vpcep -p vpcep-bench && target/release/vpcep-bench api`
 
 mod dataplane;
+mod dns;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -361,6 +362,18 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
         Some("dataplane") => dataplane::run(&bin, flag("--secs", 5)).await,
-        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N]"),
+        Some("dns") => {
+            let opts = dns::Opts {
+                secs: flag("--secs", 10),
+                endpoints: flag("--endpoints", 1000) as usize,
+                repeats: flag("--repeats", 3) as usize,
+                rate: flag("--rate", 20000),
+                unbound_threads: flag("--unbound-threads", 1),
+                loopback_base: flag("--loopback-base", 100) as u8,
+                port: flag("--port", 10053) as u16,
+            };
+            dns::run(&bin, opts).await
+        }
+        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
     }
 }

@@ -3,13 +3,25 @@
 //! scripts. Exit codes: 0 done, 2 bad usage, 3 the API refused (4xx), 4 the server failed
 //! (5xx), 5 the server could not be reached or the client is not configured.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::parse_port;
 use crate::client::ApiClient;
 use crate::output::{print_json, print_object, print_rows, Output};
+
+/// A mistake in the command line that clap cannot see (exit code 2, like clap's own).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 #[derive(Args, Clone, Copy)]
 pub struct Fmt {
@@ -128,8 +140,11 @@ pub enum EndpointCmd {
     /// Set the endpoint whitelist (source CIDRs) and switch it on or off.
     Whitelist {
         id: String,
-        #[arg(long = "allow")]
+        #[arg(long = "allow", conflicts_with = "clear")]
         allow: Vec<String>,
+        /// Empty the list (with the whitelist on, nothing may connect).
+        #[arg(long)]
+        clear: bool,
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
         #[arg(long)]
@@ -528,16 +543,23 @@ pub async fn endpoint(api: &ApiClient, fmt: Fmt, cmd: EndpointCmd) -> Result<()>
         EndpointCmd::Whitelist {
             id,
             allow,
+            clear,
             enable,
             disable,
         } => {
-            if allow.is_empty() && !enable && !disable {
-                bail!("give --allow CIDR (repeatable), --enable or --disable");
+            if allow.is_empty() && !clear && !enable && !disable {
+                return Err(UsageError(
+                    "give --allow CIDR (repeatable), --clear, --enable or --disable".into(),
+                )
+                .into());
             }
             let body = with(
                 json!({}),
                 &[
-                    ("whitelist", (!allow.is_empty()).then(|| json!(allow))),
+                    (
+                        "whitelist",
+                        (!allow.is_empty() || clear).then(|| json!(allow)),
+                    ),
                     (
                         "enable_whitelist",
                         (enable || disable).then_some(Value::Bool(enable)),
@@ -695,7 +717,7 @@ pub async fn tag(api: &ApiClient, fmt: Fmt, cmd: TagCmd) -> Result<()> {
                 .map(|t| {
                     t.split_once('=')
                         .map(|(k, v)| json!({"key": k, "value": v}))
-                        .ok_or_else(|| anyhow::anyhow!("{t:?}: use KEY=VALUE"))
+                        .ok_or_else(|| UsageError(format!("{t:?}: use KEY=VALUE")).into())
                 })
                 .collect::<Result<_>>()?;
             Shown::Done(

@@ -584,7 +584,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "vpcep", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "vpcep", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             Ok(())
         }
         Cmd::Admin { cmd } => match cmd {
@@ -677,6 +680,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// 3: the API refused the request (4xx); 4: the server failed (5xx); 5: anything else
 /// (unreachable server, missing configuration, local failures). clap exits 2 on bad usage.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<vpcep::cli::UsageError>().is_some() {
+        return 2;
+    }
     match e.downcast_ref::<vpcep::client::ApiFailure>() {
         Some(f) if f.status < 500 => 3,
         Some(_) => 4,
