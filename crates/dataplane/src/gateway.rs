@@ -61,6 +61,20 @@ pub(crate) struct Ctx {
     descriptors: Arc<Slots>,
     descriptor_budget: u64,
     stop: watch::Receiver<bool>,
+    /// Unconnected TCP sockets already made in the provider VPC and bound to the SNAT
+    /// address, so a new session does not wait for a trip to the namespace's thread.
+    spare: Mutex<Vec<Socket>>,
+}
+
+/// How many spare backend sockets one trip to a namespace makes (they count against
+/// the node's descriptor budget while they wait).
+const SPARE_BATCH: usize = 16;
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let n = self.spare.get_mut().map(|v| v.len()).unwrap_or(0);
+        self.descriptors.give(n as u64);
+    }
 }
 
 impl Ctx {
@@ -100,20 +114,64 @@ impl Ctx {
         self.descriptors.give(fds);
     }
 
-    /// A socket in the provider VPC, bound to the endpoint's SNAT address.
+    /// A socket in the provider VPC, bound to the endpoint's SNAT address (the port is
+    /// chosen at connect time, so spare sockets hold no port).
     fn backend_socket(&self, kind: Type, proto: SockProto) -> std::io::Result<Socket> {
         let source = self.source;
-        self.substrate.make_socket(
-            self.provider.as_ref(),
-            Box::new(move || {
-                let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
-                if let Some(src) = source {
-                    s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())?;
+        let make = move || -> std::io::Result<Socket> {
+            let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
+            if let Some(src) = source {
+                if kind == Type::STREAM {
+                    nix::sys::socket::setsockopt(
+                        &s,
+                        nix::sys::socket::sockopt::IpBindAddressNoPort,
+                        &true,
+                    )?;
                 }
-                s.set_nonblocking(true)?;
-                Ok(s)
-            }),
-        )
+                s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())?;
+            }
+            s.set_nonblocking(true)?;
+            Ok(s)
+        };
+        if kind != Type::STREAM {
+            return self
+                .substrate
+                .make_socket(self.provider.as_ref(), Box::new(make));
+        }
+        // The session's own descriptors were admitted already; a spare's were taken when
+        // it was made, so handing one over gives those back.
+        if let Some(s) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            self.descriptors.give(1);
+            return Ok(s);
+        }
+        let extra = (SPARE_BATCH - 1) as u64;
+        let n = if self.descriptors.try_take(extra, self.descriptor_budget) {
+            SPARE_BATCH
+        } else {
+            1
+        };
+        let mut batch = match self
+            .substrate
+            .make_sockets(self.provider.as_ref(), n, Arc::new(make))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                if n > 1 {
+                    self.descriptors.give(extra);
+                }
+                return Err(e);
+            }
+        };
+        let first = batch
+            .pop()
+            .ok_or_else(|| std::io::Error::other("no socket made"))?;
+        let unmade = (n - 1).saturating_sub(batch.len()) as u64;
+        self.descriptors.give(unmade);
+        self.spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut batch);
+        Ok(first)
     }
 }
 
@@ -198,6 +256,7 @@ impl Gateway {
             descriptors: self.descriptors.clone(),
             descriptor_budget: self.descriptor_budget,
             stop: stop_rx,
+            spare: Mutex::default(),
         });
         let mut tasks = Vec::new();
         for m in &spec.ports {

@@ -8,6 +8,7 @@ pub mod netns;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use socket2::Socket;
 use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
@@ -95,6 +96,21 @@ pub trait Substrate: Send + Sync + 'static {
     fn map_remote(&self, vpc: &VpcSpec, ip: Ipv4Addr) -> Ipv4Addr;
     /// Runs `make` inside the VPC's network (the node's own for `None`).
     fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket>;
+    /// Runs `make` `n` times inside the VPC's network, in one trip where a trip costs
+    /// something (netns: one hop to the namespace's thread for the whole batch).
+    fn make_sockets(
+        &self,
+        vpc: Option<&VpcSpec>,
+        n: usize,
+        make: Arc<dyn Fn() -> io::Result<Socket> + Send + Sync>,
+    ) -> io::Result<Vec<Socket>> {
+        (0..n)
+            .map(|_| {
+                let m = make.clone();
+                self.make_socket(vpc, Box::new(move || m()))
+            })
+            .collect()
+    }
     /// The namespace a host lives in, if the substrate has namespaces.
     fn host_netns(&self, port_id: &str) -> Option<String>;
     /// Where `ip` of VPC number `seq` is reachable from this machine's own namespace, if

@@ -17,6 +17,8 @@ use std::process::Command;
 use std::sync::{mpsc, Mutex};
 
 use ipnet::Ipv4Net;
+use std::sync::Arc;
+
 use nix::sched::{setns, CloneFlags};
 use socket2::Socket;
 use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
@@ -24,7 +26,8 @@ use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 use super::{KernelPath, Local, MakeSocket, Substrate};
 use crate::kernel::{self, Links, NsPlan};
 
-type Job = (MakeSocket, mpsc::Sender<io::Result<Socket>>);
+/// Work for a namespace's thread; it reports back on a channel of its own.
+type Job = Box<dyn FnOnce() + Send>;
 
 pub struct Netns {
     prefix: String,
@@ -175,8 +178,8 @@ impl Netns {
                 if !ok {
                     return;
                 }
-                while let Ok((make, reply)) = rx.recv() {
-                    let _ = reply.send(make());
+                while let Ok(job) = rx.recv() {
+                    job();
                 }
             })?;
         ready_rx
@@ -184,6 +187,23 @@ impl Netns {
             .map_err(|_| io::Error::other("namespace thread died"))??;
         workers.insert(ns.to_owned(), tx.clone());
         Ok(tx)
+    }
+
+    /// Runs `f` on the VPC namespace's thread and returns what it returned.
+    fn in_vpc<T: Send + 'static>(
+        &self,
+        vpc: &VpcSpec,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let worker = self.worker(&self.vpc_ns(&vpc.id))?;
+        let (tx, rx) = mpsc::channel();
+        worker
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| io::Error::other("namespace thread is gone"))?;
+        rx.recv()
+            .map_err(|_| io::Error::other("namespace thread is gone"))?
     }
 
     fn subnet<'a>(vpc: &'a VpcSpec, subnet_id: &str) -> io::Result<&'a vpcep_model::SubnetSpec> {
@@ -407,13 +427,19 @@ impl Substrate for Netns {
 
     fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket> {
         let Some(vpc) = vpc else { return make() };
-        let worker = self.worker(&self.vpc_ns(&vpc.id))?;
-        let (tx, rx) = mpsc::channel();
-        worker
-            .send((make, tx))
-            .map_err(|_| io::Error::other("namespace thread is gone"))?;
-        rx.recv()
-            .map_err(|_| io::Error::other("namespace thread is gone"))?
+        self.in_vpc(vpc, make)
+    }
+
+    fn make_sockets(
+        &self,
+        vpc: Option<&VpcSpec>,
+        n: usize,
+        make: Arc<dyn Fn() -> io::Result<Socket> + Send + Sync>,
+    ) -> io::Result<Vec<Socket>> {
+        let Some(vpc) = vpc else {
+            return (0..n).map(|_| make()).collect();
+        };
+        self.in_vpc(vpc, move || (0..n).map(|_| make()).collect())
     }
 
     fn host_netns(&self, port_id: &str) -> Option<String> {
