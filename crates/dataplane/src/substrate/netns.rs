@@ -155,6 +155,26 @@ impl Netns {
         Ok(())
     }
 
+    /// Makes namespace `ns` with an `eth0` whose peer is `link` in the VPC namespace `vns`.
+    fn joined_ns(ns: &str, vns: &str, link: &str) -> io::Result<()> {
+        Self::add_ns(ns)?;
+        let has_eth0 = Command::new("ip")
+            .args(["-n", ns, "link", "show", "eth0"])
+            .output()?
+            .status
+            .success();
+        if has_eth0 {
+            return Ok(());
+        }
+        ip(
+            &[
+                "link", "add", link, "netns", vns, "type", "veth", "peer", "name", "eth0", "netns",
+                ns,
+            ],
+            EXISTS,
+        )
+    }
+
     fn add_ns(name: &str) -> io::Result<()> {
         ip(&["netns", "add", name], EXISTS)?;
         ip(&["-n", name, "link", "set", "lo", "up"], &[])
@@ -266,22 +286,8 @@ impl Substrate for Netns {
     fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()> {
         let (vns, hns) = (self.vpc_ns(&vpc.id), self.host_ns(&host.port_id));
         let subnet = Self::subnet(vpc, &host.subnet_id)?;
-        Self::add_ns(&hns)?;
         let veth = format!("vh-{}", short(&host.port_id));
-        let has_eth0 = Command::new("ip")
-            .args(["-n", &hns, "link", "show", "eth0"])
-            .output()?
-            .status
-            .success();
-        if !has_eth0 {
-            ip(
-                &[
-                    "link", "add", &veth, "netns", &vns, "type", "veth", "peer", "name", "eth0",
-                    "netns", &hns,
-                ],
-                EXISTS,
-            )?;
-        }
+        Self::joined_ns(&hns, &vns, &veth)?;
         let br = format!("br-{}", short(&subnet.id));
         ip(
             &["-n", &vns, "link", "set", &veth, "master", &br, "up"],
@@ -321,22 +327,8 @@ impl Substrate for Netns {
 
     fn ensure_idc(&self, vpc: &VpcSpec, idc: &IdcSpec) -> io::Result<()> {
         let (vns, ins) = (self.vpc_ns(&vpc.id), self.idc_ns(&idc.id));
-        Self::add_ns(&ins)?;
         let link = format!("vd-{}", short(&idc.id));
-        let has_eth0 = Command::new("ip")
-            .args(["-n", &ins, "link", "show", "eth0"])
-            .output()?
-            .status
-            .success();
-        if !has_eth0 {
-            ip(
-                &[
-                    "link", "add", &link, "netns", &vns, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ins,
-                ],
-                EXISTS,
-            )?;
-        }
+        Self::joined_ns(&ins, &vns, &link)?;
         // The VPC end answers at a link-local hop; the data centre's range is on-link there.
         let hop = IDC_HOP.to_string();
         ip(

@@ -281,12 +281,7 @@ async fn endpoint_whitelist_and_connection_limit() {
     let mut b = [0u8; 5];
     first.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"still");
-    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("vpcep_gateway_refused_limit_total") && l.contains(id))
@@ -457,12 +452,7 @@ async fn private_names_on_loopback() {
         .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "gone")
         .await;
     resolves_to(resolver, &name, ("NXDomain", vec![])).await;
-    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("vpcep_dns_queries_total{result=\"answered\"}"),
         "{metrics}"

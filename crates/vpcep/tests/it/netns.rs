@@ -185,6 +185,32 @@ async fn host(c: &Client, vpc: &str, sub: &str, ip: &str, name: &str) -> Value {
         .clone()
 }
 
+/// The provider side of the scenarios: a VPC 192.168.0.0/16 with a web host at
+/// 192.168.0.10 published with approval (and the `fields` given), `consumer` on its
+/// whitelist. Returns the service id and the web host's namespace (up).
+async fn provider(alice: &Client, consumer: &Client, fields: Value) -> (String, String) {
+    let (pvpc, psub, _) = alice.network().await;
+    let web = host(alice, &pvpc, &psub, "192.168.0.10", "web").await;
+    let web_ns = web["netns"].as_str().unwrap().to_owned();
+    eventually(&web_ns, &["ip", "addr", "show", "eth0"]).await;
+    let mut body = json!({"vpc_id": pvpc, "port_id": web["port_id"], "server_type": "VM", "approval_enabled": true});
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let svc = alice
+        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(body))
+        .await;
+    let svc_id = svc["id"].as_str().unwrap().to_owned();
+    alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
+            "available",
+        )
+        .await;
+    alice.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", consumer.acct.domain_id)], "action": "add"}))).await;
+    (svc_id, web_ns)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_guide_scenarios_userspace_path() {
     scenarios(ForwardingMode::Userspace).await;
@@ -206,21 +232,8 @@ async fn scenarios(forwarding: ForwardingMode) {
     let carol = app.account("carol").await;
 
     // Provider: VPC 192.168.0.0/16 with a web host serving HTTP, PROXY-aware TCP and UDP.
-    let (pvpc, psub, _) = alice.network().await;
-    let web = host(&alice, &pvpc, &psub, "192.168.0.10", "web").await;
-    let web_ns = web["netns"].as_str().unwrap().to_owned();
-    let svc = alice
-        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": web["port_id"], "server_type": "VM", "approval_enabled": true, "tcp_proxy": "proxy_open",
-            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 8081, "server_port": 81, "protocol": "TCP"}, {"client_port": 5353, "server_port": 53, "protocol": "UDP"}]})))
-        .await;
-    let svc_id = svc["id"].as_str().unwrap().to_owned();
-    alice
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
-            "available",
-        )
-        .await;
-    alice.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", bob.acct.domain_id)], "action": "add"}))).await;
+    let (svc_id, web_ns) = provider(&alice, &bob, json!({"tcp_proxy": "proxy_open",
+        "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 8081, "server_port": 81, "protocol": "TCP"}, {"client_port": 5353, "server_port": 53, "protocol": "UDP"}]})).await;
 
     // Consumer: the same CIDR; its client host even has the same address as the backend.
     let (cvpc, csub, _) = bob.network().await;
@@ -290,12 +303,7 @@ async fn scenarios(forwarding: ForwardingMode) {
     } else {
         "userspace"
     };
-    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("vpcep_gateway_sessions_total") && l.contains(&ep_id))
@@ -692,23 +700,13 @@ async fn private_names_resolve_in_their_vpc_only() {
     };
     let alice = app.account("alice").await;
     let bob = app.account("bob").await;
-    let (pvpc, psub, _) = alice.network().await;
-    let web = host(&alice, &pvpc, &psub, "192.168.0.10", "web").await;
-    let web_ns = web["netns"].as_str().unwrap().to_owned();
-    eventually(&web_ns, &["ip", "addr", "show", "eth0"]).await;
+    let (svc_id, web_ns) = provider(
+        &alice,
+        &bob,
+        json!({"ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]}),
+    )
+    .await;
     guard.spawn_py(&web_ns, HTTP);
-    let svc = alice
-        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": web["port_id"], "server_type": "VM", "approval_enabled": true,
-            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]})))
-        .await;
-    let svc_id = svc["id"].as_str().unwrap().to_owned();
-    alice
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
-            "available",
-        )
-        .await;
-    alice.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", bob.acct.domain_id)], "action": "add"}))).await;
 
     let (cvpc, csub, _) = bob.network().await;
     let client = host(&bob, &cvpc, &csub, "192.168.0.10", "client").await;

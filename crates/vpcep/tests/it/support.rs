@@ -65,6 +65,16 @@ pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: C
 }
 
 impl TestApp {
+    /// The server's Prometheus text.
+    pub(crate) async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops the server and waits until it has let go of everything.
     pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
