@@ -30,6 +30,7 @@ pub(crate) struct Opts {
     pub repeats: usize,
     /// Offered load (queries/s) of the latency runs.
     pub rate: u64,
+    /// Unbound's `num-threads` (default: one per core, its faster setting here).
     pub unbound_threads: u64,
     /// `--loopback-base` of the server; Unbound listens on 127.BASE.0.2, which no VPC of
     /// that server uses (VPC number N ≥ 1 is 127.(BASE+N)).
@@ -228,7 +229,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
             "--endpoints",
             &(o.endpoints + 10).to_string(),
             "--endpoint-services",
-            "10",
+            &(o.endpoints + 10).to_string(),
         ],
     )?;
     let (port, base) = (o.port.to_string(), o.loopback_base.to_string());
@@ -273,17 +274,6 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
             Some(&json!({"port": {"network_id": sub}})),
         )
         .await?["port"]["id"]);
-    let svc = c
-        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": vpc_id, "port_id": backend, "server_type": "VM", "approval_enabled": false, "service_name": "dnsbench", "ports": [{"client_port": 80, "server_port": 80}]})))
-        .await?;
-    let sid = s(&svc["id"]);
-    wait_status(
-        &c,
-        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
-        "available",
-    )
-    .await?;
-
     // The resolver: 10.0.0.2 of VPC number N, i.e. 127.(BASE+N).0.2 on this substrate.
     let block = s(&vpc["loopback_block"]);
     let octets: Vec<&str> = block.split(['.', '/']).collect();
@@ -299,19 +289,37 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         );
     }
 
-    eprintln!("creating {} endpoints with private names …", o.endpoints);
+    // A VPC holds one private name per service, so every endpoint has its own service
+    // (the same backend on its own port, approval off).
+    eprintln!(
+        "creating {} services and endpoints with private names …",
+        o.endpoints
+    );
     let t = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let body =
-        json!({"endpoint_service_id": sid, "vpc_id": vpc_id, "subnet_id": sub, "enable_dns": true});
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (c, next, body, n) = (c.clone(), next.clone(), body.clone(), o.endpoints);
+        let (c, next, n) = (c.clone(), next.clone(), o.endpoints);
+        let (vpc_id, sub, backend) = (vpc_id.clone(), sub.clone(), backend.clone());
         tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
-                c.call("POST", "/v1/{p}/vpc-endpoints", Some(&body)).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let svc = c
+                    .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": vpc_id, "port_id": backend, "server_type": "VM", "approval_enabled": false, "service_name": format!("dnsbench{i:04}"), "ports": [{"client_port": 80, "server_port": 20000 + i}]})))
+                    .await?;
+                let sid = s(&svc["id"]);
+                wait_status(
+                    &c,
+                    &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
+                    "available",
+                )
+                .await?;
+                c.call("POST", "/v1/{p}/vpc-endpoints", Some(&json!({"endpoint_service_id": sid, "vpc_id": vpc_id, "subnet_id": sub, "enable_dns": true})))
+                    .await?;
             }
-            anyhow::Ok(())
         }));
     }
     for t in tasks {

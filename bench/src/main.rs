@@ -368,7 +368,10 @@ async fn main() -> Result<()> {
                 endpoints: flag("--endpoints", 1000) as usize,
                 repeats: flag("--repeats", 3) as usize,
                 rate: flag("--rate", 20000),
-                unbound_threads: flag("--unbound-threads", 1),
+                unbound_threads: flag(
+                    "--unbound-threads",
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+                ),
                 loopback_base: flag("--loopback-base", 100) as u8,
                 port: flag("--port", 10053) as u16,
             };
