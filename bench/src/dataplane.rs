@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
 
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for Procs {
     }
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(args)
@@ -42,7 +42,7 @@ fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
         .spawn()?)
 }
 
-fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
+pub(crate) fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
     let out = Command::new(bin)
         .args(args)
         .arg("--data-dir")
@@ -54,7 +54,12 @@ fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn serve(bin: &Path, dir: &Path, prefix: &str, forwarding: &str) -> Result<(Child, String)> {
+pub(crate) fn serve(
+    bin: &Path,
+    dir: &Path,
+    prefix: &str,
+    forwarding: &str,
+) -> Result<(Child, String)> {
     spawn_serve(
         bin,
         dir,
@@ -97,7 +102,7 @@ pub(crate) fn client(url: &str, acct: &Value) -> ApiClient {
     ApiClient::with_keys(url, &s("access_key"), &s("secret_key"), &s("project_id"))
 }
 
-async fn network(c: &ApiClient) -> Result<(String, String)> {
+pub(crate) async fn network(c: &ApiClient) -> Result<(String, String)> {
     let vpc = c
         .call(
             "POST",
@@ -119,7 +124,13 @@ async fn network(c: &ApiClient) -> Result<(String, String)> {
     ))
 }
 
-async fn host(c: &ApiClient, vpc: &str, sub: &str, ip: &str, name: &str) -> Result<Value> {
+pub(crate) async fn host(
+    c: &ApiClient,
+    vpc: &str,
+    sub: &str,
+    ip: &str,
+    name: &str,
+) -> Result<Value> {
     Ok(c.call(
         "POST",
         "/v1/{p}/hosts",
@@ -211,7 +222,7 @@ print("ready", flush=True)
 sys.stdin.read()
 "#;
 
-fn meminfo_kb(key: &str) -> u64 {
+pub(crate) fn meminfo_kb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -221,7 +232,7 @@ fn meminfo_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -266,40 +277,113 @@ fn idle(ns: &str, target: &str, n: u32, forwarder: Option<u32>) -> Result<(f64, 
     Ok((per(slab0, slab1), per(rss0, rss1)))
 }
 
+/// One measurement of one path; `None` where the path cannot take the test (iperf3 and
+/// the idle holder do not speak PROXY v2).
+#[derive(Default)]
 struct Row {
-    name: String,
-    one: f64,
-    eight: f64,
-    new_conn: Wrk,
-    keep: Wrk,
+    one: Option<f64>,
+    eight: Option<f64>,
+    new_conn: Option<Wrk>,
+    keep: Option<Wrk>,
     /// Per idle session: kernel slab growth, forwarder RSS growth (bytes).
-    idle: (f64, f64),
+    idle: Option<(f64, f64)>,
 }
 
 /// Idle sessions held per path (the userspace gateway needs two descriptors per session,
 /// and a process here may hold 20,000).
 const IDLE_SESSIONS: u32 = 5000;
 
-fn measure(
-    name: &str,
-    ns: &str,
-    addr: &str,
+/// A path under test: where the client runs and what it talks to.
+struct Path_ {
+    name: &'static str,
+    ns: String,
+    addr: String,
     http_port: u16,
-    secs: u64,
+    /// A plain TCP path (iperf3 and idle sessions work through it).
+    plain: bool,
     forwarder: Option<u32>,
-) -> Result<Row> {
-    eprintln!("measuring {name} …");
+}
+
+fn measure(p: &Path_, secs: u64) -> Result<Row> {
+    eprintln!("measuring {} …", p.name);
+    let url = format!("http://{}:{}/", p.addr, p.http_port);
     Ok(Row {
-        name: name.to_owned(),
-        one: iperf(ns, addr, secs, 1)?,
-        eight: iperf(ns, addr, secs, 8)?,
-        new_conn: wrk(ns, &format!("http://{addr}:{http_port}/"), secs, true)?,
-        keep: wrk(ns, &format!("http://{addr}:{http_port}/"), secs, false)?,
-        idle: idle(ns, addr, IDLE_SESSIONS, forwarder)?,
+        one: p
+            .plain
+            .then(|| iperf(&p.ns, &p.addr, secs, 1))
+            .transpose()?,
+        eight: p
+            .plain
+            .then(|| iperf(&p.ns, &p.addr, secs, 8))
+            .transpose()?,
+        new_conn: Some(wrk(&p.ns, &url, secs, true)?),
+        keep: Some(wrk(&p.ns, &url, secs, false)?),
+        idle: p
+            .plain
+            .then(|| idle(&p.ns, &p.addr, IDLE_SESSIONS, p.forwarder))
+            .transpose()?,
     })
 }
 
-pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The medians of every figure of a path over the repeats.
+struct Med {
+    name: &'static str,
+    one: Option<f64>,
+    eight: Option<f64>,
+    conn: Option<f64>,
+    conn_p50: Option<f64>,
+    conn_p99: Option<f64>,
+    keep: Option<f64>,
+    keep_p50: Option<f64>,
+    keep_p99: Option<f64>,
+    slab: Option<f64>,
+    rss: Option<f64>,
+}
+
+fn medians(name: &'static str, runs: &[Row]) -> Med {
+    let m = |f: &dyn Fn(&Row) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+    Med {
+        name,
+        one: m(&|r| r.one),
+        eight: m(&|r| r.eight),
+        conn: m(&|r| r.new_conn.as_ref().map(|w| w.rps)),
+        conn_p50: m(&|r| r.new_conn.as_ref().map(|w| w.p50_ms)),
+        conn_p99: m(&|r| r.new_conn.as_ref().map(|w| w.p99_ms)),
+        keep: m(&|r| r.keep.as_ref().map(|w| w.rps)),
+        keep_p50: m(&|r| r.keep.as_ref().map(|w| w.p50_ms)),
+        keep_p99: m(&|r| r.keep.as_ref().map(|w| w.p99_ms)),
+        slab: m(&|r| r.idle.map(|i| i.0)),
+        rss: m(&|r| r.idle.map(|i| i.1)),
+    }
+}
+
+fn cell(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     for tool in ["iperf3", "wrk", "nginx", "haproxy", "nft", "conntrack"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -326,7 +410,6 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
     let mut procs = Procs(Vec::new());
 
     let (server, url) = serve(bin, dir.path(), &prefix, "userspace")?;
-    let vpcep_pid = server.id();
     procs.0.push(server);
     let (pa, pb) = (client(&url, &a), client(&url, &b));
     let (pvpc, psub) = network(&pa).await?;
@@ -337,41 +420,59 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
     let cl = host(&pb, &cvpc, &csub, "10.1.0.20", "client").await?;
     let ns = |h: &Value| h["netns"].as_str().unwrap_or_default().to_owned();
     let (backend_ns, direct_ns, hap_ns, client_ns) = (ns(&backend), ns(&direct), ns(&hap), ns(&cl));
-    let svc = pa
-        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 20000,
-            "ports": [{"client_port": 5201, "server_port": 5201}, {"client_port": 80, "server_port": 80}]})))
-        .await?;
-    let sid = svc["id"].as_str().unwrap_or_default().to_owned();
-    wait_status(
-        &pa,
-        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
-        "available",
-    )
-    .await?;
-    let domain = b["domain_id"].as_str().unwrap_or_default();
-    pa.call(
-        "POST",
-        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}/permissions/action"),
-        Some(&json!({"permissions": [format!("iam:domain::{domain}")], "action": "add"})),
-    )
-    .await?;
-    let ep = pb
-        .call(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(&json!({"endpoint_service_id": sid, "vpc_id": cvpc, "subnet_id": csub})),
+    let domain = b["domain_id"].as_str().unwrap_or_default().to_owned();
+    // Two services of the same backend: plain (iperf3 5201, nginx 80) and with PROXY v2
+    // (nginx 81, `listen … proxy_protocol`), each with an endpoint of the consumer.
+    let mut nodes = Vec::new();
+    let mut eid = String::new();
+    for (proxy, ports) in [
+        (
+            "close",
+            json!([{"client_port": 5201, "server_port": 5201}, {"client_port": 80, "server_port": 80}]),
+        ),
+        (
+            "proxy_open",
+            json!([{"client_port": 81, "server_port": 81}]),
+        ),
+    ] {
+        let svc = pa
+            .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 20000, "tcp_proxy": proxy, "ports": ports})))
+            .await?;
+        let sid = svc["id"].as_str().unwrap_or_default().to_owned();
+        wait_status(
+            &pa,
+            &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
+            "available",
         )
         .await?;
-    let eid = ep["id"].as_str().unwrap_or_default().to_owned();
-    let ep = wait_status(&pb, &format!("/v1/{{p}}/vpc-endpoints/{eid}"), "accepted").await?;
-    let node = ep["ip"].as_str().unwrap_or_default().to_owned();
+        pa.call(
+            "POST",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{sid}/permissions/action"),
+            Some(&json!({"permissions": [format!("iam:domain::{domain}")], "action": "add"})),
+        )
+        .await?;
+        let ep = pb
+            .call(
+                "POST",
+                "/v1/{p}/vpc-endpoints",
+                Some(&json!({"endpoint_service_id": sid, "vpc_id": cvpc, "subnet_id": csub})),
+            )
+            .await?;
+        let id = ep["id"].as_str().unwrap_or_default().to_owned();
+        let ep = wait_status(&pb, &format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted").await?;
+        nodes.push(ep["ip"].as_str().unwrap_or_default().to_owned());
+        if proxy == "close" {
+            eid = id;
+        }
+    }
+    let (node, node_pp) = (nodes[0].clone(), nodes[1].clone());
 
     // Backends: iperf3 and nginx in the backend host; HAProxy in a host of the same VPC.
     let work = tempfile::tempdir()?;
     let nginx_conf = work.path().join("nginx.conf");
-    std::fs::write(&nginx_conf, format!("worker_processes 1; daemon off; pid {0}/nginx.pid; error_log stderr;\nevents {{ worker_connections 20000; }}\nhttp {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0}; fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n  server {{ listen 10.1.0.10:80 backlog=4096; keepalive_requests 1000000; location / {{ return 200 \"ok\\n\"; }} }} }}\n", work.path().display()))?;
+    std::fs::write(&nginx_conf, format!("worker_processes 1; daemon off; pid {0}/nginx.pid; error_log stderr;\nevents {{ worker_connections 20000; }}\nhttp {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0}; fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n  server {{ listen 10.1.0.10:80 backlog=4096; listen 10.1.0.10:81 backlog=4096 proxy_protocol; keepalive_requests 1000000; location / {{ return 200 \"ok\\n\"; }} }} }}\n", work.path().display()))?;
     let hap_conf = work.path().join("haproxy.cfg");
-    std::fs::write(&hap_conf, "global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten bulk\n  bind 10.1.0.30:5201\n  server b 10.1.0.10:5201\nlisten web\n  bind 10.1.0.30:80\n  server b 10.1.0.10:80\n")?;
+    std::fs::write(&hap_conf, "global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten bulk\n  bind 10.1.0.30:5201\n  server b 10.1.0.10:5201\nlisten web\n  bind 10.1.0.30:80\n  server b 10.1.0.10:80\nlisten web_pp\n  bind 10.1.0.30:81\n  server b 10.1.0.10:81 send-proxy-v2\n")?;
     procs
         .0
         .push(spawn_in(&backend_ns, &["iperf3", "-s", "-p", "5201"])?);
@@ -388,115 +489,156 @@ pub(crate) async fn run(bin: &Path, secs: u64) -> Result<()> {
     procs.0.push(haproxy);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    let mut rows = vec![measure(
+    const NAMES: [&str; 6] = [
         "direct (routed, no proxy)",
-        &direct_ns,
-        "10.1.0.10",
-        80,
-        secs,
-        None,
-    )?];
-    rows.push(measure(
         "vpcep userspace path",
-        &client_ns,
-        &node,
-        80,
-        secs,
-        Some(vpcep_pid),
-    )?);
-    rows.push(measure(
         "HAProxy 2.6 (mode tcp)",
-        &direct_ns,
-        "10.1.0.30",
-        80,
-        secs,
-        Some(hap_pid),
-    )?);
-    // The same endpoint on the kernel path: restart the control plane with
-    // --forwarding auto; the namespaces, hosts and programs stay.
-    let mut server = procs.0.remove(0);
-    let _ = server.kill();
-    let _ = server.wait();
-    let (server, url) = serve(bin, dir.path(), &prefix, "auto")?;
-    procs.0.push(server);
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
-        if metrics.contains(&format!("endpoint=\"{eid}\",path=\"kernel\"")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !metrics.contains(&format!("endpoint=\"{eid}\",path=\"kernel\"")) {
-        bail!("the endpoint did not take the kernel path (are nft and conntrack installed?)");
-    }
-    rows.push(measure(
         "vpcep kernel path",
-        &client_ns,
-        &node,
-        80,
-        secs,
-        None,
-    )?);
-
-    let (direct, hap) = (&rows[0], &rows[2]);
+        "vpcep userspace, proxy_open (PROXY v2)",
+        "HAProxy 2.6, send-proxy-v2",
+    ];
+    let mut runs: Vec<Vec<Row>> = (0..NAMES.len()).map(|_| Vec::new()).collect();
+    for round in 0..repeats {
+        eprintln!("round {}/{repeats}", round + 1);
+        // The userspace rows, then the same endpoint on the kernel path: the control
+        // plane restarts with --forwarding auto; namespaces, hosts and programs stay.
+        let mut server = procs.0.remove(0);
+        let _ = server.kill();
+        let _ = server.wait();
+        let (server, url) = serve(bin, dir.path(), &prefix, "userspace")?;
+        let vpcep_pid = server.id();
+        procs.0.insert(0, server);
+        wait_path(&url, &eid, "userspace").await?;
+        let paths = [
+            Path_ {
+                name: NAMES[0],
+                ns: direct_ns.clone(),
+                addr: "10.1.0.10".into(),
+                http_port: 80,
+                plain: true,
+                forwarder: None,
+            },
+            Path_ {
+                name: NAMES[1],
+                ns: client_ns.clone(),
+                addr: node.clone(),
+                http_port: 80,
+                plain: true,
+                forwarder: Some(vpcep_pid),
+            },
+            Path_ {
+                name: NAMES[2],
+                ns: direct_ns.clone(),
+                addr: "10.1.0.30".into(),
+                http_port: 80,
+                plain: true,
+                forwarder: Some(hap_pid),
+            },
+            Path_ {
+                name: NAMES[4],
+                ns: client_ns.clone(),
+                addr: node_pp.clone(),
+                http_port: 81,
+                plain: false,
+                forwarder: None,
+            },
+            Path_ {
+                name: NAMES[5],
+                ns: direct_ns.clone(),
+                addr: "10.1.0.30".into(),
+                http_port: 81,
+                plain: false,
+                forwarder: None,
+            },
+        ];
+        for p in &paths {
+            let i = NAMES.iter().position(|n| *n == p.name).unwrap_or(0);
+            runs[i].push(measure(p, secs)?);
+        }
+        let mut server = procs.0.remove(0);
+        let _ = server.kill();
+        let _ = server.wait();
+        let (server, url) = serve(bin, dir.path(), &prefix, "auto")?;
+        procs.0.insert(0, server);
+        wait_path(&url, &eid, "kernel").await?;
+        let kernel = Path_ {
+            name: NAMES[3],
+            ns: client_ns.clone(),
+            addr: node.clone(),
+            http_port: 80,
+            plain: true,
+            forwarder: None,
+        };
+        runs[3].push(measure(&kernel, secs)?);
+    }
+    let rows: Vec<Med> = NAMES
+        .iter()
+        .zip(&runs)
+        .map(|(n, r)| medians(n, r))
+        .collect();
+    let (direct, hap, hap_pp) = (&rows[0], &rows[2], &rows[5]);
+    println!("Medians of {repeats} rounds ({secs} s per measurement; wrk -t2 -c32; iperf3 -P1/-P8; {} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!();
     println!("| path | 1 stream Gbit/s | 8 streams Gbit/s | new conn/s | p50 ms | p99 ms | keep-alive req/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
-            r.one,
-            r.eight,
-            r.new_conn.rps,
-            r.new_conn.p50_ms,
-            r.new_conn.p99_ms,
-            r.keep.rps,
-            r.keep.p50_ms,
-            r.keep.p99_ms
+            cell(r.one, 2),
+            cell(r.eight, 2),
+            cell(r.conn, 0),
+            cell(r.conn_p50, 2),
+            cell(r.conn_p99, 2),
+            cell(r.keep, 0),
+            cell(r.keep_p50, 2),
+            cell(r.keep_p99, 2)
         );
     }
     println!();
     println!("| idle sessions ({IDLE_SESSIONS} held) | kernel slab bytes/session | over direct | forwarder RSS bytes/session |");
     println!("|---|---:|---:|---:|");
-    for r in &rows {
+    for r in rows.iter().filter(|r| r.slab.is_some()) {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {} | {} |",
             r.name,
-            r.idle.0,
-            r.idle.0 - direct.idle.0,
-            r.idle.1
+            cell(r.slab, 0),
+            cell(r.slab.zip(direct.slab).map(|(a, b)| a - b), 0),
+            cell(r.rss, 0)
         );
     }
     println!();
-    println!("| ratio | 1 stream | 8 streams | new conn/s | new-conn p99 (lower is better) |");
-    println!("|---|---:|---:|---:|---:|");
-    for r in &rows[1..] {
-        if r.name.starts_with("HAProxy") {
-            continue;
-        }
+    println!("| ratio (of medians) | 1 stream | 8 streams | new conn/s | new-conn p99 (lower is better) | keep-alive req/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (r, base, what) in [
+        (&rows[3], direct, "direct"),
+        (&rows[1], direct, "direct"),
+        (&rows[3], hap, "HAProxy"),
+        (&rows[1], hap, "HAProxy"),
+        (&rows[4], hap_pp, "HAProxy send-proxy-v2"),
+    ] {
         println!(
-            "| {} / direct | {:.2} | {:.2} | {:.2} | |",
+            "| {} / {what} | {} | {} | {} | {} | {} |",
             r.name,
-            r.one / direct.one,
-            r.eight / direct.eight,
-            r.new_conn.rps / direct.new_conn.rps
-        );
-        println!(
-            "| {} / HAProxy | {:.2} | {:.2} | {:.2} | {:.2} |",
-            r.name,
-            r.one / hap.one,
-            r.eight / hap.eight,
-            r.new_conn.rps / hap.new_conn.rps,
-            r.new_conn.p99_ms / hap.new_conn.p99_ms
+            ratio(r.one, base.one),
+            ratio(r.eight, base.eight),
+            ratio(r.conn, base.conn),
+            ratio(r.conn_p99, base.conn_p99),
+            ratio(r.keep, base.keep)
         );
     }
-    println!();
-    println!(
-        "{secs} s per measurement; wrk -t2 -c32; iperf3 -P1/-P8; {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
     Ok(())
+}
+
+/// Waits until the endpoint's metrics show it on `path` (`kernel` or `userspace`).
+async fn wait_path(url: &str, eid: &str, path: &str) -> Result<()> {
+    let want = format!("endpoint=\"{eid}\",path=\"{path}\"");
+    for _ in 0..100 {
+        let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+        if metrics.contains(&want) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the endpoint did not take the {path} path (are nft and conntrack installed?)")
 }

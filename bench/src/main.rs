@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod dns;
+mod sessions;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -361,7 +362,13 @@ async fn main() -> Result<()> {
     let bin = exe.with_file_name("vpcep");
     match args.first().map(String::as_str) {
         Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
-        Some("dataplane") => dataplane::run(&bin, flag("--secs", 5)).await,
+        Some("dataplane") => {
+            dataplane::run(&bin, flag("--secs", 5), flag("--repeats", 3) as usize).await
+        }
+        Some("sessions") => sessions::run(&bin, flag("--target", 1_000_000) as usize).await,
+        // Worker processes of `sessions`, started by it inside namespaces.
+        Some("hold") if args.len() == 3 => sessions::hold(&args[1], args[2].parse()?),
+        Some("sink") if args.len() == 3 => sessions::sink(&args[1], args[2].parse()?),
         Some("dns") => {
             let opts = dns::Opts {
                 secs: flag("--secs", 10),
@@ -377,6 +384,6 @@ async fn main() -> Result<()> {
             };
             dns::run(&bin, opts).await
         }
-        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
+        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] [--repeats N] | sessions [--target N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
     }
 }
