@@ -6,8 +6,8 @@
 //! A process here may hold 20,000 descriptors, so both sides are spread over worker
 //! processes (`vpcep-bench hold` / `vpcep-bench sink`, ≤ 19,000 sessions each). A
 //! consumer VPC's sessions leave it from one link address, so each (endpoint IP, port)
-//! carries at most ~64,000 of them: the run uses several endpoints with two ports each,
-//! and the per-endpoint limit is the API's maximum (100,000).
+//! carries at most ~64,000 of them: the run uses an endpoint per 50,000 sessions with ten
+//! ports each, and the per-endpoint limit is the API's maximum (100,000).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -27,8 +27,14 @@ use crate::dataplane::{
 
 /// Sessions per worker process (the descriptor limit is 20,000).
 const PER_WORKER: usize = 19_000;
-/// Ports of every endpoint (client port = server port).
-const PORTS: [u16; 2] = [20_000, 20_001];
+/// Ports of every endpoint (client port = server port). Many destinations keep the
+/// connect-side port search short: Linux looks for a source port that is free for the
+/// exact destination, which slows down as one destination fills its ~64,000 ports.
+const PORTS: [u16; 10] = [
+    20_000, 20_001, 20_002, 20_003, 20_004, 20_005, 20_006, 20_007, 20_008, 20_009,
+];
+/// Sessions per endpoint (the API allows 100,000).
+const PER_ENDPOINT: usize = 50_000;
 
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -167,7 +173,7 @@ fn conntrack_count(ns: &str) -> u64 {
 }
 
 pub(crate) async fn run(bin: &Path, target: usize) -> Result<()> {
-    let endpoints = target.div_ceil(80_000).max(1);
+    let endpoints = target.div_ceil(PER_ENDPOINT).max(1);
     let prefix = format!("bs{}", std::process::id() % 10000);
     let cleanup =
         vpcep_dataplane::Netns::new(&prefix).map_err(|e| anyhow::anyhow!("needs root: {e}"))?;

@@ -37,6 +37,23 @@ pub const COUNTERS: [&str; 5] = [
     "to_client",
 ];
 
+/// Limits up to this many sessions are counted in one list.
+const ONE_LIST: u32 = 4096;
+
+/// How many lists an endpoint's session limit is counted in. The kernel's `ct count`
+/// walks its list on every new session (at most once per tick), which at 100,000
+/// sessions costs more than the forwarding itself; above [`ONE_LIST`] the count is
+/// sharded by the client's source port into a power of two of lists of about 1,000, each
+/// allowed `limit / shards`. The total never exceeds the limit; with uneven source ports
+/// a session may be refused slightly before it.
+pub fn limit_shards(limit: u32) -> u32 {
+    if limit <= ONE_LIST {
+        1
+    } else {
+        (limit / 1024).next_power_of_two().min(128)
+    }
+}
+
 /// Whether an endpoint can take the kernel path: plain L4 forwarding to a tenant backend.
 pub fn eligible(e: &EndpointSpec) -> bool {
     e.tcp_proxy == TcpProxy::Close && e.provider_vpc.is_some()
@@ -131,10 +148,23 @@ pub fn plan(
                         "    {head} ip saddr != @wl_{m} counter name refused_whitelist_{m} drop"
                     );
                 }
+                // One set per endpoint, shared by the rules of all its ports, so the
+                // limit counts the endpoint's sessions, not each port's.
+                let (key_type, key) = match limit_shards(e.max_connections) {
+                    1 => ("ipv4_addr", "ip daddr".to_owned()),
+                    n => ("inet_service", format!("th sport & {}", n - 1)),
+                };
+                let _ = writeln!(
+                    sets,
+                    "  set cl_{m} {{ type {key_type}; size 65535; flags dynamic; }}"
+                );
+                let limit = format!(
+                    "add @cl_{m} {{ {key} ct count over {} }}",
+                    e.max_connections / limit_shards(e.max_connections)
+                );
                 let _ = writeln!(
                     admit,
-                    "    {head} ct count over {} counter name refused_limit_{m} drop",
-                    e.max_connections
+                    "    {head} {limit} counter name refused_limit_{m} drop"
                 );
                 let _ = writeln!(
                     admit,
@@ -308,7 +338,7 @@ mod tests {
             c.routes,
             vec![(Ipv4Addr::new(192, 168, 0, 4), "kc-pppppppp".to_string())]
         );
-        assert!(c.nft.contains("ip daddr 192.168.0.4 tcp dport 8080 ct state new ct count over 3000 counter name refused_limit_16777216 drop"));
+        assert!(c.nft.contains("ip daddr 192.168.0.4 tcp dport 8080 ct state new add @cl_16777216 { ip daddr ct count over 3000 } counter name refused_limit_16777216 drop"));
         assert!(c.nft.contains("ip saddr != @wl_16777216"));
         assert_eq!(c.nft.matches("set wl_16777216").count(), 1);
         assert!(c
@@ -338,6 +368,23 @@ mod tests {
         assert_eq!(a.matches("chain ep_snat").count(), 1);
         assert!(a.contains("snat to 100.64.0.1") && a.contains("snat to 198.19.128.2"));
         assert!(a.contains("chain ep_dnat") && a.contains("chain ep_admit"));
+    }
+
+    #[test]
+    fn large_limits_are_sharded() {
+        assert_eq!(limit_shards(3000), 1);
+        assert_eq!(limit_shards(4096), 1);
+        assert_eq!(limit_shards(5000), 4);
+        assert_eq!(limit_shards(100_000), 128);
+        let v: BTreeMap<String, VpcSpec> = [vpc("a", 1), vpc("b", 2)].into_iter().collect();
+        let mut e = ep("e1", "a", "b", 0x0100_0000, None);
+        e.max_connections = 100_000;
+        let (plans, _) = plan(&v, &[&e]);
+        let c = &plans["a"];
+        assert!(c
+            .nft
+            .contains("set cl_16777216 { type inet_service; size 65535; flags dynamic; }"));
+        assert!(c.nft.contains("add @cl_16777216 { th sport & 127 ct count over 781 } counter name refused_limit_16777216 drop"));
     }
 
     #[test]
