@@ -43,9 +43,9 @@ const ONE_LIST: u32 = 4096;
 /// How many lists an endpoint's session limit is counted in. The kernel's `ct count`
 /// walks its list on every new session (at most once per tick), which at 100,000
 /// sessions costs more than the forwarding itself; above [`ONE_LIST`] the count is
-/// sharded by the client's source port into a power of two of lists of about 1,000, each
-/// allowed `limit / shards`. The total never exceeds the limit; with uneven source ports
-/// a session may be refused slightly before it.
+/// sharded by a hash of the client's address and port into a power of two of lists of
+/// about 1,000, each allowed `limit / shards`. The total never exceeds the limit; near it,
+/// a session whose list is full is refused slightly before the total is reached.
 pub fn limit_shards(limit: u32) -> u32 {
     if limit <= ONE_LIST {
         1
@@ -152,7 +152,7 @@ pub fn plan(
                 // limit counts the endpoint's sessions, not each port's.
                 let (key_type, key) = match limit_shards(e.max_connections) {
                     1 => ("ipv4_addr", "ip daddr".to_owned()),
-                    n => ("inet_service", format!("th sport & {}", n - 1)),
+                    n => ("mark", format!("jhash ip saddr . th sport mod {n}")),
                 };
                 let _ = writeln!(
                     sets,
@@ -383,8 +383,8 @@ mod tests {
         let c = &plans["a"];
         assert!(c
             .nft
-            .contains("set cl_16777216 { type inet_service; size 65535; flags dynamic; }"));
-        assert!(c.nft.contains("add @cl_16777216 { th sport & 127 ct count over 781 } counter name refused_limit_16777216 drop"));
+            .contains("set cl_16777216 { type mark; size 65535; flags dynamic; }"));
+        assert!(c.nft.contains("add @cl_16777216 { jhash ip saddr . th sport mod 128 ct count over 781 } counter name refused_limit_16777216 drop"));
     }
 
     #[test]
