@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use vpcep_dataplane::gateway::proxy_v2;
 
-use crate::support::{spawn_app, spawn_with, Client};
+use crate::support::{spawn_app, spawn_with, test_config, Client};
 
 /// A backend host: TCP echo on :80, a PROXY-v2-reporting server on :81, UDP echo on :53.
 async fn backends(ip: Ipv4Addr) {
@@ -456,5 +456,65 @@ async fn private_names_on_loopback() {
     assert!(
         metrics.contains("vpcep_dns_queries_total{result=\"answered\"}"),
         "{metrics}"
+    );
+}
+
+/// Names vpcep does not own go to `--dns-upstream` (here a stand-in answering every A
+/// question with 203.0.113.7); names under `vpcep.*.internal` never leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_names_go_to_the_upstream() {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = upstream.recv_from(&mut buf).await {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let name = q.queries[0].name().clone();
+            log.lock().unwrap().push(name.to_string());
+            let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+            r.metadata.recursion_available = true;
+            r.add_query(q.queries[0].clone());
+            r.answers.push(Record::from_rdata(
+                name,
+                30,
+                RData::A(A::new(203, 0, 113, 7)),
+            ));
+            let _ = upstream.send_to(&r.to_vec().unwrap(), from).await;
+        }
+    });
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = test_config(&dir);
+    config.dns.upstream = Some(upstream_addr);
+    let app = spawn_with(dir, config).await;
+    let alice = app.account("alice").await;
+    let (vpc, _, _) = alice.network().await;
+    let resolver = local(&alice, &vpc, "192.168.0.2").await;
+    resolves_to(
+        resolver,
+        "www.example.com",
+        ("NoError", vec![Ipv4Addr::new(203, 0, 113, 7)]),
+    )
+    .await;
+    resolves_to(
+        resolver,
+        "nobody.service.vpcep.local-1.internal",
+        ("NXDomain", vec![]),
+    )
+    .await;
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|n| n.starts_with("www.example.com")),
+        "{asked:?}"
+    );
+    assert!(
+        !asked.iter().any(|n| n.contains("vpcep")),
+        "a name of the private zone left the node: {asked:?}"
     );
 }
