@@ -406,7 +406,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
 
     let targets = [
         Target {
-            name: "vpcep VPC resolver (hickory-server)",
+            name: "vpcep VPC resolver",
             addr: resolver,
             pid: vpcep_pid,
         },
