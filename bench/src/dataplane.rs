@@ -15,6 +15,13 @@ pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master stops its workers only when asked politely.
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(300));
         for c in &mut self.0 {
             let _ = c.kill();
             let _ = c.wait();
