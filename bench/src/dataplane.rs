@@ -147,6 +147,65 @@ pub(crate) async fn host(
         .clone())
 }
 
+/// Namespaces under a fresh prefix, all removed when the guard drops.
+pub(crate) struct Scratch(vpcep_dataplane::Netns);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.0.remove_all();
+    }
+}
+
+pub(crate) fn scratch_netns(kind: &str) -> Result<(String, Scratch)> {
+    let prefix = format!("{kind}{}", std::process::id() % 10000);
+    let netns =
+        vpcep_dataplane::Netns::new(&prefix).map_err(|e| anyhow::anyhow!("needs root: {e}"))?;
+    Ok((prefix, Scratch(netns)))
+}
+
+/// Creates a service from `body`, waits until it is available and whitelists the
+/// consumer's account: the service id.
+pub(crate) async fn publish(provider: &ApiClient, body: Value, consumer: &Value) -> Result<String> {
+    let svc = provider
+        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&body))
+        .await?;
+    let sid = svc["id"].as_str().unwrap_or_default().to_owned();
+    wait_status(
+        provider,
+        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
+        "available",
+    )
+    .await?;
+    let domain = consumer["domain_id"].as_str().unwrap_or_default();
+    provider
+        .call(
+            "POST",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{sid}/permissions/action"),
+            Some(&json!({"permissions": [format!("iam:domain::{domain}")], "action": "add"})),
+        )
+        .await?;
+    Ok(sid)
+}
+
+/// An endpoint of `sid` in the consumer's subnet, accepted: (id, node IP).
+pub(crate) async fn connect(
+    c: &ApiClient,
+    sid: &str,
+    vpc: &str,
+    sub: &str,
+) -> Result<(String, String)> {
+    let ep = c
+        .call(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(&json!({"endpoint_service_id": sid, "vpc_id": vpc, "subnet_id": sub})),
+        )
+        .await?;
+    let id = ep["id"].as_str().unwrap_or_default().to_owned();
+    let ep = wait_status(c, &format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted").await?;
+    Ok((id, ep["ip"].as_str().unwrap_or_default().to_owned()))
+}
+
 pub(crate) async fn wait_status(c: &ApiClient, path: &str, want: &str) -> Result<Value> {
     for _ in 0..200 {
         let v = c.call("GET", path, None).await?;
@@ -401,16 +460,7 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
             bail!("{tool} is missing (apt-get install iperf3 wrk nginx-light haproxy nftables conntrack)");
         }
     }
-    let prefix = format!("bn{}", std::process::id() % 10000);
-    let cleanup =
-        vpcep_dataplane::Netns::new(&prefix).map_err(|e| anyhow::anyhow!("needs root: {e}"))?;
-    struct Clean(vpcep_dataplane::Netns);
-    impl Drop for Clean {
-        fn drop(&mut self) {
-            let _ = self.0.remove_all();
-        }
-    }
-    let _clean = Clean(cleanup);
+    let (prefix, _clean) = scratch_netns("bn")?;
     let dir = tempfile::tempdir()?;
     let a = admin(bin, dir.path(), &["admin", "account", "create", "provider"])?;
     let b = admin(bin, dir.path(), &["admin", "account", "create", "consumer"])?;
@@ -427,7 +477,6 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     let cl = host(&pb, &cvpc, &csub, "10.1.0.20", "client").await?;
     let ns = |h: &Value| h["netns"].as_str().unwrap_or_default().to_owned();
     let (backend_ns, direct_ns, hap_ns, client_ns) = (ns(&backend), ns(&direct), ns(&hap), ns(&cl));
-    let domain = b["domain_id"].as_str().unwrap_or_default().to_owned();
     // Two services of the same backend: plain (iperf3 5201, nginx 80) and with PROXY v2
     // (nginx 81, `listen … proxy_protocol`), each with an endpoint of the consumer.
     let mut nodes = Vec::new();
@@ -442,32 +491,10 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
             json!([{"client_port": 81, "server_port": 81}]),
         ),
     ] {
-        let svc = pa
-            .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 20000, "tcp_proxy": proxy, "ports": ports})))
-            .await?;
-        let sid = svc["id"].as_str().unwrap_or_default().to_owned();
-        wait_status(
-            &pa,
-            &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
-            "available",
-        )
-        .await?;
-        pa.call(
-            "POST",
-            &format!("/v1/{{p}}/vpc-endpoint-services/{sid}/permissions/action"),
-            Some(&json!({"permissions": [format!("iam:domain::{domain}")], "action": "add"})),
-        )
-        .await?;
-        let ep = pb
-            .call(
-                "POST",
-                "/v1/{p}/vpc-endpoints",
-                Some(&json!({"endpoint_service_id": sid, "vpc_id": cvpc, "subnet_id": csub})),
-            )
-            .await?;
-        let id = ep["id"].as_str().unwrap_or_default().to_owned();
-        let ep = wait_status(&pb, &format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted").await?;
-        nodes.push(ep["ip"].as_str().unwrap_or_default().to_owned());
+        let body = json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 20000, "tcp_proxy": proxy, "ports": ports});
+        let sid = publish(&pa, body, &b).await?;
+        let (id, ip) = connect(&pb, &sid, &cvpc, &csub).await?;
+        nodes.push(ip);
         if proxy == "close" {
             eid = id;
         }

@@ -22,7 +22,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::dataplane::{
-    admin, client, host, in_ns, meminfo_kb, network, rss_kb, serve, wait_status, Procs,
+    admin, client, connect, host, in_ns, meminfo_kb, network, publish, rss_kb, scratch_netns,
+    serve, Procs,
 };
 
 /// Sessions per worker process (the descriptor limit is 20,000).
@@ -174,16 +175,7 @@ fn conntrack_count(ns: &str) -> u64 {
 
 pub(crate) async fn run(bin: &Path, target: usize) -> Result<()> {
     let endpoints = target.div_ceil(PER_ENDPOINT).max(1);
-    let prefix = format!("bs{}", std::process::id() % 10000);
-    let cleanup =
-        vpcep_dataplane::Netns::new(&prefix).map_err(|e| anyhow::anyhow!("needs root: {e}"))?;
-    struct Clean(vpcep_dataplane::Netns);
-    impl Drop for Clean {
-        fn drop(&mut self) {
-            let _ = self.0.remove_all();
-        }
-    }
-    let _clean = Clean(cleanup);
+    let (prefix, _clean) = scratch_netns("bs")?;
     // Room for every session twice over in conntrack (a table per VPC namespace, one
     // global limit), and a hash table to match.
     sysctl_in(None, "net.netfilter.nf_conntrack_max", "4194304")?;
@@ -207,35 +199,11 @@ pub(crate) async fn run(bin: &Path, target: usize) -> Result<()> {
         .iter()
         .map(|p| json!({"client_port": p, "server_port": p, "protocol": "TCP"}))
         .collect();
-    let svc = pa
-        .call("POST", "/v1/{p}/vpc-endpoint-services", Some(&json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 100_000, "ports": ports})))
-        .await?;
-    let sid = svc["id"].as_str().unwrap_or_default().to_owned();
-    wait_status(
-        &pa,
-        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}"),
-        "available",
-    )
-    .await?;
-    let domain = b["domain_id"].as_str().unwrap_or_default();
-    pa.call(
-        "POST",
-        &format!("/v1/{{p}}/vpc-endpoint-services/{sid}/permissions/action"),
-        Some(&json!({"permissions": [format!("iam:domain::{domain}")], "action": "add"})),
-    )
-    .await?;
+    let body = json!({"vpc_id": pvpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false, "connection_limit": 100_000, "ports": ports});
+    let sid = publish(&pa, body, &b).await?;
     let mut targets = Vec::new();
     for _ in 0..endpoints {
-        let ep = pb
-            .call(
-                "POST",
-                "/v1/{p}/vpc-endpoints",
-                Some(&json!({"endpoint_service_id": sid, "vpc_id": cvpc, "subnet_id": csub})),
-            )
-            .await?;
-        let eid = ep["id"].as_str().unwrap_or_default().to_owned();
-        let ep = wait_status(&pb, &format!("/v1/{{p}}/vpc-endpoints/{eid}"), "accepted").await?;
-        let ip = ep["ip"].as_str().unwrap_or_default().to_owned();
+        let (_, ip) = connect(&pb, &sid, &cvpc, &csub).await?;
         targets.extend(PORTS.iter().map(|p| format!("{ip}:{p}")));
     }
     // Wait for the kernel path of the last endpoint.
