@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
 
+pub(crate) use crate::admin;
+
 pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
@@ -47,18 +49,6 @@ fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
-}
-
-pub(crate) fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
-    let out = Command::new(bin)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()?;
-    if !out.status.success() {
-        bail!("vpcep {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 pub(crate) fn serve(

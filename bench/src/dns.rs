@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::dataplane::{client, spawn_serve, wait_status};
-use crate::{admin, Proc};
+use crate::{account_with_quota, Proc};
 
 pub(crate) struct Opts {
     /// Seconds per dnsperf run.
@@ -217,21 +217,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
     }
     let unbound = need("unbound")?;
     let dir = tempfile::tempdir()?;
-    let acct = admin(bin, dir.path(), &["admin", "account", "create", "bench"])?;
-    admin(
-        bin,
-        dir.path(),
-        &[
-            "admin",
-            "quota",
-            "set",
-            "bench",
-            "--endpoints",
-            &(o.endpoints + 10).to_string(),
-            "--endpoint-services",
-            &(o.endpoints + 10).to_string(),
-        ],
-    )?;
+    let acct = account_with_quota(bin, dir.path(), "bench", o.endpoints + 10)?;
     let (port, base) = (o.port.to_string(), o.loopback_base.to_string());
     let (child, url) = spawn_serve(
         bin,

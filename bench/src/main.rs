@@ -44,7 +44,7 @@ impl Client {
     }
 }
 
-fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
+pub(crate) fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
     let out = Command::new(bin)
         .args(args)
         .arg("--data-dir")
@@ -54,6 +54,32 @@ fn admin(bin: &Path, dir: &Path, args: &[&str]) -> Result<Value> {
         bail!("vpcep {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// An account with room for `quota` services and endpoints: its JSON (keys, project).
+pub(crate) fn account_with_quota(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    quota: usize,
+) -> Result<Value> {
+    let acct = admin(bin, dir, &["admin", "account", "create", name])?;
+    let n = quota.to_string();
+    admin(
+        bin,
+        dir,
+        &[
+            "admin",
+            "quota",
+            "set",
+            name,
+            "--endpoints",
+            &n,
+            "--endpoint-services",
+            &n,
+        ],
+    )?;
+    Ok(acct)
 }
 
 struct Stats {
@@ -126,21 +152,7 @@ where
 
 async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let acct = admin(&bin, dir.path(), &["admin", "account", "create", "bench"])?;
-    admin(
-        &bin,
-        dir.path(),
-        &[
-            "admin",
-            "quota",
-            "set",
-            "bench",
-            "--endpoints",
-            "100000",
-            "--endpoint-services",
-            "100",
-        ],
-    )?;
+    let acct = account_with_quota(&bin, dir.path(), "bench", 100_000)?;
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
