@@ -42,6 +42,9 @@ pub struct Node {
     outcomes: RwLock<HashMap<String, Outcome>>,
     /// The VPC resolvers and the cloud resolver, when the node serves DNS.
     dns: Option<Dns>,
+    /// The gateway-endpoint routes each VPC router holds now (set only on success, so
+    /// a VPC whose routes could not be set is tried again at the next apply).
+    routes: Mutex<HashMap<String, Vec<vpcep_model::RouteSpec>>>,
 }
 
 impl Node {
@@ -58,6 +61,7 @@ impl Node {
             started: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
             dns: None,
+            routes: Mutex::default(),
         }
     }
 
@@ -204,8 +208,7 @@ impl Node {
                 .collect();
             self.apply_kernel(&next, &eligible, &[], &failed_vpcs).await;
         }
-        self.apply_routes(&current, &next, first, &failed_vpcs)
-            .await;
+        self.apply_routes(&next, &failed_vpcs).await;
         if let Some(dns) = &self.dns {
             if first {
                 if let Err(e) = dns.start_cloud().await {
@@ -224,33 +227,36 @@ impl Node {
         *current = next;
     }
 
-    /// The gateway endpoints' routes of every VPC whose routes changed.
-    async fn apply_routes(
-        &self,
-        current: &Snapshot,
-        next: &Snapshot,
-        first: bool,
-        failed_vpcs: &HashMap<String, String>,
-    ) {
-        let routes_of = |s: &Snapshot, vpc: &str| -> Vec<vpcep_model::RouteSpec> {
-            s.endpoints
+    /// Makes every VPC router hold its gateway endpoints' routes where they differ from
+    /// what it holds (after a start nothing is known to be held, so all are written,
+    /// whatever an earlier run left).
+    async fn apply_routes(&self, next: &Snapshot, failed_vpcs: &HashMap<String, String>) {
+        let mut held = self.routes.lock().await;
+        held.retain(|id, _| next.vpcs.iter().any(|v| v.id == *id));
+        for vpc in next
+            .vpcs
+            .iter()
+            .filter(|v| !failed_vpcs.contains_key(&v.id))
+        {
+            let want: Vec<vpcep_model::RouteSpec> = next
+                .endpoints
                 .iter()
-                .filter(|e| e.consumer_vpc == vpc)
+                .filter(|e| e.consumer_vpc == vpc.id)
                 .filter_map(|e| e.route.clone())
-                .collect()
-        };
-        for vpc in &next.vpcs {
-            let want = routes_of(next, &vpc.id);
-            let had = routes_of(current, &vpc.id);
-            let new_vpc = !current.vpcs.iter().any(|v| v.id == vpc.id);
-            if failed_vpcs.contains_key(&vpc.id) || (want == had && !first && !new_vpc) {
+                .collect();
+            if held.get(&vpc.id) == Some(&want) {
                 continue;
             }
-            let (sub, v) = (self.substrate.clone(), vpc.clone());
-            log(
-                blocking(move || sub.set_routes(&v, &want)).await,
-                "gateway endpoint routes",
-            );
+            let (sub, v, routes) = (self.substrate.clone(), vpc.clone(), want.clone());
+            match blocking(move || sub.set_routes(&v, &routes)).await {
+                Ok(()) => {
+                    held.insert(vpc.id.clone(), want);
+                }
+                Err(e) => {
+                    held.remove(&vpc.id);
+                    tracing::warn!(vpc = %vpc.id, error = %e, "gateway endpoint routes failed");
+                }
+            }
         }
     }
 
