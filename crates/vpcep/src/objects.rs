@@ -68,7 +68,7 @@ async fn list(State(dir): State<PathBuf>, UrlPath(bucket): UrlPath<String>) -> R
         };
         while let Ok(Some(e)) = rd.next_entry().await {
             let p = e.path();
-            if p.is_dir() {
+            if e.file_type().await.is_ok_and(|t| t.is_dir()) {
                 stack.push(p);
             } else if let Ok(rel) = p.strip_prefix(&root) {
                 keys.push(rel.to_string_lossy().into_owned());
