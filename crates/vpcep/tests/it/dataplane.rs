@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use vpcep_dataplane::gateway::proxy_v2;
 
-use crate::support::{spawn_app, spawn_with, test_config, Client};
+use crate::support::{spawn_app, spawn_with, test_config, Client, TestApp};
 
 /// A backend host: TCP echo on :80, a PROXY-v2-reporting server on :81, UDP echo on :53.
 async fn backends(ip: Ipv4Addr) {
@@ -86,14 +86,10 @@ struct Setup {
     node: Ipv4Addr,
 }
 
-/// Provider with a backend host and a service (no approval, whitelisted consumer),
+/// Provider (alice) with a backend host and a service (no approval, whitelisted consumer bob),
 /// consumer with an accepted endpoint: the user guide's 2.3 without the approval step.
-async fn setup(
-    provider: Client,
-    consumer: Client,
-    tcp_proxy: &str,
-    endpoint_extra: Value,
-) -> Setup {
+async fn setup(app: &TestApp, tcp_proxy: &str, endpoint_extra: Value) -> Setup {
+    let (provider, consumer) = (app.account("alice").await, app.account("bob").await);
     let (pvpc, psub, _) = provider.network().await;
     let host = provider
         .ok(
@@ -141,13 +137,7 @@ async fn setup(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_udp_cross_the_gateway_and_stop_on_delete() {
     let app = spawn_app().await;
-    let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
-        "close",
-        json!({}),
-    )
-    .await;
+    let s = setup(&app, "close", json!({})).await;
     // Both VPCs use 192.168.0.0/16; the endpoint still reaches the provider's backend.
     assert_eq!(
         echo((s.node, 8080).into(), b"hello through vpcep")
@@ -198,13 +188,7 @@ async fn tcp_and_udp_cross_the_gateway_and_stop_on_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_v2_carries_client_and_marker() {
     let app = spawn_app().await;
-    let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
-        "proxy_open",
-        json!({}),
-    )
-    .await;
+    let s = setup(&app, "proxy_open", json!({})).await;
     let mut c = TcpStream::connect((s.node, 8081)).await.unwrap();
     let local = c.local_addr().unwrap();
     let mut line = String::new();
@@ -225,8 +209,7 @@ async fn proxy_v2_carries_client_and_marker() {
 async fn endpoint_whitelist_and_connection_limit() {
     let app = spawn_app().await;
     let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
+        &app,
         "close",
         json!({"enable_whitelist": true, "whitelist": ["10.0.0.0/8"]}),
     )
@@ -293,13 +276,7 @@ async fn endpoint_whitelist_and_connection_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_brings_every_listener_back() {
     let app = spawn_app().await;
-    let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
-        "close",
-        json!({}),
-    )
-    .await;
+    let s = setup(&app, "close", json!({})).await;
     assert!(echo((s.node, 8080).into(), b"before").await.is_ok());
     let (dir, config) = (app.dir.clone(), app.config.clone());
     app.stop().await;
@@ -346,13 +323,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
         },
         rx,
     ));
-    let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
-        "close",
-        json!({}),
-    )
-    .await;
+    let s = setup(&app, "close", json!({})).await;
     assert_eq!(
         echo((s.node, 8080).into(), b"via a gateway node")
             .await
@@ -417,13 +388,7 @@ async fn resolves_to(server: Ipv4Addr, name: &str, want: (&str, Vec<Ipv4Addr>)) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_names_on_loopback() {
     let app = spawn_app().await;
-    let s = setup(
-        app.account("alice").await,
-        app.account("bob").await,
-        "close",
-        json!({"enable_dns": true}),
-    )
-    .await;
+    let s = setup(&app, "close", json!({"enable_dns": true})).await;
     let id = s.endpoint["id"].as_str().unwrap();
     let name = s.endpoint["dns_names"][0].as_str().unwrap().to_owned();
     assert_eq!(name, format!("{id}.service.vpcep.local-1.internal"));

@@ -211,6 +211,42 @@ async fn provider(alice: &Client, consumer: &Client, fields: Value) -> (String, 
     (svc_id, web_ns)
 }
 
+/// The consumer asks for an endpoint of a service with approval (`extra` fields added):
+/// its id, once it waits for acceptance.
+async fn request_endpoint(
+    bob: &Client,
+    svc_id: &str,
+    vpc: &str,
+    sub: &str,
+    extra: Value,
+) -> String {
+    let mut body = json!({"endpoint_service_id": svc_id, "vpc_id": vpc, "subnet_id": sub});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let ep = bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    bob.wait(
+        &format!("/v1/{{p}}/vpc-endpoints/{ep_id}"),
+        "pendingAcceptance",
+    )
+    .await;
+    ep_id
+}
+
+/// The provider accepts the connection; the endpoint once accepted.
+async fn accept(alice: &Client, bob: &Client, svc_id: &str, ep_id: &str) -> Value {
+    alice
+        .ok(
+            "POST",
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/connections/action"),
+            Some(json!({"action": "receive", "endpoints": [ep_id]})),
+        )
+        .await;
+    bob.wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_guide_scenarios_userspace_path() {
     scenarios(ForwardingMode::Userspace).await;
@@ -239,29 +275,8 @@ async fn scenarios(forwarding: ForwardingMode) {
     let (cvpc, csub, _) = bob.network().await;
     let client = host(&bob, &cvpc, &csub, "192.168.0.10", "client").await;
     let client_ns = client["netns"].as_str().unwrap().to_owned();
-    let ep = bob
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub})),
-        )
-        .await;
-    let ep_id = ep["id"].as_str().unwrap().to_owned();
-    bob.wait(
-        &format!("/v1/{{p}}/vpc-endpoints/{ep_id}"),
-        "pendingAcceptance",
-    )
-    .await;
-    alice
-        .ok(
-            "POST",
-            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/connections/action"),
-            Some(json!({"action": "receive", "endpoints": [ep_id]})),
-        )
-        .await;
-    let ep = bob
-        .wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
-        .await;
+    let ep_id = request_endpoint(&bob, &svc_id, &cvpc, &csub, json!({})).await;
+    let ep = accept(&alice, &bob, &svc_id, &ep_id).await;
     let node = ep["ip"].as_str().unwrap().to_owned();
 
     // With proxy_open, the HTTP backend would see the PROXY header first; use a second,
@@ -711,32 +726,11 @@ async fn private_names_resolve_in_their_vpc_only() {
     let (cvpc, csub, _) = bob.network().await;
     let client = host(&bob, &cvpc, &csub, "192.168.0.10", "client").await;
     let client_ns = client["netns"].as_str().unwrap().to_owned();
-    let ep = bob
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "enable_dns": true})),
-        )
-        .await;
-    let ep_id = ep["id"].as_str().unwrap().to_owned();
-    bob.wait(
-        &format!("/v1/{{p}}/vpc-endpoints/{ep_id}"),
-        "pendingAcceptance",
-    )
-    .await;
+    let ep_id = request_endpoint(&bob, &svc_id, &cvpc, &csub, json!({"enable_dns": true})).await;
     let name = format!("{ep_id}.service.vpcep.local-1.internal");
     // Not yet accepted, not yet working: no name.
     dig_until(&client_ns, "192.168.0.2", &name, "NXDOMAIN").await;
-    alice
-        .ok(
-            "POST",
-            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}/connections/action"),
-            Some(json!({"action": "receive", "endpoints": [ep_id]})),
-        )
-        .await;
-    let ep = bob
-        .wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
-        .await;
+    let ep = accept(&alice, &bob, &svc_id, &ep_id).await;
     let node = ep["ip"].as_str().unwrap().to_owned();
     assert_eq!(ep["dns_names"][0], name.as_str());
     dig_until(&client_ns, "192.168.0.2", &name, &node).await;
