@@ -354,6 +354,20 @@ fn show(fmt: Fmt, s: Shown) {
     }
 }
 
+/// `GET path?params`, shown as the list under `key` in the columns `cols`.
+async fn get_list(
+    api: &ApiClient,
+    path: &str,
+    params: &[(&str, Option<String>)],
+    key: &'static str,
+    cols: &'static [(&'static str, &'static str)],
+) -> Result<Shown> {
+    let v = api
+        .call("GET", &format!("{path}{}", query(params)), None)
+        .await?;
+    Ok(Shown::List(v, key, cols))
+}
+
 fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
@@ -411,17 +425,13 @@ pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
             limit,
             offset,
         } => {
-            let q = query(&[
+            let params = [
                 ("endpoint_service_name", name),
                 ("status", status),
                 ("limit", Some(limit.to_string())),
                 ("offset", Some(offset.to_string())),
-            ]);
-            Shown::List(
-                api.call("GET", &format!("{SVC}{q}"), None).await?,
-                "endpoint_services",
-                SERVICE_COLS,
-            )
+            ];
+            get_list(api, SVC, &params, "endpoint_services", SERVICE_COLS).await?
         }
         ServiceCmd::Show { id } => Shown::One(api.call("GET", &format!("{SVC}/{id}"), None).await?),
         ServiceCmd::Create {
@@ -479,12 +489,11 @@ pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
             let q = query(&[("endpoint_service_name", name), ("id", id)]);
             Shown::One(api.call("GET", &format!("{SVC}/describe{q}"), None).await?)
         }
-        ServiceCmd::Public => Shown::List(
-            api.call("GET", &format!("{SVC}/public?limit=1000"), None)
-                .await?,
-            "endpoint_services",
-            PUBLIC_COLS,
-        ),
+        ServiceCmd::Public => {
+            let params = [("limit", Some("1000".into()))];
+            let path = format!("{SVC}/public");
+            get_list(api, &path, &params, "endpoint_services", PUBLIC_COLS).await?
+        }
     };
     show(fmt, shown);
     Ok(())
@@ -498,17 +507,13 @@ pub async fn endpoint(api: &ApiClient, fmt: Fmt, cmd: EndpointCmd) -> Result<()>
             limit,
             offset,
         } => {
-            let q = query(&[
+            let params = [
                 ("endpoint_service_name", service_name),
                 ("vpc_id", vpc),
                 ("limit", Some(limit.to_string())),
                 ("offset", Some(offset.to_string())),
-            ]);
-            Shown::List(
-                api.call("GET", &format!("{EP}{q}"), None).await?,
-                "endpoints",
-                ENDPOINT_COLS,
-            )
+            ];
+            get_list(api, EP, &params, "endpoints", ENDPOINT_COLS).await?
         }
         EndpointCmd::Show { id } => Shown::One(api.call("GET", &format!("{EP}/{id}"), None).await?),
         EndpointCmd::Create {
@@ -593,13 +598,9 @@ pub async fn connection(api: &ApiClient, fmt: Fmt, cmd: ConnectionCmd) -> Result
     };
     let shown = match cmd {
         ConnectionCmd::List { service, status } => {
-            let q = query(&[("status", status), ("limit", Some("1000".into()))]);
-            Shown::List(
-                api.call("GET", &format!("{SVC}/{service}/connections{q}"), None)
-                    .await?,
-                "connections",
-                CONNECTION_COLS,
-            )
+            let params = [("status", status), ("limit", Some("1000".into()))];
+            let path = format!("{SVC}/{service}/connections");
+            get_list(api, &path, &params, "connections", CONNECTION_COLS).await?
         }
         ConnectionCmd::Accept {
             service,
@@ -647,16 +648,11 @@ pub async fn connection(api: &ApiClient, fmt: Fmt, cmd: ConnectionCmd) -> Result
 
 pub async fn permission(api: &ApiClient, fmt: Fmt, cmd: PermissionCmd) -> Result<()> {
     let shown = match cmd {
-        PermissionCmd::List { service } => Shown::List(
-            api.call(
-                "GET",
-                &format!("{SVC}/{service}/permissions?limit=500"),
-                None,
-            )
-            .await?,
-            "permissions",
-            PERMISSION_COLS,
-        ),
+        PermissionCmd::List { service } => {
+            let params = [("limit", Some("500".into()))];
+            let path = format!("{SVC}/{service}/permissions");
+            get_list(api, &path, &params, "permissions", PERMISSION_COLS).await?
+        }
         PermissionCmd::Add {
             service,
             entries,
@@ -740,12 +736,17 @@ pub async fn tag(api: &ApiClient, fmt: Fmt, cmd: TagCmd) -> Result<()> {
                 .await?,
             )
         }
-        TagCmd::List { kind } => Shown::List(
-            api.call("GET", &format!("/v1/{{p}}/{}/tags", kind.path()), None)
-                .await?,
-            "tags",
-            &[("KEY", "/key"), ("VALUES", "/values")],
-        ),
+        TagCmd::List { kind } => {
+            let path = format!("/v1/{{p}}/{}/tags", kind.path());
+            get_list(
+                api,
+                &path,
+                &[],
+                "tags",
+                &[("KEY", "/key"), ("VALUES", "/values")],
+            )
+            .await?
+        }
     };
     show(fmt, shown);
     Ok(())
@@ -753,11 +754,7 @@ pub async fn tag(api: &ApiClient, fmt: Fmt, cmd: TagCmd) -> Result<()> {
 
 pub async fn vpc(api: &ApiClient, fmt: Fmt, cmd: VpcCmd) -> Result<()> {
     let shown = match cmd {
-        VpcCmd::List => Shown::List(
-            api.call("GET", "/v1/{p}/vpcs", None).await?,
-            "vpcs",
-            VPC_COLS,
-        ),
+        VpcCmd::List => get_list(api, "/v1/{p}/vpcs", &[], "vpcs", VPC_COLS).await?,
         VpcCmd::Show { id } => Shown::One(
             api.call("GET", &format!("/v1/{{p}}/vpcs/{id}"), None)
                 .await?["vpc"]
@@ -783,16 +780,10 @@ pub async fn vpc(api: &ApiClient, fmt: Fmt, cmd: VpcCmd) -> Result<()> {
 
 pub async fn subnet(api: &ApiClient, fmt: Fmt, cmd: SubnetCmd) -> Result<()> {
     let shown = match cmd {
-        SubnetCmd::List { vpc } => Shown::List(
-            api.call(
-                "GET",
-                &format!("/v1/{{p}}/subnets{}", query(&[("vpc_id", vpc)])),
-                None,
-            )
-            .await?,
-            "subnets",
-            SUBNET_COLS,
-        ),
+        SubnetCmd::List { vpc } => {
+            let params = [("vpc_id", vpc)];
+            get_list(api, "/v1/{p}/subnets", &params, "subnets", SUBNET_COLS).await?
+        }
         SubnetCmd::Create {
             vpc,
             cidr,
