@@ -375,37 +375,25 @@ impl Node {
             let counters = by_vpc
                 .entry(e.consumer_vpc.as_str())
                 .or_insert_with(|| k.counters(&e.consumer_vpc));
-            let get = |name: &str| {
-                counters
-                    .get(&format!("{name}_{}", e.marker_id))
+            // (metric, kernel counter, bytes rather than packets)
+            const FROM_KERNEL: [(&str, &str, bool); 5] = [
+                ("vpcep_gateway_sessions_total", "sessions", false),
+                ("vpcep_gateway_refused_limit_total", "refused_limit", false),
+                (
+                    "vpcep_gateway_refused_whitelist_total",
+                    "refused_whitelist",
+                    false,
+                ),
+                ("vpcep_gateway_bytes_to_backend_total", "to_backend", true),
+                ("vpcep_gateway_bytes_to_client_total", "to_client", true),
+            ];
+            for (metric, counter, bytes) in FROM_KERNEL {
+                let (packets, octets) = counters
+                    .get(&format!("{counter}_{}", e.marker_id))
                     .copied()
-                    .unwrap_or((0, 0))
-            };
-            out.push((
-                "vpcep_gateway_sessions_total",
-                e.id.clone(),
-                get("sessions").0,
-            ));
-            out.push((
-                "vpcep_gateway_refused_limit_total",
-                e.id.clone(),
-                get("refused_limit").0,
-            ));
-            out.push((
-                "vpcep_gateway_refused_whitelist_total",
-                e.id.clone(),
-                get("refused_whitelist").0,
-            ));
-            out.push((
-                "vpcep_gateway_bytes_to_backend_total",
-                e.id.clone(),
-                get("to_backend").1,
-            ));
-            out.push((
-                "vpcep_gateway_bytes_to_client_total",
-                e.id.clone(),
-                get("to_client").1,
-            ));
+                    .unwrap_or((0, 0));
+                out.push((metric, e.id.clone(), if bytes { octets } else { packets }));
+            }
         }
         out
     }
