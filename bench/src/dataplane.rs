@@ -1,5 +1,5 @@
 //! `vpcep-bench dataplane` (root): the data paths side by side on one netns topology, in
-//! one run — the direct routed path (no proxy), the kernel path, the userspace path, and
+//! one run — the direct path (no proxy; switched and routed), the kernel path, the userspace path, and
 //! HAProxy as the same TCP forwarder — with iperf3 (bulk) and wrk (short requests).
 
 use std::io::{BufRead, BufReader};
@@ -439,7 +439,12 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
+pub(crate) async fn run(
+    bin: &Path,
+    secs: u64,
+    repeats: usize,
+    explore: Option<&str>,
+) -> Result<()> {
     for tool in ["iperf3", "wrk", "nginx", "haproxy", "nft", "conntrack"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -463,10 +468,25 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     let backend = host(&pa, &pvpc, &psub, "10.1.0.10", "backend").await?;
     let direct = host(&pa, &pvpc, &psub, "10.1.0.20", "direct").await?;
     let hap = host(&pa, &pvpc, &psub, "10.1.0.30", "haproxy").await?;
+    // The direct path the data-plane issue names is routed: a client in another subnet
+    // of the provider VPC, whose packets the VPC router forwards (the same-subnet client
+    // above is only switched by the subnet's bridge).
+    let psub2 = pa
+        .call(
+            "POST",
+            "/v1/{p}/subnets",
+            Some(&json!({"subnet": {"name": "s2", "cidr": "10.1.1.0/24", "vpc_id": pvpc}})),
+        )
+        .await?["subnet"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let routed = host(&pa, &pvpc, &psub2, "10.1.1.20", "routed").await?;
     let (cvpc, csub) = network(&pb).await?;
     let cl = host(&pb, &cvpc, &csub, "10.1.0.20", "client").await?;
     let ns = |h: &Value| h["netns"].as_str().unwrap_or_default().to_owned();
-    let (backend_ns, direct_ns, hap_ns, client_ns) = (ns(&backend), ns(&direct), ns(&hap), ns(&cl));
+    let (backend_ns, direct_ns, hap_ns, client_ns, routed_ns) =
+        (ns(&backend), ns(&direct), ns(&hap), ns(&cl), ns(&routed));
     // Two services of the same backend: plain (iperf3 5201, nginx 80) and with PROXY v2
     // (nginx 81, `listen … proxy_protocol`), each with an endpoint of the consumer.
     let mut nodes = Vec::new();
@@ -491,6 +511,12 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     }
     let (node, node_pp) = (nodes[0].clone(), nodes[1].clone());
 
+    // wrk's short connections leave TIME_WAIT at the client when it closes first; over
+    // rounds they would exhaust the default 28,000 ports of the load generator itself.
+    for ns in [&direct_ns, &client_ns, &routed_ns] {
+        crate::sessions::sysctl_in(Some(ns), "net.ipv4.ip_local_port_range", "1024 65535")?;
+    }
+
     // Backends: iperf3 and nginx in the backend host; HAProxy in a host of the same VPC.
     let work = tempfile::tempdir()?;
     let nginx_conf = work.path().join("nginx.conf");
@@ -513,13 +539,38 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     procs.0.push(haproxy);
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    const NAMES: [&str; 6] = [
-        "direct (routed, no proxy)",
+    if let Some(forwarding) = explore {
+        let mut server = procs.0.remove(0);
+        let _ = server.kill();
+        let _ = server.wait();
+        let (server, url) = serve(bin, dir.path(), &prefix, forwarding)?;
+        println!(
+            "vpcep pid {} at {url}, forwarding {forwarding}",
+            server.id()
+        );
+        procs.0.insert(0, server);
+        let want = if forwarding == "userspace" {
+            "userspace"
+        } else {
+            "kernel"
+        };
+        wait_path(&url, &eid, want).await?;
+        println!("client ns {client_ns}: endpoint {node} (ports 5201, 80), proxy_open endpoint {node_pp} (81)");
+        println!("direct ns {direct_ns}: backend 10.1.0.10 (5201, 80, 81 proxy_protocol), HAProxy 10.1.0.30 (5201, 80, 81 send-proxy-v2), pid {hap_pid}");
+        println!("backend ns {backend_ns}, HAProxy ns {hap_ns}; close stdin to clean up");
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await??;
+        return Ok(());
+    }
+
+    const NAMES: [&str; 7] = [
+        "direct, same subnet (switched, no proxy)",
         "vpcep userspace path",
         "HAProxy 2.6 (mode tcp)",
         "vpcep kernel path",
         "vpcep userspace, proxy_open (PROXY v2)",
         "HAProxy 2.6, send-proxy-v2",
+        "direct, routed (another subnet, no proxy)",
     ];
     let mut runs: Vec<Vec<Row>> = (0..NAMES.len()).map(|_| Vec::new()).collect();
     for round in 0..repeats {
@@ -537,6 +588,14 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
             Path_ {
                 name: NAMES[0],
                 ns: direct_ns.clone(),
+                addr: "10.1.0.10".into(),
+                http_port: 80,
+                plain: true,
+                forwarder: None,
+            },
+            Path_ {
+                name: NAMES[6],
+                ns: routed_ns.clone(),
                 addr: "10.1.0.10".into(),
                 http_port: 80,
                 plain: true,
@@ -600,7 +659,7 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
         .zip(&runs)
         .map(|(n, r)| medians(n, r))
         .collect();
-    let (direct, hap, hap_pp) = (&rows[0], &rows[2], &rows[5]);
+    let (direct, hap, hap_pp, routed) = (&rows[0], &rows[2], &rows[5], &rows[6]);
     println!("Medians of {repeats} rounds ({secs} s per measurement; wrk -t2 -c32; iperf3 -P1/-P8; {} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     println!();
     println!("| path | 1 stream Gbit/s | 8 streams Gbit/s | new conn/s | p50 ms | p99 ms | keep-alive req/s | p50 ms | p99 ms |");
@@ -620,7 +679,7 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
         );
     }
     println!();
-    println!("| idle sessions ({IDLE_SESSIONS} held) | kernel slab bytes/session | over direct | forwarder RSS bytes/session |");
+    println!("| idle sessions ({IDLE_SESSIONS} held) | kernel slab bytes/session | over direct, same subnet | forwarder RSS bytes/session |");
     println!("|---|---:|---:|---:|");
     for r in rows.iter().filter(|r| r.slab.is_some()) {
         println!(
@@ -635,8 +694,9 @@ pub(crate) async fn run(bin: &Path, secs: u64, repeats: usize) -> Result<()> {
     println!("| ratio (of medians) | 1 stream | 8 streams | new conn/s | new-conn p99 (lower is better) | keep-alive req/s |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (r, base, what) in [
-        (&rows[3], direct, "direct"),
-        (&rows[1], direct, "direct"),
+        (&rows[3], routed, "direct, routed"),
+        (&rows[3], direct, "direct, switched"),
+        (&rows[1], routed, "direct, routed"),
         (&rows[3], hap, "HAProxy"),
         (&rows[1], hap, "HAProxy"),
         (&rows[4], hap_pp, "HAProxy send-proxy-v2"),

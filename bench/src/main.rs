@@ -375,7 +375,20 @@ async fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
         Some("dataplane") => {
-            dataplane::run(&bin, flag("--secs", 5), flag("--repeats", 3) as usize).await
+            // `--explore userspace|auto`: set the topology up, print it, and hold it until
+            // stdin closes, for profiling one path by hand.
+            let explore = args
+                .iter()
+                .position(|a| a == "--explore")
+                .and_then(|i| args.get(i + 1))
+                .cloned();
+            dataplane::run(
+                &bin,
+                flag("--secs", 5),
+                flag("--repeats", 3) as usize,
+                explore.as_deref(),
+            )
+            .await
         }
         Some("sessions") => sessions::run(&bin, flag("--target", 1_000_000) as usize).await,
         // Worker processes of `sessions`, started by it inside namespaces.
@@ -396,6 +409,6 @@ async fn main() -> Result<()> {
             };
             dns::run(&bin, opts).await
         }
-        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] [--repeats N] | sessions [--target N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
+        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] [--repeats N] [--explore userspace|auto] | sessions [--target N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
     }
 }

@@ -152,7 +152,7 @@ fn worker(ns: &str, args: &[&str]) -> Result<Worker> {
     Ok(Worker { child, held, done })
 }
 
-fn sysctl_in(ns: Option<&str>, key: &str, value: &str) -> Result<()> {
+pub(crate) fn sysctl_in(ns: Option<&str>, key: &str, value: &str) -> Result<()> {
     let kv = format!("{key}={value}");
     match ns {
         Some(ns) => in_ns(ns, &["sysctl", "-qw", &kv]).map(|_| ()),

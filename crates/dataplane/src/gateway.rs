@@ -12,6 +12,7 @@ mod udp;
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -62,17 +63,17 @@ pub(crate) struct Ctx {
     descriptor_budget: u64,
     stop: watch::Receiver<bool>,
     /// Unconnected TCP sockets already made in the provider VPC and bound to the SNAT
-    /// address, so a new session does not wait for a trip to the namespace's thread.
+    /// address, so most sessions need no trip into the namespace.
     spare: Mutex<Vec<Socket>>,
 }
 
-/// How many spare backend sockets one trip to a namespace makes (they count against
+/// How many backend sockets one trip into a namespace makes (the spares count against
 /// the node's descriptor budget while they wait).
-const SPARE_BATCH: usize = 16;
+const SPARE_BATCH: u64 = 16;
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        let n = self.spare.get_mut().map(|v| v.len()).unwrap_or(0);
+        let n = self.spare.get_mut().map(|s| s.len()).unwrap_or(0);
         self.descriptors.give(n as u64);
     }
 }
@@ -80,6 +81,10 @@ impl Drop for Ctx {
 impl Ctx {
     fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Socket>> {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn backend(&self) -> Ipv4Addr {
@@ -114,12 +119,20 @@ impl Ctx {
         self.descriptors.give(fds);
     }
 
-    /// A socket in the provider VPC, bound to the endpoint's SNAT address (the port is
-    /// chosen at connect time, so spare sockets hold no port).
-    fn backend_socket(&self, kind: Type, proto: SockProto) -> std::io::Result<Socket> {
+    /// Makes a non-blocking socket bound to the endpoint's SNAT address (a TCP socket's
+    /// port is chosen at connect time, so spares hold no port; Nagle is off from the
+    /// start, like the accepted side, which inherits it from its listener).
+    fn maker(
+        &self,
+        kind: Type,
+        proto: SockProto,
+    ) -> Arc<dyn Fn() -> io::Result<Socket> + Send + Sync> {
         let source = self.source;
-        let make = move || -> std::io::Result<Socket> {
-            let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
+        Arc::new(move || {
+            let s = Socket::new(Domain::IPV4, kind.nonblocking(), Some(proto))?;
+            if kind == Type::STREAM {
+                s.set_tcp_nodelay(true)?;
+            }
             if let Some(src) = source {
                 if kind == Type::STREAM {
                     nix::sys::socket::setsockopt(
@@ -130,47 +143,50 @@ impl Ctx {
                 }
                 s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())?;
             }
-            s.set_nonblocking(true)?;
             Ok(s)
-        };
-        if kind != Type::STREAM {
-            return self
-                .substrate
-                .make_socket(self.provider.as_ref(), Box::new(make));
-        }
-        // The session's own descriptors were admitted already; a spare's were taken when
-        // it was made, so handing one over gives those back.
-        if let Some(s) = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        })
+    }
+
+    /// A UDP socket in the provider VPC, bound to the endpoint's SNAT address.
+    fn backend_dgram(&self) -> io::Result<Socket> {
+        let make = self.maker(Type::DGRAM, SockProto::UDP);
+        self.substrate
+            .make_socket(self.provider.as_ref(), Box::new(move || make()))
+    }
+
+    /// A TCP socket in the provider VPC, bound to the endpoint's SNAT address: a spare,
+    /// or the first of a new batch whose rest become spares.
+    fn backend_stream(&self) -> io::Result<Socket> {
+        if let Some(sock) = self.spares().pop() {
+            // The session's own descriptors were admitted already; a spare's were taken
+            // when it was made, so handing one over gives those back.
             self.descriptors.give(1);
-            return Ok(s);
+            return Ok(sock);
         }
-        let extra = (SPARE_BATCH - 1) as u64;
-        let n = if self.descriptors.try_take(extra, self.descriptor_budget) {
-            SPARE_BATCH
+        let extra = SPARE_BATCH - 1;
+        let taken = if self.descriptors.try_take(extra, self.descriptor_budget) {
+            extra
         } else {
-            1
+            0
         };
-        let mut batch = match self
-            .substrate
-            .make_sockets(self.provider.as_ref(), n, Arc::new(make))
-        {
+        let made = self.substrate.make_sockets(
+            self.provider.as_ref(),
+            taken as usize + 1,
+            self.maker(Type::STREAM, SockProto::TCP),
+        );
+        let mut batch = match made {
             Ok(b) => b,
             Err(e) => {
-                if n > 1 {
-                    self.descriptors.give(extra);
-                }
+                self.descriptors.give(taken);
                 return Err(e);
             }
         };
         let first = batch
             .pop()
-            .ok_or_else(|| std::io::Error::other("no socket made"))?;
-        let unmade = (n - 1).saturating_sub(batch.len()) as u64;
-        self.descriptors.give(unmade);
-        self.spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut batch);
+            .ok_or_else(|| io::Error::other("no socket made"))?;
+        self.descriptors
+            .give(taken - (batch.len() as u64).min(taken));
+        self.spares().append(&mut batch);
         Ok(first)
     }
 }
@@ -316,6 +332,8 @@ impl Gateway {
                 s.set_reuse_address(true)?;
                 s.bind(&addr.into())?;
                 if kind == Type::STREAM {
+                    // Accepted sockets inherit it: no setsockopt per session.
+                    s.set_tcp_nodelay(true)?;
                     s.listen(1024)?;
                 }
                 s.set_nonblocking(true)?;
@@ -494,6 +512,25 @@ mod tests {
             seq,
             subnets,
         }
+    }
+
+    /// The gateway sets no TCP_NODELAY per session: accepted sockets inherit it from
+    /// their listener, and backend sockets are made with it.
+    #[test]
+    fn sessions_start_with_nagle_off() {
+        let gw = Gateway::with_budget(Arc::new(Loopback::new(204)), 64);
+        let any = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        let listener = gw
+            .listener(&vpc("c", 1), any, Type::STREAM, SockProto::TCP)
+            .unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(
+            accepted.tcp_nodelay().unwrap(),
+            "accepted socket inherits it"
+        );
     }
 
     /// Out of descriptors, the gateway refuses new sessions cleanly, counts them, and keeps

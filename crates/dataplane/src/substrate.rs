@@ -97,7 +97,7 @@ pub trait Substrate: Send + Sync + 'static {
     /// Runs `make` inside the VPC's network (the node's own for `None`).
     fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket>;
     /// Runs `make` `n` times inside the VPC's network, in one trip where a trip costs
-    /// something (netns: one hop to the namespace's thread for the whole batch).
+    /// something (netns: the calling thread enters the namespace once for the whole batch).
     fn make_sockets(
         &self,
         vpc: Option<&VpcSpec>,

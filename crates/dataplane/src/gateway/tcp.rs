@@ -3,11 +3,11 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, SocketAddrV4};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Protocol as SockProto, SockRef, Type};
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use vpcep_model::TcpProxy;
 
@@ -61,7 +61,7 @@ async fn session(
 ) -> io::Result<()> {
     let backend_addr = SocketAddr::from(SocketAddrV4::new(ctx.backend(), server_port));
     let connect = async {
-        let sock = ctx.backend_socket(Type::STREAM, SockProto::TCP)?;
+        let sock = ctx.backend_stream()?;
         let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
         sock.connect(backend_addr).await
     };
@@ -79,8 +79,6 @@ async fn session(
             ));
         }
     };
-    let _ = client.set_nodelay(true);
-    let _ = backend.set_nodelay(true);
     let tcp_proxy = ctx.live().tcp_proxy;
     if matches!(tcp_proxy, TcpProxy::ProxyOpen | TcpProxy::Open) {
         let header = proxy_v2::encode(&proxy_v2::Header {
@@ -92,9 +90,12 @@ async fn session(
         });
         write_all(&backend, &header).await?;
     }
+    // Only the first direction to end passes its end on with a half-close; when the
+    // second ends, both sockets are closed, which says the same.
+    let ended = AtomicBool::new(false);
     tokio::try_join!(
-        pump(&client, &backend, &ctx.stats.bytes_to_backend),
-        pump(&backend, &client, &ctx.stats.bytes_to_client),
+        pump(&client, &backend, &ctx.stats.bytes_to_backend, &ended),
+        pump(&backend, &client, &ctx.stats.bytes_to_client, &ended),
     )?;
     Ok(())
 }
@@ -111,9 +112,15 @@ async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Copies `from` → `to` until end of stream, then half-closes `to`. A buffer is held
-/// only between a read and the end of its write.
-async fn pump(from: &TcpStream, to: &TcpStream, counter: &AtomicU64) -> io::Result<()> {
+/// Copies `from` → `to` until end of stream, then half-closes `to` unless the other
+/// direction has ended already. A buffer is held only between a read and the end of its
+/// write.
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    counter: &AtomicU64,
+    ended: &AtomicBool,
+) -> io::Result<()> {
     loop {
         from.readable().await?;
         let mut buf = pool::take();
@@ -130,7 +137,9 @@ async fn pump(from: &TcpStream, to: &TcpStream, counter: &AtomicU64) -> io::Resu
         };
         if n == 0 {
             pool::give(buf);
-            let _ = SockRef::from(to).shutdown(Shutdown::Write);
+            if !ended.swap(true, Ordering::Relaxed) {
+                let _ = SockRef::from(to).shutdown(Shutdown::Write);
+            }
             return Ok(());
         }
         let written = write_all(to, &buf[..n]).await;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::{Protocol as SockProto, Type};
 use tokio::net::UdpSocket;
 
 use super::{bump, pool, Ctx};
@@ -94,7 +93,7 @@ async fn open(
         return None;
     }
     let made = ctx
-        .backend_socket(Type::DGRAM, SockProto::UDP)
+        .backend_dgram()
         .and_then(|s| UdpSocket::from_std(std::net::UdpSocket::from(s)));
     let sock = match made {
         Ok(s) => s,

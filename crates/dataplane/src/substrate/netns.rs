@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 use std::sync::Arc;
@@ -26,15 +26,31 @@ use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 use super::{KernelPath, Local, MakeSocket, Substrate};
 use crate::kernel::{self, Links, NsPlan};
 
-/// Work for a namespace's thread; it reports back on a channel of its own.
-type Job = Box<dyn FnOnce() + Send>;
-
 pub struct Netns {
     prefix: String,
     /// Whether `nft` and `conntrack` are there (the kernel fast path needs both).
     kernel: bool,
-    /// One thread per VPC namespace makes that VPC's sockets.
-    workers: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    /// Open handles to the VPC namespaces, for entering them.
+    ns_files: Mutex<HashMap<String, Arc<File>>>,
+}
+
+thread_local! {
+    /// The namespace each thread started in, to come back to after entering a VPC's.
+    static HOME: io::Result<File> = File::open("/proc/thread-self/ns/net");
+}
+
+/// Brings the thread back to its own namespace when dropped.
+struct Back<'a>(&'a File);
+
+impl Drop for Back<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.0, CloneFlags::CLONE_NEWNET) {
+            // A thread left in a tenant's namespace would make the next socket there:
+            // stopping is the only safe answer (the data plane is rebuilt at start).
+            tracing::error!(error = %e, "cannot return to the node's network namespace");
+            std::process::abort();
+        }
+    }
 }
 
 /// The namespace of a host, for a given prefix (also known to control planes whose data
@@ -114,7 +130,7 @@ impl Netns {
         Ok(Netns {
             prefix: prefix.to_owned(),
             kernel,
-            workers: Mutex::default(),
+            ns_files: Mutex::default(),
         })
     }
 
@@ -144,7 +160,7 @@ impl Netns {
 
     /// Removes every namespace of this prefix (tests, and `vpcep serve` cleanup).
     pub fn remove_all(&self) -> io::Result<()> {
-        self.workers
+        self.ns_files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -180,52 +196,31 @@ impl Netns {
         ip(&["-n", name, "link", "set", "lo", "up"], &[])
     }
 
-    fn worker(&self, ns: &str) -> io::Result<mpsc::Sender<Job>> {
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = workers.get(ns) {
-            return Ok(w.clone());
+    /// An open handle to a namespace (kept, so entering it costs no path lookup).
+    fn ns_file(&self, ns: &str) -> io::Result<Arc<File>> {
+        let mut files = self.ns_files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.get(ns) {
+            return Ok(f.clone());
         }
-        let file = File::open(format!("/run/netns/{ns}"))?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("ns-{ns}"))
-            .spawn(move || {
-                // setns changes only this thread; it stays in the VPC for its whole life.
-                let entered = setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from);
-                let ok = entered.is_ok();
-                let _ = ready_tx.send(entered);
-                if !ok {
-                    return;
-                }
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("namespace thread died"))??;
-        workers.insert(ns.to_owned(), tx.clone());
-        Ok(tx)
+        let f = Arc::new(File::open(format!("/run/netns/{ns}"))?);
+        files.insert(ns.to_owned(), f.clone());
+        Ok(f)
     }
 
-    /// Runs `f` on the VPC namespace's thread and returns what it returned.
-    fn in_vpc<T: Send + 'static>(
-        &self,
-        vpc: &VpcSpec,
-        f: impl FnOnce() -> io::Result<T> + Send + 'static,
-    ) -> io::Result<T> {
-        let worker = self.worker(&self.vpc_ns(&vpc.id))?;
-        let (tx, rx) = mpsc::channel();
-        worker
-            .send(Box::new(move || {
-                let _ = tx.send(f());
-            }))
-            .map_err(|_| io::Error::other("namespace thread is gone"))?;
-        rx.recv()
-            .map_err(|_| io::Error::other("namespace thread is gone"))?
+    /// Runs `f` with the calling thread inside the VPC's namespace, and brings the thread
+    /// back before returning (also if `f` panics). Sockets keep the namespace they were
+    /// made in, so this is how the process makes them without a route between VPCs.
+    fn in_vpc<T>(&self, vpc: &VpcSpec, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let target = self.ns_file(&self.vpc_ns(&vpc.id))?;
+        HOME.with(|home| {
+            let home = home
+                .as_ref()
+                .map_err(|e| io::Error::new(e.kind(), format!("this thread's namespace: {e}")))?;
+            setns(&*target, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            let _back = Back(home);
+            f()
+        })
     }
-
     fn subnet<'a>(vpc: &'a VpcSpec, subnet_id: &str) -> io::Result<&'a vpcep_model::SubnetSpec> {
         vpc.subnets
             .iter()
@@ -254,8 +249,15 @@ impl Substrate for Netns {
                 "exec",
                 &ns,
                 "sysctl",
-                "-qw",
+                "-qew",
                 "net.ipv4.ip_forward=1",
+                // The router routes; frames switched inside a subnet's bridge do not
+                // need conntrack or our tables (the kernel's default, where
+                // br_netfilter is built in, would send them through both). `-e`: a
+                // kernel without br_netfilter has no such keys.
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
             ])
             .output()?;
         if !out.status.success() {
@@ -276,7 +278,7 @@ impl Substrate for Netns {
 
     fn remove_vpc(&self, vpc_id: &str) -> io::Result<()> {
         let ns = self.vpc_ns(vpc_id);
-        self.workers
+        self.ns_files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&ns);
