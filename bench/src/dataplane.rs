@@ -644,6 +644,11 @@ pub(crate) async fn run(
         let (server, url) = serve(bin, dir.path(), &prefix, "auto")?;
         procs.0.insert(0, server);
         wait_path(&url, &eid, "kernel").await?;
+        // The userspace rows left the backend in TIME_WAIT towards the endpoint's SNAT
+        // address, under the gateway's TCP timestamps; the kernel path reuses that
+        // address with the clients' ports and timestamps, and a SYN that lands on such a
+        // port is refused by PAWS (a transient of switching paths, not of either path).
+        drain_time_wait(&backend_ns).await?;
         let kernel = Path_ {
             name: NAMES[3],
             ns: client_ns.clone(),
@@ -710,6 +715,33 @@ pub(crate) async fn run(
             ratio(r.conn_p99, base.conn_p99),
             ratio(r.keep, base.keep)
         );
+    }
+    Ok(())
+}
+
+/// Waits (at most the kernel's 60 s) until the backend host holds no TIME_WAIT
+/// towards the endpoints' SNAT addresses.
+async fn drain_time_wait(backend_ns: &str) -> Result<()> {
+    for i in 0..70 {
+        let out = in_ns(
+            backend_ns,
+            &[
+                "ss",
+                "-Htan",
+                "state",
+                "time-wait",
+                "dst",
+                "198.19.128.0/20",
+            ],
+        )?;
+        let n = out.lines().count();
+        if n == 0 {
+            return Ok(());
+        }
+        if i % 10 == 0 {
+            eprintln!("waiting for {n} TIME_WAIT sockets of the backend to expire …");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(())
 }

@@ -326,7 +326,7 @@ pub(crate) async fn run(bin: &Path, target: usize) -> Result<()> {
         println!("Stopped at {held}: connect errors {errors:?}");
     }
     println!(
-        "Memory is the whole machine's (both TCP ends of every session, in client and backend processes, plus conntrack in two VPC namespaces); {} client and {sinks} backend processes of ≤ {PER_WORKER} sessions.",
+        "Memory is the whole machine's (both TCP ends of every session, in client and backend processes, plus conntrack in the consumer VPC's namespace); {} client and {sinks} backend processes of ≤ {PER_WORKER} sessions.",
         holders.len()
     );
     for mut w in holders.into_iter().chain(workers) {

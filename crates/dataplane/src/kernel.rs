@@ -3,16 +3,19 @@
 //! namespace must hold; `substrate::netns` applies it.
 //!
 //! Per (consumer VPC, provider VPC) pair there is one veth link: `kc-{provider8}` in the
-//! consumer namespace, `kp-{consumer8}` in the provider namespace. In the consumer
-//! namespace the endpoint IP is routed over the link (the subnet bridge answers ARP for it
-//! by proxy ARP); nftables there admits new sessions (endpoint whitelist, `ct count`
-//! limit), marks them with the endpoint's marker id, and SNATs them to the consumer VPC's
-//! link address 100.64.0.0/10 + N (N = the VPC number), which is unique on every link. In
-//! the provider namespace nftables DNATs `endpoint IP:client port` arriving on that link
-//! to `backend:server port` and SNATs to the endpoint's 198.19.128.0/20 address; replies
-//! go back by plain routing (the link address is routed over the link) and conntrack
-//! undoes both translations. New sessions arriving from a link are dropped on the
-//! consumer side, so the provider side can never open a connection into the consumer VPC.
+//! consumer namespace, `kp-{consumer8}` in the provider namespace. All the work happens
+//! once, in the consumer namespace, which the subnet bridge reaches for the endpoint IP
+//! by proxy ARP: nftables admits new sessions (endpoint whitelist, `ct count` limit),
+//! marks them with the endpoint's marker id, DNATs `endpoint IP:client port` to
+//! `backend:server port` and SNATs to the endpoint's 198.19.128.0/20 address. The
+//! backend's address belongs to the provider's (possibly overlapping) address space, so
+//! packets of the session's original direction carry a firewall mark of their link and
+//! a policy rule routes them over it, ahead of the namespace's own tables. The provider
+//! namespace only routes: the backend is in its subnet, and the endpoint's SNAT address
+//! is routed back over the link, where conntrack undoes both translations. New sessions
+//! arriving from a link are dropped on the consumer side, so the provider side can never
+//! open a connection into the consumer VPC. An endpoint in its service's own VPC needs no
+//! link: the same rules translate, and the router forwards to the backend directly.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -27,6 +30,12 @@ pub const CONSUMER_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 pub const PROVIDER_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
 pub const CONSUMER_MAC: &str = "02:76:70:63:00:01";
 pub const PROVIDER_MAC: &str = "02:76:70:63:00:02";
+
+/// The firewall mark, and the number of the routing table, of a consumer's link to the
+/// provider VPC number `seq` (the high bit keeps it clear of the kernel's own tables).
+pub fn link_mark(provider_seq: u32) -> u32 {
+    0x8000_0000 | provider_seq
+}
 
 /// The named counters of an endpoint (suffix `_{marker_id}`), in its consumer namespace.
 pub const COUNTERS: [&str; 5] = [
@@ -59,11 +68,6 @@ pub fn eligible(e: &EndpointSpec) -> bool {
     e.tcp_proxy == TcpProxy::Close && e.provider_vpc.is_some()
 }
 
-/// The link address of a consumer VPC: 100.64.0.0 + its number.
-pub fn link_source(seq: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + seq)
-}
-
 pub fn short(id: &str) -> String {
     id.chars().filter(|c| *c != '-').take(8).collect()
 }
@@ -82,8 +86,11 @@ pub fn link_names(consumer: &str, provider: &str) -> (String, String) {
 pub struct NsPlan {
     /// The nftables script that replaces our table atomically.
     pub nft: String,
-    /// Static routes (`destination/32`, device) this namespace needs.
+    /// Static routes (`destination/32`, device) this namespace needs (device `lo` for
+    /// an address that only has to be answered on its subnet).
     pub routes: Vec<(Ipv4Addr, String)>,
+    /// Links whose marked packets a policy rule routes over them: (mark, device).
+    pub marks: Vec<(u32, String)>,
 }
 
 /// The veth links, as (consumer VPC, provider VPC).
@@ -102,41 +109,55 @@ pub fn plan(
     endpoints: &[&EndpointSpec],
 ) -> (BTreeMap<String, NsPlan>, Links) {
     let mut consumer: BTreeMap<String, Vec<&EndpointSpec>> = BTreeMap::new();
-    let mut provider: BTreeMap<String, Vec<&EndpointSpec>> = BTreeMap::new();
     let mut links = Vec::new();
+    let mut out: BTreeMap<String, NsPlan> = BTreeMap::new();
     for e in endpoints {
         let Some(p) = &e.provider_vpc else { continue };
         if !vpcs.contains_key(&e.consumer_vpc) || !vpcs.contains_key(p) {
             continue;
         }
         consumer.entry(e.consumer_vpc.clone()).or_default().push(e);
-        provider.entry(p.clone()).or_default().push(e);
+        if *p == e.consumer_vpc {
+            continue;
+        }
         let pair = (e.consumer_vpc.clone(), p.clone());
         if !links.contains(&pair) {
             links.push(pair);
         }
+        // The provider routes the endpoint's SNAT address back over the link.
+        let (_, kp) = link_names(&e.consumer_vpc, p);
+        out.entry(p.clone())
+            .or_default()
+            .routes
+            .push((e.snat_ip, kp));
     }
-    let mut out: BTreeMap<String, NsPlan> = BTreeMap::new();
     for (vpc, eps) in &consumer {
-        let seq = vpcs[vpc].seq;
-        let src = link_source(seq);
         let mut sets = String::new();
         let mut admit = String::new();
+        let mut dnat = String::new();
         let mut snat = String::new();
         let mut count = String::new();
+        let mut link_of = Vec::new();
         let mut routes = Vec::new();
+        let mut marks = Vec::new();
         for e in eps {
             let p = e.provider_vpc.as_deref().unwrap_or_default();
-            let (kc, _) = link_names(vpc, p);
             let m = e.marker_id;
-            routes.push((e.ip, kc.clone()));
-            let ports: Vec<String> = e
-                .ports
-                .iter()
-                .map(|pm| format!("{} dport {}", proto(pm.protocol), pm.client_port))
-                .collect();
-            for port in &ports {
-                let head = format!("ip daddr {} {port} ct state new", e.ip);
+            if p == vpc {
+                // No link: the endpoint IP only has to be answered on its subnet.
+                routes.push((e.ip, "lo".to_owned()));
+            } else {
+                let (kc, _) = link_names(vpc, p);
+                let mark = link_mark(vpcs[p].seq);
+                routes.push((e.ip, kc.clone()));
+                if !marks.iter().any(|(k, _)| *k == mark) {
+                    marks.push((mark, kc));
+                }
+                link_of.push(format!("{m} : {mark}"));
+            }
+            for pm in &e.ports {
+                let port = format!("{} dport {}", proto(pm.protocol), pm.client_port);
+                let head = format!("ip daddr {} {port}", e.ip);
                 if let Some(list) = &e.whitelist {
                     let _ = write!(sets, "  set wl_{m} {{ type ipv4_addr; flags interval;");
                     if !list.is_empty() {
@@ -170,15 +191,20 @@ pub fn plan(
                     admit,
                     "    {head} ct mark set {m} counter name sessions_{m}"
                 );
+                let _ = writeln!(
+                    dnat,
+                    "    ct mark {m} {head} dnat to {}:{}",
+                    e.backend_ip, pm.server_port
+                );
             }
-            let _ = writeln!(snat, "    oifname \"{kc}\" ct mark {m} snat to {src}");
+            let _ = writeln!(snat, "    ct mark {m} snat to {}", e.snat_ip);
             let _ = writeln!(
                 count,
-                "    oifname \"{kc}\" ct mark {m} counter name to_backend_{m}"
+                "    ct mark {m} ct direction original counter name to_backend_{m}"
             );
             let _ = writeln!(
                 count,
-                "    iifname \"{kc}\" ct mark {m} counter name to_client_{m}"
+                "    ct mark {m} ct direction reply counter name to_client_{m}"
             );
         }
         let counters: String = eps
@@ -192,77 +218,47 @@ pub fn plan(
             .filter(|l| seen.insert(l.to_string()))
             .map(|l| format!("{l}\n"))
             .collect();
+        let elements = if link_of.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }};", link_of.join(", "))
+        };
         let nft = format!(
-            "table ip {TABLE} {{\n{counters}{sets}  chain ep_admit {{\n    type filter hook prerouting priority -150; policy accept;\n{admit}  }}\n  chain ep_guard {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"kc-*\" ct state new drop\n  }}\n  chain ep_count {{\n    type filter hook forward priority 10; policy accept;\n{count}  }}\n  chain ep_guard_in {{\n    type filter hook input priority 0; policy accept;\n    iifname \"kc-*\" ct state new drop\n  }}\n  chain ep_snat {{\n    type nat hook postrouting priority 100; policy accept;\n{snat}  }}\n}}\n"
-        );
-        out.insert(vpc.clone(), NsPlan { nft, routes });
-    }
-    for (vpc, eps) in &provider {
-        let mut dnat = String::new();
-        let mut snat = String::new();
-        let mut routes = Vec::new();
-        for e in eps {
-            let (_, kp) = link_names(&e.consumer_vpc, vpc);
-            let m = e.marker_id;
-            let src = link_source(vpcs[&e.consumer_vpc].seq);
-            if !routes.iter().any(|(a, _)| *a == src) {
-                routes.push((src, kp.clone()));
-            }
-            for pm in &e.ports {
-                let _ = writeln!(
-                    dnat,
-                    "    iifname \"{kp}\" ip daddr {} {} dport {} ct mark set {m} dnat to {}:{}",
-                    e.ip,
-                    proto(pm.protocol),
-                    pm.client_port,
-                    e.backend_ip,
-                    pm.server_port
-                );
-            }
-            let _ = writeln!(snat, "    ct mark {m} snat to {}", e.snat_ip);
-        }
-        let nft = format!(
-            "table ip {TABLE} {{\n  chain ep_dnat {{\n    type nat hook prerouting priority -100; policy accept;\n{dnat}  }}\n  chain ep_snat {{\n    type nat hook postrouting priority 100; policy accept;\n{snat}  }}\n}}\n"
+            "table ip {TABLE} {{
+{counters}{sets}  map link_of {{ type mark : mark;{elements} }}
+  chain ep_admit {{
+    type filter hook prerouting priority -150; policy accept;
+    ct state new jump ep_new
+    ct direction original meta mark set ct mark map @link_of
+  }}
+  chain ep_new {{
+{admit}  }}
+  chain ep_dnat {{
+    type nat hook prerouting priority -100; policy accept;
+{dnat}  }}
+  chain ep_guard {{
+    type filter hook forward priority 0; policy accept;
+    iifname \"kc-*\" ct state new drop
+  }}
+  chain ep_count {{
+    type filter hook forward priority 10; policy accept;
+{count}  }}
+  chain ep_guard_in {{
+    type filter hook input priority 0; policy accept;
+    iifname \"kc-*\" ct state new drop
+  }}
+  chain ep_snat {{
+    type nat hook postrouting priority 100; policy accept;
+{snat}  }}
+}}
+"
         );
         let entry = out.entry(vpc.clone()).or_default();
-        if entry.nft.is_empty() {
-            entry.nft = nft;
-        } else {
-            // A VPC that is both consumer and provider: one table holds both roles.
-            entry.nft = merge(&entry.nft, &nft);
-        }
+        entry.nft = nft;
         entry.routes.extend(routes);
+        entry.marks = marks;
     }
     (out, links)
-}
-
-/// Merges two of our table scripts (chain names do not collide between the roles, except
-/// `snat`, whose rules are concatenated).
-fn merge(a: &str, b: &str) -> String {
-    let body = |s: &str| {
-        s.trim_end()
-            .trim_end_matches('}')
-            .trim_start_matches(&format!("table ip {TABLE} {{\n"))
-            .to_owned()
-    };
-    let (a, b) = (body(a), body(b));
-    let snat_a = a.find("  chain ep_snat {");
-    let snat_b = b.find("  chain ep_snat {");
-    let (Some(ia), Some(ib)) = (snat_a, snat_b) else {
-        return format!("table ip {TABLE} {{\n{a}{b}}}\n");
-    };
-    let rules = |s: &str, i: usize| -> String {
-        let chain = &s[i..];
-        chain
-            .lines()
-            .filter(|l| l.starts_with("    ") && !l.contains("type nat"))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    };
-    let snat_rules = format!("{}{}", rules(&a, ia), rules(&b, ib));
-    let before_a = &a[..ia];
-    let before_b = &b[..ib];
-    format!("table ip {TABLE} {{\n{before_a}{before_b}  chain ep_snat {{\n    type nat hook postrouting priority 100; policy accept;\n{snat_rules}  }}\n}}\n")
 }
 
 #[cfg(test)]
@@ -338,22 +334,27 @@ mod tests {
             c.routes,
             vec![(Ipv4Addr::new(192, 168, 0, 4), "kc-pppppppp".to_string())]
         );
-        assert!(c.nft.contains("ip daddr 192.168.0.4 tcp dport 8080 ct state new add @cl_16777216 { ip daddr ct count over 3000 } counter name refused_limit_16777216 drop"));
+        assert_eq!(c.marks, vec![(0x8000_0004, "kc-pppppppp".to_string())]);
+        assert!(c.nft.contains("ip daddr 192.168.0.4 tcp dport 8080 add @cl_16777216 { ip daddr ct count over 3000 } counter name refused_limit_16777216 drop"));
         assert!(c.nft.contains("ip saddr != @wl_16777216"));
         assert_eq!(c.nft.matches("set wl_16777216").count(), 1);
         assert!(c
             .nft
-            .contains("oifname \"kc-pppppppp\" ct mark 16777216 snat to 100.64.0.3"));
+            .contains("map link_of { type mark : mark; elements = { 16777216 : 2147483652 }; }"));
+        assert!(c.nft.contains(
+            "ct mark 16777216 ip daddr 192.168.0.4 udp dport 5353 dnat to 192.168.0.10:53"
+        ));
+        assert!(c.nft.contains("ct mark 16777216 snat to 198.19.128.1"));
         assert!(c
             .nft
-            .contains("iifname \"kc-pppppppp\" ct mark 16777216 counter name to_client_16777216"));
+            .contains("ct mark 16777216 ct direction reply counter name to_client_16777216"));
+        // The provider only routes the SNAT address back.
         let p = &plans["pppppppp-1"];
         assert_eq!(
             p.routes,
-            vec![(Ipv4Addr::new(100, 64, 0, 3), "kp-cccccccc".to_string())]
+            vec![(Ipv4Addr::new(198, 19, 128, 1), "kp-cccccccc".to_string())]
         );
-        assert!(p.nft.contains("iifname \"kp-cccccccc\" ip daddr 192.168.0.4 udp dport 5353 ct mark set 16777216 dnat to 192.168.0.10:53"));
-        assert!(p.nft.contains("ct mark 16777216 snat to 198.19.128.1"));
+        assert!(p.nft.is_empty() && p.marks.is_empty());
     }
 
     #[test]
@@ -363,11 +364,28 @@ mod tests {
         let e2 = ep("e2", "bbbbbbbb", "aaaaaaaa", 16777217, None);
         let (plans, links) = plan(&vpcs, &[&e1, &e2]);
         assert_eq!(links.len(), 2);
-        let a = &plans["aaaaaaaa"].nft;
-        assert_eq!(a.matches("table ip vpcep").count(), 1);
-        assert_eq!(a.matches("chain ep_snat").count(), 1);
-        assert!(a.contains("snat to 100.64.0.1") && a.contains("snat to 198.19.128.2"));
-        assert!(a.contains("chain ep_dnat") && a.contains("chain ep_admit"));
+        let a = &plans["aaaaaaaa"];
+        assert_eq!(a.nft.matches("table ip vpcep").count(), 1);
+        assert!(a.nft.contains("snat to 198.19.128.1"));
+        assert!(a
+            .routes
+            .contains(&(Ipv4Addr::new(198, 19, 128, 2), "kp-bbbbbbbb".to_string())));
+    }
+
+    #[test]
+    fn an_endpoint_in_its_services_vpc_needs_no_link() {
+        let vpcs: BTreeMap<_, _> = [vpc("aaaaaaaa", 1)].into();
+        let e = ep("e", "aaaaaaaa", "aaaaaaaa", 16777216, None);
+        let (plans, links) = plan(&vpcs, &[&e]);
+        assert!(links.is_empty());
+        let a = &plans["aaaaaaaa"];
+        assert_eq!(
+            a.routes,
+            vec![(Ipv4Addr::new(192, 168, 0, 4), "lo".to_string())]
+        );
+        assert!(a.marks.is_empty());
+        assert!(a.nft.contains("map link_of { type mark : mark; }"));
+        assert!(a.nft.contains("dnat to 192.168.0.10:80"));
     }
 
     #[test]

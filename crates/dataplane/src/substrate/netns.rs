@@ -251,6 +251,10 @@ impl Substrate for Netns {
                 "sysctl",
                 "-qew",
                 "net.ipv4.ip_forward=1",
+                // It translates for endpoints in the backend's own subnet: forwarding back
+                // out of the bridge is not a hint for the host to go direct.
+                "net.ipv4.conf.all.send_redirects=0",
+                "net.ipv4.conf.default.send_redirects=0",
                 // The router routes; frames switched inside a subnet's bridge do not
                 // need conntrack or our tables (the kernel's default, where
                 // br_netfilter is built in, would send them through both). `-e`: a
@@ -538,6 +542,8 @@ fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Res
 
 /// Routes of the kernel path carry this protocol number, so they can be listed and pruned.
 const ROUTE_PROTO: &str = "199";
+/// The preference of the policy rules that route marked packets over links.
+const LINK_RULE_PREF: &str = "100";
 
 impl Netns {
     fn sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
@@ -582,6 +588,9 @@ impl Netns {
         ] {
             ip(&["-n", ns, "link", "set", dev, "up"], &[])?;
             Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+            // Replies come from the provider's address space, which may hold an address
+            // the consumer's router owns too.
+            Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.accept_local"), "1")?;
             ip(
                 &[
                     "-n",
@@ -602,8 +611,9 @@ impl Netns {
         Ok(())
     }
 
-    /// Our kernel-path routes in a namespace become exactly `want` (each via `hop`).
-    fn sync_routes(ns: &str, want: &[(Ipv4Addr, String, Ipv4Addr)]) -> io::Result<()> {
+    /// Our kernel-path routes in a namespace become exactly `want` (each via `hop`, or
+    /// straight onto the device).
+    fn sync_routes(ns: &str, want: &[(Ipv4Addr, String, Option<Ipv4Addr>)]) -> io::Result<()> {
         let listed = Command::new("ip")
             .args(["-n", ns, "route", "show", "proto", ROUTE_PROTO])
             .output()?;
@@ -620,22 +630,97 @@ impl Netns {
             }
         }
         for (dest, dev, hop) in want {
+            let dest = format!("{dest}/32");
+            let mut args = vec!["-n", ns, "route", "replace", &dest];
+            let hop = hop.map(|h| h.to_string());
+            if let Some(h) = &hop {
+                args.extend(["via", h.as_str(), "onlink"]);
+            }
+            args.extend(["dev", dev, "proto", ROUTE_PROTO]);
+            ip(&args, &[])?;
+        }
+        Ok(())
+    }
+
+    /// The policy rules of a consumer namespace become exactly `marks`: packets marked
+    /// for a link are routed over it (table = mark, default route via the provider's
+    /// end), ahead of the local table, which moves behind them — a backend's address may
+    /// be one the consumer's router owns in its own address space.
+    fn sync_marks(ns: &str, marks: &[(u32, String)]) -> io::Result<()> {
+        let listed = Command::new("ip")
+            .args(["-n", ns, "rule", "show", "pref", LINK_RULE_PREF])
+            .output()?;
+        for line in String::from_utf8_lossy(&listed.stdout).lines() {
+            let Some(mark) = line
+                .split_whitespace()
+                .skip_while(|w| *w != "fwmark")
+                .nth(1)
+                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
+            else {
+                continue;
+            };
+            if !marks.iter().any(|(m, _)| *m == mark) {
+                let table = mark.to_string();
+                ip(
+                    &[
+                        "-n",
+                        ns,
+                        "rule",
+                        "del",
+                        "pref",
+                        LINK_RULE_PREF,
+                        "fwmark",
+                        &table,
+                    ],
+                    GONE,
+                )?;
+                ip(&["-n", ns, "route", "flush", "table", &table], GONE)?;
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        ip(
+            &["-n", ns, "rule", "add", "pref", "200", "lookup", "local"],
+            EXISTS,
+        )?;
+        ip(
+            &["-n", ns, "rule", "del", "pref", "0", "lookup", "local"],
+            GONE,
+        )?;
+        for (mark, dev) in marks {
+            let table = mark.to_string();
             ip(
                 &[
                     "-n",
                     ns,
                     "route",
                     "replace",
-                    &format!("{dest}/32"),
+                    "default",
                     "via",
-                    &hop.to_string(),
+                    &kernel::PROVIDER_HOP.to_string(),
                     "dev",
                     dev,
                     "onlink",
-                    "proto",
-                    ROUTE_PROTO,
+                    "table",
+                    &table,
                 ],
                 &[],
+            )?;
+            ip(
+                &[
+                    "-n",
+                    ns,
+                    "rule",
+                    "add",
+                    "pref",
+                    LINK_RULE_PREF,
+                    "fwmark",
+                    &table,
+                    "lookup",
+                    &table,
+                ],
+                EXISTS,
             )?;
         }
         Ok(())
@@ -677,44 +762,44 @@ impl KernelPath for Netns {
             let plan = plans.get(id).cloned().unwrap_or_default();
             // Towards a provider the next hop is the provider's end; back towards a
             // consumer it is the consumer's end.
-            let routes: Vec<(Ipv4Addr, String, Ipv4Addr)> = plan
+            let routes: Vec<(Ipv4Addr, String, Option<Ipv4Addr>)> = plan
                 .routes
                 .iter()
                 .map(|(dest, dev)| {
-                    (
-                        *dest,
-                        dev.clone(),
-                        if dev.starts_with("kc-") {
-                            kernel::PROVIDER_HOP
-                        } else {
-                            kernel::CONSUMER_HOP
-                        },
-                    )
+                    let hop = if dev.starts_with("kc-") {
+                        Some(kernel::PROVIDER_HOP)
+                    } else if dev.starts_with("kp-") {
+                        Some(kernel::CONSUMER_HOP)
+                    } else {
+                        None
+                    };
+                    (*dest, dev.clone(), hop)
                 })
                 .collect();
             Self::sync_routes(&ns, &routes)?;
-            // An endpoint IP left on a bridge by the userspace path (an earlier run) would
-            // be answered locally instead of routed over the link.
+            Self::sync_marks(&ns, &plan.marks)?;
             for (dest, dev, _) in &routes {
-                if dev.starts_with("kc-") {
-                    for s in &vpc.subnets {
-                        ip(
-                            &[
-                                "-n",
-                                &ns,
-                                "addr",
-                                "del",
-                                &format!("{dest}/32"),
-                                "dev",
-                                &format!("br-{}", short(&s.id)),
-                            ],
-                            GONE,
-                        )?;
-                    }
+                if dev.starts_with("kp-") {
+                    // A SNAT address left on the provider's loopback by the userspace
+                    // path would swallow the replies routed back over the link.
+                    ip(
+                        &["-n", &ns, "addr", "del", &format!("{dest}/32"), "dev", "lo"],
+                        GONE,
+                    )?;
+                    continue;
+                }
+                // An endpoint IP left on a bridge by the userspace path (an earlier run)
+                // would be answered by the router itself instead of by proxy ARP.
+                for s in &vpc.subnets {
+                    let br = format!("br-{}", short(&s.id));
+                    ip(
+                        &["-n", &ns, "addr", "del", &format!("{dest}/32"), "dev", &br],
+                        GONE,
+                    )?;
                 }
             }
-            if routes.iter().any(|(_, dev, _)| dev.starts_with("kc-")) {
-                // The subnet bridges answer ARP for endpoint IPs routed over links.
+            if routes.iter().any(|(_, dev, _)| !dev.starts_with("kp-")) {
+                // The subnet bridges answer ARP for endpoint IPs (routed elsewhere).
                 for s in &vpc.subnets {
                     Self::sysctl(
                         &ns,

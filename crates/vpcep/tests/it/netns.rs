@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use vpcep::serve::{Config, ForwardingMode, SubstrateKind};
 use vpcep_dataplane::Netns;
 
-use crate::support::{spawn_with, test_config, Client, TestApp};
+use crate::support::{bare_config, spawn_with, Client, TestApp};
 
 /// Owns the namespaces of one test (by prefix) and the programs it started in them.
 struct Guard {
@@ -68,7 +68,7 @@ async fn netns_app_with(tune: impl FnOnce(&mut Config)) -> Option<(TestApp, Arc<
         children: Mutex::default(),
     });
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let mut config = test_config(&dir);
+    let mut config = bare_config(&dir);
     config.substrate = SubstrateKind::Netns;
     config.netns_prefix = prefix;
     tune(&mut config);
@@ -435,6 +435,88 @@ async fn scenarios(forwarding: ForwardingMode) {
     )
     .await;
     assert!(!ok, "a deleted endpoint still forwards");
+    app.stop().await;
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_in_the_services_own_vpc_userspace_path() {
+    own_vpc(ForwardingMode::Userspace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_in_the_services_own_vpc_kernel_path() {
+    own_vpc(ForwardingMode::Auto).await;
+}
+
+/// A tenant's endpoint of its own service, in the service's own VPC and subnet: a
+/// neighbour of the backend reaches it through the endpoint like any consumer.
+async fn own_vpc(forwarding: ForwardingMode) {
+    let Some((app, guard)) = netns_app(forwarding).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let (vpc, sub, _) = alice.network().await;
+    let web = host(&alice, &vpc, &sub, "192.168.0.10", "web").await;
+    let web_ns = web["netns"].as_str().unwrap().to_owned();
+    let client = host(&alice, &vpc, &sub, "192.168.0.20", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    eventually(&web_ns, &["ip", "addr", "show", "eth0"]).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let svc = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoint-services",
+            Some(json!({"vpc_id": vpc, "port_id": web["port_id"], "server_type": "VM", "approval_enabled": false,
+                "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]})),
+        )
+        .await;
+    let svc_id = svc["id"].as_str().unwrap().to_owned();
+    alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
+            "available",
+        )
+        .await;
+    let ep = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": svc_id, "vpc_id": vpc, "subnet_id": sub})),
+        )
+        .await;
+    let ep_id = ep["id"].as_str().unwrap().to_owned();
+    let ep = alice
+        .wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
+        .await;
+    let node = ep["ip"].as_str().unwrap().to_owned();
+    let seen = eventually(
+        &client_ns,
+        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
+    )
+    .await;
+    let src: std::net::Ipv4Addr = seen.trim().parse().unwrap();
+    let snat: ipnet::Ipv4Net = "198.19.128.0/20".parse().unwrap();
+    assert!(snat.contains(&src), "the backend sees {src}");
+    let path = if forwarding == ForwardingMode::Auto {
+        "kernel"
+    } else {
+        "userspace"
+    };
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(&format!("endpoint=\"{ep_id}\",path=\"{path}\"")),
+        "{metrics}"
+    );
+    // Many sessions in a row, each through the endpoint.
+    for _ in 0..20 {
+        let (ok, out) = run_in(
+            &client_ns,
+            &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
+        )
+        .await;
+        assert!(ok && snat.contains(&out.trim().parse::<std::net::Ipv4Addr>().unwrap()));
+    }
     app.stop().await;
     drop(guard);
 }

@@ -30,8 +30,13 @@ impl Drop for TestApp {
 static NEXT_BLOCK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 const BLOCKS_PER_APP: u8 = 12;
 
+/// A server's configuration on port 0, without a loopback block (netns servers).
+pub(crate) fn bare_config(dir: &tempfile::TempDir) -> Config {
+    Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap())
+}
+
 pub(crate) fn test_config(dir: &tempfile::TempDir) -> Config {
-    let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
+    let mut config = bare_config(dir);
     config.loopback_base =
         NEXT_BLOCK.fetch_add(BLOCKS_PER_APP, std::sync::atomic::Ordering::Relaxed);
     assert!(
