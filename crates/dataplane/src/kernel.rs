@@ -200,11 +200,7 @@ pub fn plan(
             let _ = writeln!(snat, "    ct mark {m} snat to {}", e.snat_ip);
             let _ = writeln!(
                 count,
-                "    ct mark {m} ct direction original counter name to_backend_{m}"
-            );
-            let _ = writeln!(
-                count,
-                "    ct mark {m} ct direction reply counter name to_client_{m}"
+                "    ct mark {m} ct direction original counter name to_backend_{m}\n    ct mark {m} ct direction reply counter name to_client_{m}"
             );
         }
         let counters: String = eps

@@ -301,23 +301,9 @@ async fn scenarios(forwarding: ForwardingMode) {
         .await;
     assert_eq!(plain["tcp_proxy"], "close");
     guard.spawn_py(&web_ns, HTTP);
-    let seen = eventually(
-        &client_ns,
-        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
-    )
-    .await;
-    let src: std::net::Ipv4Addr = seen.trim().parse().unwrap();
-    let snat: ipnet::Ipv4Net = "198.19.128.0/20".parse().unwrap();
-    assert!(
-        snat.contains(&src),
-        "the backend sees a source in 198.19.128.0/20, not {src}"
-    );
+    backend_sees_snat(&client_ns, &node).await;
     // The path an endpoint takes shows in its metrics.
-    let path = if forwarding == ForwardingMode::Auto {
-        "kernel"
-    } else {
-        "userspace"
-    };
+    let path = path_label(forwarding);
     let metrics = app.metrics().await;
     let line = metrics
         .lines()
@@ -371,12 +357,7 @@ async fn scenarios(forwarding: ForwardingMode) {
     }
     let app = spawn_with(dir, config).await;
     let bob = Client::new(format!("http://{}", app.addr), bob.acct.clone());
-    let seen = eventually(
-        &client_ns,
-        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
-    )
-    .await;
-    assert!(snat.contains(&seen.trim().parse::<std::net::Ipv4Addr>().unwrap()));
+    backend_sees_snat(&client_ns, &node).await;
 
     // The connection limit (a service setting, 3000 by default): with 5, the sixth
     // concurrent session is refused while the five are held.
@@ -490,20 +471,9 @@ async fn own_vpc(forwarding: ForwardingMode) {
         .wait(&format!("/v1/{{p}}/vpc-endpoints/{ep_id}"), "accepted")
         .await;
     let node = ep["ip"].as_str().unwrap().to_owned();
-    let seen = eventually(
-        &client_ns,
-        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
-    )
-    .await;
-    let src: std::net::Ipv4Addr = seen.trim().parse().unwrap();
-    let snat: ipnet::Ipv4Net = "198.19.128.0/20".parse().unwrap();
-    assert!(snat.contains(&src), "the backend sees {src}");
-    let path = if forwarding == ForwardingMode::Auto {
-        "kernel"
-    } else {
-        "userspace"
-    };
+    backend_sees_snat(&client_ns, &node).await;
     let metrics = app.metrics().await;
+    let path = path_label(forwarding);
     assert!(
         metrics.contains(&format!("endpoint=\"{ep_id}\",path=\"{path}\"")),
         "{metrics}"
@@ -515,10 +485,41 @@ async fn own_vpc(forwarding: ForwardingMode) {
             &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
         )
         .await;
-        assert!(ok && snat.contains(&out.trim().parse::<std::net::Ipv4Addr>().unwrap()));
+        assert!(ok && in_snat_range(&out), "{out}");
     }
     app.stop().await;
     drop(guard);
+}
+
+/// The `path` label of an endpoint's metrics when the server runs with `forwarding`.
+fn path_label(forwarding: ForwardingMode) -> &'static str {
+    if forwarding == ForwardingMode::Auto {
+        "kernel"
+    } else {
+        "userspace"
+    }
+}
+
+/// Whether the HTTP backend answered with a source address in 198.19.128.0/20.
+fn in_snat_range(seen: &str) -> bool {
+    let snat: ipnet::Ipv4Net = "198.19.128.0/20".parse().unwrap();
+    seen.trim()
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|src| snat.contains(&src))
+}
+
+/// Fetches `http://{node}:8080/` from `ns` once the path is up, and checks that the
+/// backend saw the endpoint's SNAT address as the source.
+async fn backend_sees_snat(ns: &str, node: &str) {
+    let seen = eventually(
+        ns,
+        &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],
+    )
+    .await;
+    assert!(
+        in_snat_range(&seen),
+        "the backend sees a source in 198.19.128.0/20, not {seen}"
+    );
 }
 
 /// A free port on 127.0.0.1 (TCP and UDP both free when this returns).
