@@ -848,17 +848,13 @@ fn bind_udp(
 ) -> io::Result<Vec<std::net::UdpSocket>> {
     let bound = |e: io::Error| io::Error::new(e.kind(), format!("DNS on {addr}: {e}"));
     let sockets = substrate
-        .make_sockets(
-            vpc,
-            n,
-            Arc::new(move || {
-                let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-                s.set_reuse_address(true)?;
-                s.set_reuse_port(true)?;
-                s.bind(&addr.into())?;
-                Ok(s)
-            }),
-        )
+        .make_sockets(vpc, n, &|| {
+            let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+            Ok(s)
+        })
         .map_err(bound)?;
     Ok(sockets.into_iter().map(Into::into).collect())
 }
@@ -869,17 +865,14 @@ fn bind_tcp(
     substrate: &dyn Substrate,
     vpc: Option<&VpcSpec>,
 ) -> io::Result<tokio::net::TcpListener> {
-    let tcp = substrate.make_socket(
-        vpc,
-        Box::new(move || {
-            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-            s.set_reuse_address(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&addr.into())?;
-            s.listen(1024)?;
-            Ok(s)
-        }),
-    )?;
+    let tcp = substrate.make_socket(vpc, &|| {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        Ok(s)
+    })?;
     let bound = |e: io::Error| io::Error::new(e.kind(), format!("DNS on {addr}: {e}"));
     tokio::net::TcpListener::from_std(tcp.into()).map_err(bound)
 }

@@ -122,13 +122,9 @@ impl Ctx {
     /// Makes a non-blocking socket bound to the endpoint's SNAT address (a TCP socket's
     /// port is chosen at connect time, so spares hold no port; Nagle is off from the
     /// start, like the accepted side, which inherits it from its listener).
-    fn maker(
-        &self,
-        kind: Type,
-        proto: SockProto,
-    ) -> Arc<dyn Fn() -> io::Result<Socket> + Send + Sync> {
+    fn maker(&self, kind: Type, proto: SockProto) -> impl Fn() -> io::Result<Socket> {
         let source = self.source;
-        Arc::new(move || {
+        move || {
             let s = Socket::new(Domain::IPV4, kind.nonblocking(), Some(proto))?;
             if kind == Type::STREAM {
                 s.set_tcp_nodelay(true)?;
@@ -144,14 +140,15 @@ impl Ctx {
                 s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())?;
             }
             Ok(s)
-        })
+        }
     }
 
     /// A UDP socket in the provider VPC, bound to the endpoint's SNAT address.
     fn backend_dgram(&self) -> io::Result<Socket> {
-        let make = self.maker(Type::DGRAM, SockProto::UDP);
-        self.substrate
-            .make_socket(self.provider.as_ref(), Box::new(move || make()))
+        self.substrate.make_socket(
+            self.provider.as_ref(),
+            &self.maker(Type::DGRAM, SockProto::UDP),
+        )
     }
 
     /// A TCP socket in the provider VPC, bound to the endpoint's SNAT address: a spare,
@@ -172,7 +169,7 @@ impl Ctx {
         let made = self.substrate.make_sockets(
             self.provider.as_ref(),
             taken as usize + 1,
-            self.maker(Type::STREAM, SockProto::TCP),
+            &self.maker(Type::STREAM, SockProto::TCP),
         );
         let mut batch = match made {
             Ok(b) => b,
@@ -325,21 +322,18 @@ impl Gateway {
         kind: Type,
         proto: SockProto,
     ) -> std::io::Result<Socket> {
-        self.substrate.make_socket(
-            Some(vpc),
-            Box::new(move || {
-                let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
-                s.set_reuse_address(true)?;
-                s.bind(&addr.into())?;
-                if kind == Type::STREAM {
-                    // Accepted sockets inherit it: no setsockopt per session.
-                    s.set_tcp_nodelay(true)?;
-                    s.listen(1024)?;
-                }
-                s.set_nonblocking(true)?;
-                Ok(s)
-            }),
-        )
+        self.substrate.make_socket(Some(vpc), &|| {
+            let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            if kind == Type::STREAM {
+                // Accepted sockets inherit it: no setsockopt per session.
+                s.set_tcp_nodelay(true)?;
+                s.listen(1024)?;
+            }
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
     }
 
     /// Removes the endpoint's own addresses (its node IP and its SNAT address).

@@ -219,6 +219,12 @@ pub fn plan(
         } else {
             format!(" elements = {{ {} }};", link_of.join(", "))
         };
+        // Nothing new enters from a link, neither through the router nor to it.
+        let guards: String = [("ep_guard", "forward"), ("ep_guard_in", "input")]
+            .map(|(chain, hook)| {
+                format!("  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n    iifname \"kc-*\" ct state new drop\n  }}\n")
+            })
+            .concat();
         let nft = format!(
             "table ip {TABLE} {{
 {counters}{sets}  map link_of {{ type mark : mark;{elements} }}
@@ -232,17 +238,9 @@ pub fn plan(
   chain ep_dnat {{
     type nat hook prerouting priority -100; policy accept;
 {dnat}  }}
-  chain ep_guard {{
-    type filter hook forward priority 0; policy accept;
-    iifname \"kc-*\" ct state new drop
-  }}
-  chain ep_count {{
+{guards}  chain ep_count {{
     type filter hook forward priority 10; policy accept;
 {count}  }}
-  chain ep_guard_in {{
-    type filter hook input priority 0; policy accept;
-    iifname \"kc-*\" ct state new drop
-  }}
   chain ep_snat {{
     type nat hook postrouting priority 100; policy accept;
 {snat}  }}

@@ -8,7 +8,6 @@ pub mod netns;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use socket2::Socket;
 use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
@@ -16,7 +15,7 @@ use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 use crate::kernel::{Links, NsPlan};
 
 /// Makes a socket; run by the substrate inside the right network namespace.
-pub type MakeSocket = Box<dyn FnOnce() -> io::Result<Socket> + Send>;
+pub type MakeSocket<'a> = &'a dyn Fn() -> io::Result<Socket>;
 
 /// What a local address is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,22 +93,19 @@ pub trait Substrate: Send + Sync + 'static {
     ) -> io::Result<()>;
     /// The address at which `ip` of `vpc` is reached from inside that VPC.
     fn map_remote(&self, vpc: &VpcSpec, ip: Ipv4Addr) -> Ipv4Addr;
-    /// Runs `make` inside the VPC's network (the node's own for `None`).
-    fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket>;
-    /// Runs `make` `n` times inside the VPC's network, in one trip where a trip costs
-    /// something (netns: the calling thread enters the namespace once for the whole batch).
+    /// Runs `make` `n` times inside the VPC's network (the node's own for `None`), on the
+    /// calling thread; netns enters the namespace once for the whole batch.
     fn make_sockets(
         &self,
         vpc: Option<&VpcSpec>,
         n: usize,
-        make: Arc<dyn Fn() -> io::Result<Socket> + Send + Sync>,
-    ) -> io::Result<Vec<Socket>> {
-        (0..n)
-            .map(|_| {
-                let m = make.clone();
-                self.make_socket(vpc, Box::new(move || m()))
-            })
-            .collect()
+        make: MakeSocket,
+    ) -> io::Result<Vec<Socket>>;
+    /// One socket made inside the VPC's network.
+    fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket> {
+        self.make_sockets(vpc, 1, make)?
+            .pop()
+            .ok_or_else(|| io::Error::other("no socket made"))
     }
     /// The namespace a host lives in, if the substrate has namespaces.
     fn host_netns(&self, port_id: &str) -> Option<String>;

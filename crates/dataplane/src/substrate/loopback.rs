@@ -76,8 +76,13 @@ impl Substrate for Loopback {
         self.map(vpc.seq, ip)
     }
 
-    fn make_socket(&self, _: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket> {
-        make()
+    fn make_sockets(
+        &self,
+        _: Option<&VpcSpec>,
+        n: usize,
+        make: MakeSocket,
+    ) -> io::Result<Vec<Socket>> {
+        (0..n).map(|_| make()).collect()
     }
 
     fn host_netns(&self, _: &str) -> Option<String> {

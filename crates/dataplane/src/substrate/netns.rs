@@ -423,21 +423,17 @@ impl Substrate for Netns {
         addr
     }
 
-    fn make_socket(&self, vpc: Option<&VpcSpec>, make: MakeSocket) -> io::Result<Socket> {
-        let Some(vpc) = vpc else { return make() };
-        self.in_vpc(vpc, make)
-    }
-
     fn make_sockets(
         &self,
         vpc: Option<&VpcSpec>,
         n: usize,
-        make: Arc<dyn Fn() -> io::Result<Socket> + Send + Sync>,
+        make: MakeSocket,
     ) -> io::Result<Vec<Socket>> {
-        let Some(vpc) = vpc else {
-            return (0..n).map(|_| make()).collect();
-        };
-        self.in_vpc(vpc, move || (0..n).map(|_| make()).collect())
+        let batch = || (0..n).map(|_| make()).collect();
+        match vpc {
+            Some(vpc) => self.in_vpc(vpc, batch),
+            None => batch(),
+        }
     }
 
     fn host_netns(&self, port_id: &str) -> Option<String> {

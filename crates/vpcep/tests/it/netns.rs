@@ -247,15 +247,22 @@ async fn accept(alice: &Client, bob: &Client, svc_id: &str, ep_id: &str) -> Valu
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_guide_scenarios_userspace_path() {
-    scenarios(ForwardingMode::Userspace).await;
+/// Two tests running `$run`: one on the userspace path, one with the kernel path.
+macro_rules! on_both_paths {
+    ($run:ident: $userspace:ident, $kernel:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $userspace() {
+            $run(ForwardingMode::Userspace).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $kernel() {
+            $run(ForwardingMode::Auto).await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_guide_scenarios_kernel_path() {
-    scenarios(ForwardingMode::Auto).await;
-}
+on_both_paths!(scenarios: user_guide_scenarios_userspace_path, user_guide_scenarios_kernel_path);
 
 /// The same flows on either path. With `Auto`, the PROXY-v2 part stays in userspace and the
 /// plain part (`tcp_proxy` close) takes the kernel path.
@@ -420,15 +427,7 @@ async fn scenarios(forwarding: ForwardingMode) {
     drop(guard);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_in_the_services_own_vpc_userspace_path() {
-    own_vpc(ForwardingMode::Userspace).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_in_the_services_own_vpc_kernel_path() {
-    own_vpc(ForwardingMode::Auto).await;
-}
+on_both_paths!(own_vpc: endpoint_in_the_services_own_vpc_userspace_path, endpoint_in_the_services_own_vpc_kernel_path);
 
 /// A tenant's endpoint of its own service, in the service's own VPC and subnet: a
 /// neighbour of the backend reaches it through the endpoint like any consumer.
