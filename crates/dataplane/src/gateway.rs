@@ -188,6 +188,46 @@ impl Ctx {
     }
 }
 
+/// The threads that run TCP listeners and their sessions: one single-threaded runtime
+/// per core, each with its own listener on every port (`SO_REUSEPORT`), so a session
+/// lives on the thread that accepted it and its wake-ups never cross threads. Should no
+/// worker start, the caller's runtime serves instead.
+fn workers() -> Vec<tokio::runtime::Handle> {
+    static WORKERS: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    let started = WORKERS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n)
+            .filter_map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name(format!("vpcep-gw-{i}"))
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build();
+                        match rt {
+                            Ok(rt) => {
+                                let _ = tx.send(Some(rt.handle().clone()));
+                                rt.block_on(std::future::pending::<()>());
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "gateway worker cannot start");
+                                let _ = tx.send(None);
+                            }
+                        }
+                    })
+                    .ok()?;
+                rx.recv().ok().flatten()
+            })
+            .collect()
+    });
+    if started.is_empty() {
+        vec![tokio::runtime::Handle::current()]
+    } else {
+        started.clone()
+    }
+}
+
 /// A metric: name, type, help, and how to read it from an endpoint's counters.
 type Series = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
 
@@ -275,21 +315,26 @@ impl Gateway {
         for m in &spec.ports {
             let addr = SocketAddr::from(SocketAddrV4::new(listen, m.client_port));
             let started = match m.protocol {
-                Protocol::Tcp => self
-                    .listener(consumer, addr, Type::STREAM, SockProto::TCP)
-                    .and_then(|s| {
-                        let l = tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))?;
-                        Ok(tokio::spawn(tcp::serve(l, m.server_port, ctx.clone())))
-                    }),
+                Protocol::Tcp => workers().iter().try_for_each(|rt| {
+                    let s = self.listener(consumer, addr, Type::STREAM, SockProto::TCP)?;
+                    // Registered with the worker's own reactor.
+                    let l = {
+                        let _in = rt.enter();
+                        tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))?
+                    };
+                    tasks.push(rt.spawn(tcp::serve(l, m.server_port, ctx.clone())));
+                    Ok(())
+                }),
                 Protocol::Udp => self
                     .listener(consumer, addr, Type::DGRAM, SockProto::UDP)
                     .and_then(|s| {
                         let u = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))?;
-                        Ok(tokio::spawn(udp::serve(u, m.server_port, ctx.clone())))
+                        tasks.push(tokio::spawn(udp::serve(u, m.server_port, ctx.clone())));
+                        Ok(())
                     }),
             };
             match started {
-                Ok(t) => tasks.push(t),
+                Ok(()) => {}
                 Err(e) => {
                     let _ = stop_tx.send(true);
                     for t in tasks {
@@ -325,6 +370,10 @@ impl Gateway {
         self.substrate.make_socket(Some(vpc), &|| {
             let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
             s.set_reuse_address(true)?;
+            if kind == Type::STREAM {
+                // One listener per worker thread; the kernel spreads new connections.
+                s.set_reuse_port(true)?;
+            }
             s.bind(&addr.into())?;
             if kind == Type::STREAM {
                 // Accepted sockets inherit it: no setsockopt per session.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::SockRef;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use std::io::{Read, Write};
+
+use tokio::net::{TcpListener, TcpStream};
 use vpcep_model::TcpProxy;
 
 use super::{bump, pool, proxy_v2, Ctx};
@@ -59,27 +61,17 @@ async fn session(
     server_port: u16,
     ctx: &Ctx,
 ) -> io::Result<()> {
-    let backend_addr = SocketAddr::from(SocketAddrV4::new(ctx.backend(), server_port));
-    let connect = async {
-        let sock = ctx.backend_stream()?;
-        let sock = TcpSocket::from_std_stream(std::net::TcpStream::from(sock));
-        sock.connect(backend_addr).await
+    let (backend_ip, tcp_proxy) = {
+        let live = ctx.live();
+        (live.backend, live.tcp_proxy)
     };
-    let backend = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
+    let backend = match connect(ctx, SocketAddrV4::new(backend_ip, server_port)).await {
+        Ok(b) => b,
+        Err(e) => {
             bump(&ctx.stats.backend_errors, 1);
             return Err(e);
         }
-        Err(_) => {
-            bump(&ctx.stats.backend_errors, 1);
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "backend connect timed out",
-            ));
-        }
     };
-    let tcp_proxy = ctx.live().tcp_proxy;
     if matches!(tcp_proxy, TcpProxy::ProxyOpen | TcpProxy::Open) {
         let header = proxy_v2::encode(&proxy_v2::Header {
             src: peer,
@@ -91,19 +83,67 @@ async fn session(
         write_all(&backend, &header).await?;
     }
     // Only the first direction to end passes its end on with a half-close; when the
-    // second ends, both sockets are closed, which says the same.
+    // second ends, both sockets are closed, which says the same. A client usually
+    // speaks first and its request is there by the time the backend is connected, so
+    // that direction reads before waiting; the backend's answer cannot be there yet.
     let ended = AtomicBool::new(false);
     tokio::try_join!(
-        pump(&client, &backend, &ctx.stats.bytes_to_backend, &ended),
-        pump(&backend, &client, &ctx.stats.bytes_to_client, &ended),
+        pump(&client, &backend, &ctx.stats.bytes_to_backend, &ended, true),
+        pump(&backend, &client, &ctx.stats.bytes_to_client, &ended, false),
     )?;
     Ok(())
 }
 
+/// Connects to the backend from a ready-made socket. Across the node's links the
+/// handshake has usually completed by the time `connect` returns, so the session goes
+/// on at once; only a connection still in progress waits (at most [`CONNECT_TIMEOUT`]).
+async fn connect(ctx: &Ctx, to: SocketAddrV4) -> io::Result<TcpStream> {
+    let sock = ctx.backend_stream()?;
+    match sock.connect(&SocketAddr::from(to).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    if stream.peer_addr().is_err() {
+        // Not connected yet (or already refused): writable says which.
+        match tokio::time::timeout(CONNECT_TIMEOUT, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "backend connect timed out",
+                ))
+            }
+        }
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
+/// One read or write straight on the socket, whatever the runtime last saw of its
+/// readiness: the runtime only learns that a new socket is ready from its next poll, a
+/// round trip that most first reads and writes of a session do not need. A
+/// `WouldBlock` from here leaves the runtime's readiness alone, so a caller then waits
+/// with the runtime's own `readable`/`writable` and `try_*`, which clear it.
+fn now<T>(s: &TcpStream, op: impl FnOnce(&mut &socket2::Socket) -> io::Result<T>) -> io::Result<T> {
+    let sock = SockRef::from(s);
+    op(&mut &*sock)
+}
+
 async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    let mut eager = true;
     while !data.is_empty() {
-        to.writable().await?;
-        match to.try_write(data) {
+        let wrote = if eager {
+            eager = false;
+            now(to, |s| s.write(data))
+        } else {
+            to.writable().await?;
+            to.try_write(data)
+        };
+        match wrote {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -114,20 +154,27 @@ async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 
 /// Copies `from` → `to` until end of stream, then half-closes `to` unless the other
 /// direction has ended already. A buffer is held only between a read and the end of its
-/// write.
+/// write. With `eager`, the first read is tried before waiting.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     counter: &AtomicU64,
     ended: &AtomicBool,
+    mut eager: bool,
 ) -> io::Result<()> {
     loop {
-        from.readable().await?;
         let mut buf = pool::take();
-        let n = match from.try_read(&mut buf) {
+        let read = if eager {
+            eager = false;
+            now(from, |s| s.read(&mut buf))
+        } else {
+            from.try_read(&mut buf)
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 pool::give(buf);
+                from.readable().await?;
                 continue;
             }
             Err(e) => {
