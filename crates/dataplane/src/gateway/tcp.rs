@@ -1,15 +1,13 @@
 //! TCP sessions: accept in the consumer VPC, admit, connect out of the provider VPC, send
 //! the PROXY header if the service asks for one, then copy both ways with pooled buffers.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::SockRef;
-use std::io::{Read, Write};
-
 use tokio::net::{TcpListener, TcpStream};
 use vpcep_model::TcpProxy;
 

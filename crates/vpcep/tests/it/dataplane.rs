@@ -102,7 +102,7 @@ async fn setup(app: &TestApp, tcp_proxy: &str, endpoint_extra: Value) -> Setup {
     backends(backend).await;
     let svc = provider
         .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": host["host"]["port_id"], "server_type": "VM", "approval_enabled": false, "tcp_proxy": tcp_proxy,
-            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 8081, "server_port": 81, "protocol": "TCP"}, {"client_port": 5353, "server_port": 53, "protocol": "UDP"}]})))
+            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 8081, "server_port": 81, "protocol": "TCP"}, {"client_port": 8082, "server_port": 82, "protocol": "TCP"}, {"client_port": 5353, "server_port": 53, "protocol": "UDP"}]})))
         .await;
     let service = svc["id"].as_str().unwrap().to_owned();
     provider
@@ -203,6 +203,31 @@ async fn proxy_v2_carries_client_and_marker() {
         s.endpoint["id"].as_str().unwrap()
     );
     assert_eq!(line, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_refuses_ends_the_session_and_is_counted() {
+    let app = spawn_app().await;
+    let s = setup(&app, "close", json!({})).await;
+    let id = s.endpoint["id"].as_str().unwrap();
+    // Nothing listens on the backend's port 82: the client's session ends, unanswered.
+    assert!(echo((s.node, 8082).into(), b"x").await.is_err());
+    let mut counted = false;
+    for _ in 0..100 {
+        let metrics = app.metrics().await;
+        counted = metrics.lines().any(|l| {
+            l.starts_with("vpcep_gateway_backend_errors_total")
+                && l.contains(id)
+                && l.ends_with(" 1")
+        });
+        if counted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "the refused connect is counted once");
+    // The endpoint's other ports are untouched.
+    assert_eq!(echo((s.node, 8080).into(), b"ok").await.unwrap(), b"ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
