@@ -136,7 +136,7 @@ pub fn plan(
         let mut admit = String::new();
         let mut dnat = String::new();
         let mut snat = String::new();
-        let mut count = String::new();
+        let mut count = Vec::new();
         let mut link_of = Vec::new();
         let mut routes = Vec::new();
         let mut marks = Vec::new();
@@ -198,10 +198,9 @@ pub fn plan(
                 );
             }
             let _ = writeln!(snat, "    ct mark {m} snat to {}", e.snat_ip);
-            let _ = writeln!(
-                count,
-                "    ct mark {m} ct direction original counter name to_backend_{m}\n    ct mark {m} ct direction reply counter name to_client_{m}"
-            );
+            count.push(format!(
+                "original . {m} : \"to_backend_{m}\", reply . {m} : \"to_client_{m}\""
+            ));
         }
         let counters: String = eps
             .iter()
@@ -214,20 +213,24 @@ pub fn plan(
             .filter(|l| seen.insert(l.to_string()))
             .map(|l| format!("{l}\n"))
             .collect();
-        let elements = if link_of.is_empty() {
-            String::new()
-        } else {
-            format!(" elements = {{ {} }};", link_of.join(", "))
+        let elements = |list: &[String]| {
+            if list.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {} }};", list.join(", "))
+            }
         };
+        let (link_of, count) = (elements(&link_of), elements(&count));
         // Nothing new enters from a link, neither through the router nor to it.
         let guards: String = [("ep_guard", "forward"), ("ep_guard_in", "input")]
             .map(|(chain, hook)| {
-                format!("  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n    iifname \"kc-*\" ct state new drop\n  }}\n")
+                format!("  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n    ct state new iifname \"kc-*\" drop\n  }}\n")
             })
             .concat();
         let nft = format!(
             "table ip {TABLE} {{
-{counters}{sets}  map link_of {{ type mark : mark;{elements} }}
+{counters}{sets}  map link_of {{ type mark : mark;{link_of} }}
+  map count_of {{ type ct_dir . mark : counter;{count} }}
   chain ep_admit {{
     type filter hook prerouting priority -150; policy accept;
     ct state new jump ep_new
@@ -240,7 +243,8 @@ pub fn plan(
 {dnat}  }}
 {guards}  chain ep_count {{
     type filter hook forward priority 10; policy accept;
-{count}  }}
+    counter name ct direction . ct mark map @count_of
+  }}
   chain ep_snat {{
     type nat hook postrouting priority 100; policy accept;
 {snat}  }}
@@ -339,9 +343,10 @@ mod tests {
             "ct mark 16777216 ip daddr 192.168.0.4 udp dport 5353 dnat to 192.168.0.10:53"
         ));
         assert!(c.nft.contains("ct mark 16777216 snat to 198.19.128.1"));
+        assert!(c.nft.contains("map count_of { type ct_dir . mark : counter; elements = { original . 16777216 : \"to_backend_16777216\", reply . 16777216 : \"to_client_16777216\" }; }"));
         assert!(c
             .nft
-            .contains("ct mark 16777216 ct direction reply counter name to_client_16777216"));
+            .contains("counter name ct direction . ct mark map @count_of"));
         // The provider only routes the SNAT address back.
         let p = &plans["pppppppp-1"];
         assert_eq!(

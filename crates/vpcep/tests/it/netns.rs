@@ -298,6 +298,10 @@ async fn scenarios(forwarding: ForwardingMode) {
     );
     let echo = eventually(&client_ns, &["python3", "-c", UDP_ASK, &node, "5353"]).await;
     assert_eq!(echo.trim(), "ping");
+    // The host is made: it sends 512 KB GSO packets (BIG TCP), which no device of the
+    // substrate cuts smaller.
+    let (ok, link) = run_in(&client_ns, &["ip", "-d", "link", "show", "eth0"]).await;
+    assert!(ok && link.contains("gso_max_size 524280"), "{link}");
 
     let plain = alice
         .ok(
@@ -318,6 +322,17 @@ async fn scenarios(forwarding: ForwardingMode) {
         .unwrap_or_else(|| panic!("no session counter for the endpoint in {metrics}"));
     assert!(line.contains(&format!("path=\"{path}\"")), "{line}");
     assert!(!line.ends_with(" 0"), "sessions are counted: {line}");
+    // The request went one way and the answer the other, and each direction is counted.
+    for metric in [
+        "vpcep_gateway_bytes_to_backend_total",
+        "vpcep_gateway_bytes_to_client_total",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(metric) && l.contains(&ep_id))
+            .unwrap_or_else(|| panic!("no {metric} for the endpoint in {metrics}"));
+        assert!(!line.ends_with(" 0"), "bytes are counted: {line}");
+    }
 
     // One way only: the provider host reaches neither the consumer nor the endpoint.
     let (ok, _) = run_in(
