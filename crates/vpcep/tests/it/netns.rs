@@ -32,9 +32,23 @@ impl Drop for Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Err(e) = self.netns.remove_all() {
-            eprintln!("cleaning up namespaces: {e}");
+        // A stopped server's last apply may still be running on a blocking thread (and a
+        // failed test's server is still running): remove until nothing comes back.
+        let mut quiet = 0;
+        for _ in 0..50 {
+            if let Err(e) = self.netns.remove_all() {
+                eprintln!("cleaning up namespaces: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            quiet = match self.netns.namespaces() {
+                Ok(left) if left.is_empty() => quiet + 1,
+                _ => 0,
+            };
+            if quiet == 3 {
+                return;
+            }
         }
+        eprintln!("namespaces keep coming back: {:?}", self.netns.namespaces());
     }
 }
 
