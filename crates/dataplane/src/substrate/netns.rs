@@ -221,18 +221,12 @@ impl Netns {
     /// an MTU, and what each hop costs per packet (routing, and conntrack and NAT on the
     /// kernel path) is spread over eight times the bytes. Best effort: a kernel before
     /// 6.3 keeps 64 KB, which is only slower (said once in the log).
-    fn big_gso(&self, ns: &str, devs: &[&str]) {
+    fn big_gso(ns: &str, devs: &[&str]) {
         static WARNED: std::sync::Once = std::sync::Once::new();
+        // Opened afresh, not from `ns_files`: a host's namespace can be removed and made
+        // again under the same name, and a kept handle would then point at the old one.
         let set = || -> io::Result<()> {
-            let target = match self
-                .ns_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(ns)
-            {
-                Some(f) => f.clone(),
-                None => Arc::new(File::open(format!("/run/netns/{ns}"))?),
-            };
+            let target = File::open(format!("/run/netns/{ns}"))?;
             entered(&target, || {
                 devs.iter().try_for_each(|d| gso::set_max(d, gso::BIG))
             })
@@ -335,8 +329,8 @@ impl Substrate for Netns {
             &[],
         )?;
         // A bridge takes packets as big as its ports do, so it is set once it has one.
-        self.big_gso(&vns, &[&veth, &br]);
-        self.big_gso(&hns, &["eth0"]);
+        Self::big_gso(&vns, &[&veth, &br]);
+        Self::big_gso(&hns, &["eth0"]);
         let addr = format!("{}/{}", host.ip, prefix_len(&subnet.cidr)?);
         ip(&["-n", &hns, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
         if let Some(resolver) = subnet.resolver_ip() {
@@ -388,8 +382,8 @@ impl Substrate for Netns {
             EXISTS,
         )?;
         ip(&["-n", &vns, "link", "set", &link, "up"], &[])?;
-        self.big_gso(&vns, &[&link]);
-        self.big_gso(&ins, &["eth0"]);
+        Self::big_gso(&vns, &[&link]);
+        Self::big_gso(&ins, &["eth0"]);
         ip(
             &["-n", &vns, "route", "replace", &idc.cidr, "dev", &link],
             &[],
@@ -623,7 +617,7 @@ impl Netns {
             (&pns, &kp, kernel::CONSUMER_HOP, kernel::CONSUMER_MAC),
         ] {
             ip(&["-n", ns, "link", "set", dev, "up"], &[])?;
-            self.big_gso(ns, &[dev]);
+            Self::big_gso(ns, &[dev]);
             Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
             // Replies come from the provider's address space, which may hold an address
             // the consumer's router owns too.

@@ -3,6 +3,7 @@
 //! 32-bit attributes does not warrant a netlink crate.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use nix::libc;
 use nix::sys::socket::{
@@ -55,7 +56,6 @@ pub(super) fn set_max(dev: &str, size: u32) -> io::Result<()> {
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkRoute,
     )?;
-    use std::os::fd::AsRawFd;
     sendto(
         fd.as_raw_fd(),
         &msg,
