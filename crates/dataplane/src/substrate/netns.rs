@@ -233,7 +233,7 @@ impl Netns {
         };
         if let Err(e) = set() {
             WARNED.call_once(|| {
-                tracing::warn!(error = %e, "devices keep 64 KB GSO packets (BIG TCP needs Linux 6.3)");
+                tracing::warn!(error = %e, "devices keep 64 KB GSO packets (BIG TCP needs Linux 6.3; said once)");
             });
         }
     }

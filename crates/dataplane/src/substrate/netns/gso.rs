@@ -65,10 +65,10 @@ pub(super) fn set_max(dev: &str, size: u32) -> io::Result<()> {
     // The answer is an NLMSG_ERROR whose code is 0 for success or a negative errno.
     let mut answer = [0u8; 1024];
     let n = recv(fd.as_raw_fd(), &mut answer, MsgFlags::empty())?;
-    let kind = u16::from_ne_bytes([answer[4], answer[5]]);
-    if n < 20 || kind != libc::NLMSG_ERROR as u16 {
+    let kind = (n >= 20).then(|| u16::from_ne_bytes([answer[4], answer[5]]));
+    if kind != Some(libc::NLMSG_ERROR as u16) {
         return Err(io::Error::other(format!(
-            "device {dev}: unexpected netlink answer (type {kind}, {n} bytes)"
+            "device {dev}: unexpected netlink answer (type {kind:?}, {n} bytes)"
         )));
     }
     let code = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
