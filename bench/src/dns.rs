@@ -21,22 +21,36 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::dataplane::{client, spawn_serve, wait_status};
-use crate::{account_with_quota, Proc};
+use crate::{account_with_quota, at_least_one, Proc};
 
+#[derive(clap::Args)]
 pub(crate) struct Opts {
     /// Seconds per dnsperf run.
+    #[arg(long, default_value_t = 10)]
     pub secs: u64,
+    /// Endpoint services, each with one endpoint and its private name.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one())]
     pub endpoints: usize,
+    /// Rounds; every figure is the median of the rounds.
+    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
     pub repeats: usize,
     /// Offered load (queries/s) of the latency runs.
+    #[arg(long, default_value_t = 20000)]
     pub rate: u64,
-    /// Unbound's `num-threads` (default: one per core, its faster setting here).
+    /// Unbound's `num-threads` (one per core unless given: its faster setting here).
+    #[arg(long, default_value_t = cores())]
     pub unbound_threads: u64,
     /// `--loopback-base` of the server; Unbound listens on 127.BASE.0.2, which no VPC of
     /// that server uses (VPC number N ≥ 1 is 127.(BASE+N)).
+    #[arg(long, default_value_t = 100)]
     pub loopback_base: u8,
     /// The resolvers' port, for both servers.
+    #[arg(long, default_value_t = 10053)]
     pub port: u16,
+}
+
+fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
 /// The consumer subnet: its resolver is the second reserved address, 10.0.0.2.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
 
@@ -360,55 +361,75 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
     Ok(())
 }
 
+/// Benchmarks of vpcep; each prints Markdown tables for BENCHMARKS.md.
+#[derive(Parser)]
+#[command(name = "vpcep-bench")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// API throughput and latency of a release `vpcep serve` on SQLite.
+    Api {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent signed clients.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// (root) The data paths side by side with HAProxy on one netns topology.
+    Dataplane {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Rounds; every figure is the median of the rounds.
+        #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+        repeats: usize,
+        /// Set the topology up with this forwarding, print it, and hold it until stdin
+        /// closes, for profiling one path by hand (no measurement).
+        #[arg(long, value_parser = ["userspace", "auto"])]
+        explore: Option<String>,
+    },
+    /// (root) Idle sessions held through one node's kernel path.
+    Sessions {
+        /// Sessions to open.
+        #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one())]
+        target: usize,
+    },
+    /// The private DNS of a VPC side by side with Unbound serving the same records.
+    Dns(dns::Opts),
+    /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
+    /// round-robin over the targets and holds them.
+    #[command(hide = true)]
+    Hold { targets: String, count: usize },
+    /// Worker of `sessions`: accepts up to MAX sessions on every port and holds them.
+    #[command(hide = true)]
+    Sink { ports: String, max: usize },
+}
+
+/// A count that must be 1 or more.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let cli = Cli::parse();
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("vpcep");
-    match args.first().map(String::as_str) {
-        Some("api") => api_bench(bin, flag("--secs", 10), flag("--concurrency", 32) as usize).await,
-        Some("dataplane") => {
-            // `--explore userspace|auto`: set the topology up, print it, and hold it until
-            // stdin closes, for profiling one path by hand.
-            let explore = args
-                .iter()
-                .position(|a| a == "--explore")
-                .and_then(|i| args.get(i + 1))
-                .cloned();
-            dataplane::run(
-                &bin,
-                flag("--secs", 5),
-                flag("--repeats", 3) as usize,
-                explore.as_deref(),
-            )
-            .await
-        }
-        Some("sessions") => sessions::run(&bin, flag("--target", 1_000_000) as usize).await,
-        // Worker processes of `sessions`, started by it inside namespaces.
-        Some("hold") if args.len() == 3 => sessions::hold(&args[1], args[2].parse()?),
-        Some("sink") if args.len() == 3 => sessions::sink(&args[1], args[2].parse()?),
-        Some("dns") => {
-            let opts = dns::Opts {
-                secs: flag("--secs", 10),
-                endpoints: flag("--endpoints", 1000) as usize,
-                repeats: flag("--repeats", 3) as usize,
-                rate: flag("--rate", 20000),
-                unbound_threads: flag(
-                    "--unbound-threads",
-                    std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-                ),
-                loopback_base: flag("--loopback-base", 100) as u8,
-                port: flag("--port", 10053) as u16,
-            };
-            dns::run(&bin, opts).await
-        }
-        _ => bail!("usage: vpcep-bench api [--secs N] [--concurrency N] | dataplane [--secs N] [--repeats N] [--explore userspace|auto] | sessions [--target N] | dns [--secs N] [--endpoints N] [--repeats N] [--rate QPS] [--unbound-threads N] [--loopback-base N] [--port N]"),
+    match cli.bench {
+        Bench::Api { secs, concurrency } => api_bench(bin, secs, concurrency).await,
+        Bench::Dataplane {
+            secs,
+            repeats,
+            explore,
+        } => dataplane::run(&bin, secs, repeats, explore.as_deref()).await,
+        Bench::Sessions { target } => sessions::run(&bin, target).await,
+        Bench::Dns(opts) => dns::run(&bin, opts).await,
+        Bench::Hold { targets, count } => sessions::hold(&targets, count),
+        Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }
 }
