@@ -26,26 +26,26 @@ use crate::{account_with_quota, at_least_one, Proc};
 #[derive(clap::Args)]
 pub(crate) struct Opts {
     /// Seconds per dnsperf run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<u64>())]
     pub secs: u64,
     /// Endpoint services, each with one endpoint and its private name.
-    #[arg(long, default_value_t = 1000, value_parser = at_least_one())]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>())]
     pub endpoints: usize,
     /// Rounds; every figure is the median of the rounds.
-    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<usize>())]
     pub repeats: usize,
     /// Offered load (queries/s) of the latency runs.
-    #[arg(long, default_value_t = 20000)]
+    #[arg(long, default_value_t = 20000, value_parser = at_least_one::<u64>())]
     pub rate: u64,
     /// Unbound's `num-threads` (one per core unless given: its faster setting here).
-    #[arg(long, default_value_t = cores())]
+    #[arg(long, default_value_t = cores(), value_parser = at_least_one::<u64>())]
     pub unbound_threads: u64,
     /// `--loopback-base` of the server; Unbound listens on 127.BASE.0.2, which no VPC of
     /// that server uses (VPC number N ≥ 1 is 127.(BASE+N)).
     #[arg(long, default_value_t = 100)]
     pub loopback_base: u8,
     /// The resolvers' port, for both servers.
-    #[arg(long, default_value_t = 10053)]
+    #[arg(long, default_value_t = 10053, value_parser = at_least_one::<u16>())]
     pub port: u16,
 }
 

@@ -374,19 +374,19 @@ enum Bench {
     /// API throughput and latency of a release `vpcep serve` on SQLite.
     Api {
         /// Seconds per phase.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = at_least_one::<u64>())]
         secs: u64,
         /// Concurrent signed clients.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>())]
         concurrency: usize,
     },
     /// (root) The data paths side by side with HAProxy on one netns topology.
     Dataplane {
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one::<u64>())]
         secs: u64,
         /// Rounds; every figure is the median of the rounds.
-        #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+        #[arg(long, default_value_t = 3, value_parser = at_least_one::<usize>())]
         repeats: usize,
         /// Set the topology up with this forwarding, print it, and hold it until stdin
         /// closes, for profiling one path by hand (no measurement).
@@ -396,7 +396,7 @@ enum Bench {
     /// (root) Idle sessions held through one node's kernel path.
     Sessions {
         /// Sessions to open.
-        #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one())]
+        #[arg(long, default_value_t = 1_000_000, value_parser = at_least_one::<usize>())]
         target: usize,
     },
     /// The private DNS of a VPC side by side with Unbound serving the same records.
@@ -410,8 +410,9 @@ enum Bench {
     Sink { ports: String, max: usize },
 }
 
-/// A count that must be 1 or more.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+/// A count (or seconds, or rate) that must be 1 or more.
+fn at_least_one<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
+) -> clap::builder::RangedU64ValueParser<T> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
