@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
 
+use crate::cores;
+
 pub(crate) use crate::admin;
 
 pub(crate) struct Procs(pub(crate) Vec<Child>);
@@ -665,7 +667,7 @@ pub(crate) async fn run(
         .map(|(n, r)| medians(n, r))
         .collect();
     let (direct, hap, hap_pp, routed) = (&rows[0], &rows[2], &rows[5], &rows[6]);
-    println!("Medians of {repeats} rounds ({secs} s per measurement; wrk -t2 -c32; iperf3 -P1/-P8; {} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("Medians of {repeats} rounds ({secs} s per measurement; wrk -t2 -c32; iperf3 -P1/-P8; {} cores):", cores());
     println!();
     println!("| path | 1 stream Gbit/s | 8 streams Gbit/s | new conn/s | p50 ms | p99 ms | keep-alive req/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");

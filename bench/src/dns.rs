@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::dataplane::{client, spawn_serve, wait_status};
-use crate::{account_with_quota, at_least_one, Proc};
+use crate::{account_with_quota, at_least_one, cores, Proc};
 
 #[derive(clap::Args)]
 pub(crate) struct Opts {
@@ -38,8 +38,8 @@ pub(crate) struct Opts {
     #[arg(long, default_value_t = 20000, value_parser = at_least_one::<u64>())]
     pub rate: u64,
     /// Unbound's `num-threads` (one per core unless given: its faster setting here).
-    #[arg(long, default_value_t = cores(), value_parser = at_least_one::<u64>())]
-    pub unbound_threads: u64,
+    #[arg(long, default_value_t = cores(), value_parser = at_least_one::<usize>())]
+    pub unbound_threads: usize,
     /// `--loopback-base` of the server; Unbound listens on 127.BASE.0.2, which no VPC of
     /// that server uses (VPC number N ≥ 1 is 127.(BASE+N)).
     #[arg(long, default_value_t = 100)]
@@ -47,10 +47,6 @@ pub(crate) struct Opts {
     /// The resolvers' port, for both servers.
     #[arg(long, default_value_t = 10053, value_parser = at_least_one::<u16>())]
     pub port: u16,
-}
-
-fn cores() -> u64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
 /// The consumer subnet: its resolver is the second reserved address, 10.0.0.2.
@@ -485,9 +481,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         o.repeats,
         o.secs,
         o.rate,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     );
     Ok(())
 }

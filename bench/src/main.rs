@@ -354,9 +354,7 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
     println!();
     println!(
         "concurrency {conc}, {secs} s per phase, SQLite WAL synchronous=FULL, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     );
     Ok(())
 }
@@ -408,6 +406,11 @@ enum Bench {
     /// Worker of `sessions`: accepts up to MAX sessions on every port and holds them.
     #[command(hide = true)]
     Sink { ports: String, max: usize },
+}
+
+/// The machine's cores, as the benches report them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A count (or seconds, or rate) that must be 1 or more.
