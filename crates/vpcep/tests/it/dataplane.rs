@@ -12,6 +12,17 @@ use vpcep_dataplane::gateway::proxy_v2;
 
 use crate::support::{spawn_app, spawn_with, test_config, Client, TestApp};
 
+/// Whether `check` comes true within about 2 s (tried every 20 ms).
+async fn within_2s<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A backend host: TCP echo on :80, a PROXY-v2-reporting server on :81, UDP echo on :53.
 async fn backends(ip: Ipv4Addr) {
     let tcp = TcpListener::bind((ip, 80)).await.unwrap();
@@ -212,19 +223,14 @@ async fn a_backend_that_refuses_ends_the_session_and_is_counted() {
     let id = s.endpoint["id"].as_str().unwrap();
     // Nothing listens on the backend's port 82: the client's session ends, unanswered.
     assert!(echo((s.node, 8082).into(), b"x").await.is_err());
-    let mut counted = false;
-    for _ in 0..100 {
-        let metrics = app.metrics().await;
-        counted = metrics.lines().any(|l| {
+    let counted = within_2s(|| async {
+        app.metrics().await.lines().any(|l| {
             l.starts_with("vpcep_gateway_backend_errors_total")
                 && l.contains(id)
                 && l.ends_with(" 1")
-        });
-        if counted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+    })
+    .await;
     assert!(counted, "the refused connect is counted once");
     // The endpoint's other ports are untouched.
     assert_eq!(echo((s.node, 8080).into(), b"ok").await.unwrap(), b"ok");
@@ -253,14 +259,7 @@ async fn endpoint_whitelist_and_connection_limit() {
             Some(json!({"whitelist": ["127.0.0.0/8"], "enable_whitelist": true})),
         )
         .await;
-    let mut ok = false;
-    for _ in 0..100 {
-        if echo((s.node, 8080).into(), b"y").await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ok = within_2s(|| async { echo((s.node, 8080).into(), b"y").await.is_ok() }).await;
     assert!(ok, "the new whitelist admits the client");
 
     // 3000 concurrent sessions work; the 3001st is refused and counted.
@@ -307,14 +306,7 @@ async fn a_restart_brings_every_listener_back() {
     app.stop().await;
     assert!(TcpStream::connect((s.node, 8080)).await.is_err(), "stopped");
     let _again = spawn_with(dir, config).await;
-    let mut ok = false;
-    for _ in 0..100 {
-        if echo((s.node, 8080).into(), b"after").await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ok = within_2s(|| async { echo((s.node, 8080).into(), b"after").await.is_ok() }).await;
     assert!(ok, "the endpoint forwards again after the restart");
 }
 
