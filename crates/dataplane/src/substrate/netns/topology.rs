@@ -1,0 +1,287 @@
+//! The topology of the netns substrate: VPC namespaces with their subnet bridges, hosts
+//! and data centres joined to them, the gateway endpoints' route table, and the local
+//! addresses and sockets of the userspace gateway.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use socket2::Socket;
+use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
+
+use super::{
+    in_ns, ip, prefix_len, remove_netns_etc, short, KernelPath, Local, MakeSocket, Netns,
+    Substrate, EXISTS, GONE,
+};
+
+impl Substrate for Netns {
+    fn name(&self) -> &'static str {
+        "netns"
+    }
+
+    fn ensure_vpc(&self, vpc: &VpcSpec) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        Self::add_ns(&ns)?;
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qew",
+                "net.ipv4.ip_forward=1",
+                // It translates for endpoints in the backend's own subnet: forwarding back
+                // out of the bridge is not a hint for the host to go direct.
+                "net.ipv4.conf.all.send_redirects=0",
+                "net.ipv4.conf.default.send_redirects=0",
+                // The router routes; frames switched inside a subnet's bridge do not
+                // need conntrack or our tables (the kernel's default, where
+                // br_netfilter is built in, would send them through both). `-e`: a
+                // kernel without br_netfilter has no such keys.
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "enabling forwarding in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        for s in &vpc.subnets {
+            let br = format!("br-{}", short(&s.id));
+            ip(&["-n", &ns, "link", "add", &br, "type", "bridge"], EXISTS)?;
+            let addr = format!("{}/{}", s.gateway_ip, prefix_len(&s.cidr)?);
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", &br], EXISTS)?;
+            ip(&["-n", &ns, "link", "set", &br, "up"], &[])?;
+        }
+        Ok(())
+    }
+
+    fn remove_vpc(&self, vpc_id: &str) -> io::Result<()> {
+        let ns = self.vpc_ns(vpc_id);
+        self.ns_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ns);
+        ip(&["netns", "del", &ns], GONE)
+    }
+
+    fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()> {
+        let (vns, hns) = (self.vpc_ns(&vpc.id), self.host_ns(&host.port_id));
+        let subnet = Self::subnet(vpc, &host.subnet_id)?;
+        let veth = format!("vh-{}", short(&host.port_id));
+        Self::joined_ns(&hns, &vns, &veth)?;
+        let br = format!("br-{}", short(&subnet.id));
+        ip(
+            &["-n", &vns, "link", "set", &veth, "master", &br, "up"],
+            &[],
+        )?;
+        // A bridge takes packets as big as its ports do, so it is set once it has one.
+        Self::big_gso(&vns, &[&veth, &br]);
+        Self::big_gso(&hns, &["eth0"]);
+        let addr = format!("{}/{}", host.ip, prefix_len(&subnet.cidr)?);
+        ip(&["-n", &hns, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
+        if let Some(resolver) = subnet.resolver_ip() {
+            // `ip netns exec` bind-mounts this over /etc/resolv.conf.
+            let dir = std::path::Path::new("/etc/netns").join(&hns);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("resolv.conf"),
+                format!("# the VPC resolver (vpcep)\nnameserver {resolver}\noptions timeout:2 attempts:2\n"),
+            )?;
+        }
+        ip(&["-n", &hns, "link", "set", "eth0", "up"], &[])?;
+        ip(
+            &[
+                "-n",
+                &hns,
+                "route",
+                "replace",
+                "default",
+                "via",
+                &subnet.gateway_ip.to_string(),
+            ],
+            &[],
+        )
+    }
+
+    fn remove_host(&self, host: &HostSpec) -> io::Result<()> {
+        let ns = self.host_ns(&host.port_id);
+        remove_netns_etc(&ns);
+        ip(&["netns", "del", &ns], GONE)
+    }
+
+    fn ensure_idc(&self, vpc: &VpcSpec, idc: &IdcSpec) -> io::Result<()> {
+        let (vns, ins) = (self.vpc_ns(&vpc.id), self.idc_ns(&idc.id));
+        let link = format!("vd-{}", short(&idc.id));
+        Self::joined_ns(&ins, &vns, &link)?;
+        // The VPC end answers at a link-local hop; the data centre's range is on-link there.
+        let hop = IDC_HOP.to_string();
+        ip(
+            &[
+                "-n",
+                &vns,
+                "addr",
+                "add",
+                &format!("{hop}/32"),
+                "dev",
+                &link,
+            ],
+            EXISTS,
+        )?;
+        ip(&["-n", &vns, "link", "set", &link, "up"], &[])?;
+        Self::big_gso(&vns, &[&link]);
+        Self::big_gso(&ins, &["eth0"]);
+        ip(
+            &["-n", &vns, "route", "replace", &idc.cidr, "dev", &link],
+            &[],
+        )?;
+        let addr = format!("{}/{}", idc.ip, prefix_len(&idc.cidr)?);
+        ip(&["-n", &ins, "addr", "add", &addr, "dev", "eth0"], EXISTS)?;
+        ip(&["-n", &ins, "link", "set", "eth0", "up"], &[])?;
+        // Like a VPN whose remote side includes everything behind the VPC.
+        ip(
+            &[
+                "-n", &ins, "route", "replace", "default", "via", &hop, "dev", "eth0", "onlink",
+            ],
+            &[],
+        )
+    }
+
+    fn remove_idc(&self, idc: &IdcSpec) -> io::Result<()> {
+        ip(&["netns", "del", &self.idc_ns(&idc.id)], GONE)
+    }
+
+    fn idc_netns(&self, idc_id: &str) -> Option<String> {
+        Some(self.idc_ns(idc_id))
+    }
+
+    fn set_routes(&self, vpc: &VpcSpec, routes: &[RouteSpec]) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        let script = route_table_script(routes);
+        in_ns(&ns, "nft", &["-f", "-"], Some(&script)).map(|_| ())
+    }
+
+    fn add_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        addr: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<Option<Ipv4Addr>> {
+        let ns = self.vpc_ns(&vpc.id);
+        let dev = match kind {
+            Local::Endpoint if !subnet_id.is_empty() => {
+                format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id))
+            }
+            Local::Endpoint | Local::Snat => "lo".to_owned(),
+        };
+        ip(
+            &["-n", &ns, "addr", "add", &format!("{addr}/32"), "dev", &dev],
+            EXISTS,
+        )?;
+        Ok(Some(addr))
+    }
+
+    fn remove_local(
+        &self,
+        vpc: &VpcSpec,
+        subnet_id: &str,
+        addr: Ipv4Addr,
+        kind: Local,
+    ) -> io::Result<()> {
+        let ns = self.vpc_ns(&vpc.id);
+        let dev = match kind {
+            Local::Endpoint if !subnet_id.is_empty() => format!("br-{}", short(subnet_id)),
+            Local::Endpoint | Local::Snat => "lo".to_owned(),
+        };
+        ip(
+            &["-n", &ns, "addr", "del", &format!("{addr}/32"), "dev", &dev],
+            GONE,
+        )
+    }
+
+    fn map_remote(&self, _: &VpcSpec, addr: Ipv4Addr) -> Ipv4Addr {
+        addr
+    }
+
+    fn make_sockets(
+        &self,
+        vpc: Option<&VpcSpec>,
+        n: usize,
+        make: MakeSocket,
+    ) -> io::Result<Vec<Socket>> {
+        let batch = || (0..n).map(|_| make()).collect();
+        match vpc {
+            Some(vpc) => self.in_vpc(vpc, batch),
+            None => batch(),
+        }
+    }
+
+    fn host_netns(&self, port_id: &str) -> Option<String> {
+        Some(self.host_ns(port_id))
+    }
+
+    fn local_ip(&self, _: u32, _: Ipv4Addr) -> Option<Ipv4Addr> {
+        None
+    }
+
+    fn kernel(&self) -> Option<&dyn KernelPath> {
+        self.kernel.then_some(self as &dyn KernelPath)
+    }
+
+    fn prune(&self, keep: &Snapshot) -> io::Result<()> {
+        let wanted: std::collections::HashSet<String> = keep
+            .vpcs
+            .iter()
+            .map(|v| self.vpc_ns(&v.id))
+            .chain(keep.hosts.iter().map(|h| self.host_ns(&h.port_id)))
+            .chain(keep.idcs.iter().map(|i| self.idc_ns(&i.id)))
+            .collect();
+        for ns in self.namespaces()? {
+            if !wanted.contains(&ns) {
+                remove_netns_etc(&ns);
+                tracing::info!(netns = %ns, "removing a namespace the desired state no longer has");
+                ip(&["netns", "del", &ns], GONE)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The VPC router's address on every data-centre link.
+pub const IDC_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 9, 1);
+
+/// The table `vpcep_route` of a VPC router: what the gateway endpoints' routes do. Traffic
+/// to a route's range from the sources whose route table has it is sent to the endpoint's
+/// listeners (DNAT to the range's first address, ports kept); anything else to that
+/// range is dropped, as it would find no route.
+pub fn route_table_script(routes: &[RouteSpec]) -> String {
+    let mut rules = String::new();
+    let mut guard = String::new();
+    for r in routes {
+        let Some(listen) = vpcep_model::route_listen_ip(&r.cidr) else {
+            continue;
+        };
+        if !r.sources.is_empty() {
+            let from = r.sources.join(", ");
+            rules.push_str(&format!(
+                "    ip saddr {{ {from} }} ip daddr {} dnat to {listen}\n",
+                r.cidr
+            ));
+            guard.push_str(&format!(
+                "    ip saddr {{ {from} }} ip daddr {listen} accept\n"
+            ));
+        }
+        guard.push_str(&format!("    ip daddr {} drop\n", r.cidr));
+    }
+    format!(
+        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n  chain route_dnat {{\n    type nat hook prerouting priority -110; policy accept;\n{rules}  }}\n  chain route_guard {{\n    type filter hook input priority -10; policy accept;\n{guard}  }}\n}}\n",
+        t = ROUTE_TABLE
+    )
+}
+
+/// The nftables table of gateway-endpoint routes (separate from the kernel path's).
+pub const ROUTE_TABLE: &str = "vpcep_route";
