@@ -9,11 +9,12 @@ pub mod gateway;
 pub mod kernel;
 pub mod substrate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
-use vpcep_model::{Change, Outcome, Snapshot, VpcSpec};
+use vpcep_model::{Change, EndpointSpec, Outcome, RouteSpec, Snapshot, VpcSpec};
 
 pub use dns::{Dns, DnsConfig};
 pub use gateway::Gateway;
@@ -36,15 +37,39 @@ pub struct Node {
     substrate: Arc<dyn Substrate>,
     gateway: Gateway,
     forwarding: Forwarding,
-    current: Mutex<Snapshot>,
+    current: Mutex<Applied>,
     /// The first apply prunes leftovers and rewrites the kernel state whatever it was.
     started: std::sync::atomic::AtomicBool,
     outcomes: RwLock<HashMap<String, Outcome>>,
     /// The VPC resolvers and the cloud resolver, when the node serves DNS.
     dns: Option<Dns>,
-    /// The gateway-endpoint routes each VPC router holds now (set only on success, so
-    /// a VPC whose routes could not be set is tried again at the next apply).
-    routes: Mutex<HashMap<String, Vec<vpcep_model::RouteSpec>>>,
+    /// Kernel-path namespaces rewritten whole: at start, after a failed change, and
+    /// when drift was found.
+    rewrites: AtomicU64,
+}
+
+/// The kernel path's share of one apply: endpoints out, endpoints in (one that changed
+/// is in both).
+#[derive(Default)]
+struct KernelStep<'a> {
+    gone: Vec<&'a EndpointSpec>,
+    now: Vec<&'a EndpointSpec>,
+}
+
+/// What the node has applied: the snapshot and what follows from it.
+#[derive(Default)]
+struct Applied {
+    snapshot: Snapshot,
+    /// What the kernel path holds, counted by the endpoints that need it.
+    kernel: kernel::KernelState,
+    /// VPCs whose namespace must be rewritten whole: its last change failed, so what it
+    /// holds is unknown.
+    dirty: BTreeSet<String>,
+    /// The gateway endpoints' routes, by consumer VPC and endpoint.
+    routes: BTreeMap<String, BTreeMap<String, RouteSpec>>,
+    /// The routes each VPC router holds now (set only on success, so a VPC whose
+    /// routes could not be set is tried again at the next apply).
+    held_routes: HashMap<String, Vec<RouteSpec>>,
 }
 
 impl Node {
@@ -61,7 +86,7 @@ impl Node {
             started: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
             dns: None,
-            routes: Mutex::default(),
+            rewrites: AtomicU64::new(0),
         }
     }
 
@@ -79,20 +104,9 @@ impl Node {
         self.forwarding == Forwarding::Auto && self.substrate.kernel().is_some()
     }
 
-    /// The snapshot the userspace gateway serves, and the endpoints of the kernel path.
-    fn split(&self, s: &Snapshot) -> (Snapshot, Vec<vpcep_model::EndpointSpec>) {
-        if !self.kernel_on() {
-            return (s.clone(), Vec::new());
-        }
-        let (kernel, user): (Vec<_>, Vec<_>) =
-            s.endpoints.iter().cloned().partition(kernel::eligible);
-        (
-            Snapshot {
-                endpoints: user,
-                ..s.clone()
-            },
-            kernel,
-        )
+    /// Whether this endpoint takes the kernel path on this node.
+    fn on_kernel(&self, e: &EndpointSpec) -> bool {
+        self.kernel_on() && kernel::eligible(e)
     }
 
     pub fn substrate(&self) -> &Arc<dyn Substrate> {
@@ -103,57 +117,97 @@ impl Node {
         &self.gateway
     }
 
+    /// How many times a kernel-path namespace was rewritten whole (at start, after a
+    /// failed change, after drift); a change of endpoints never rewrites one.
+    pub fn kernel_rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::Relaxed)
+    }
+
+    fn set_outcome(&self, id: &str, outcome: Option<Outcome>) {
+        let mut outcomes = self.outcomes.write().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Some(o) => outcomes.insert(id.to_owned(), o),
+            None => outcomes.remove(id),
+        };
+    }
+
     /// Applies the difference between what runs and `next`, idempotently; afterwards every
-    /// endpoint of `next` has an outcome (up, or why not).
+    /// endpoint of `next` has an outcome (up, or why not). What it costs follows what
+    /// changed, not what there is.
     pub async fn apply(&self, next: Snapshot) {
-        let mut current = self.current.lock().await;
-        if current.revision == next.revision && *current == next {
+        let mut applied = self.current.lock().await;
+        let current = &mut *applied;
+        if current.snapshot.revision == next.revision
+            && current.snapshot == next
+            && current.dirty.is_empty()
+        {
             return;
         }
-        let first = !self.started.swap(true, std::sync::atomic::Ordering::AcqRel);
+        let first = !self.started.swap(true, Ordering::AcqRel);
         if first {
             let (sub, keep) = (self.substrate.clone(), next.clone());
             log(blocking(move || sub.prune(&keep)).await, "prune");
         }
-        let (user_cur, kernel_cur) = self.split(&current);
-        let (user_next, kernel_next) = self.split(&next);
         let vpcs: HashMap<String, VpcSpec> = next
             .vpcs
             .iter()
             .map(|v| (v.id.clone(), v.clone()))
             .collect();
         let mut failed_vpcs: HashMap<String, String> = HashMap::new();
-        for change in Snapshot::diff(&user_cur, &user_next) {
+        // The kernel path's endpoints are collected and sent as one step at the end.
+        let mut step = KernelStep::default();
+        let mut routes_touched = BTreeSet::new();
+        // Taken out while the changes borrow it; `next` takes its place at the end.
+        let old = std::mem::take(&mut current.snapshot);
+        let changes = Snapshot::diff(&old, &next);
+        for change in &changes {
             let sub = self.substrate.clone();
-            match change {
-                Change::RemoveEndpoint(id) => {
-                    self.gateway.stop(&id).await;
-                    self.outcomes
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
+            match *change {
+                Change::RemoveEndpoint(old) => {
+                    if self.on_kernel(old) {
+                        step.gone.push(old);
+                    } else {
+                        self.gateway.stop(&old.id).await;
+                    }
+                    self.set_outcome(&old.id, None);
+                    if old.route.is_some() {
+                        routes_touched.insert(old.consumer_vpc.clone());
+                        if let Some(r) = current.routes.get_mut(&old.consumer_vpc) {
+                            r.remove(&old.id);
+                        }
+                    }
                 }
                 Change::RemoveHost(h) => {
+                    let h = h.clone();
                     log(blocking(move || sub.remove_host(&h)).await, "remove host")
                 }
-                Change::RemoveVpc(id) => {
+                Change::RemoveVpc(v) => {
+                    let id = v.id.clone();
+                    current.dirty.remove(&id);
+                    current.routes.remove(&id);
+                    current.held_routes.remove(&id);
                     log(blocking(move || sub.remove_vpc(&id)).await, "remove VPC")
                 }
                 Change::AddVpc(v) => {
-                    let id = v.id.clone();
+                    let (id, v) = (v.id.clone(), v.clone());
+                    routes_touched.insert(id.clone());
                     if let Err(e) = blocking(move || sub.ensure_vpc(&v)).await {
                         tracing::warn!(vpc = %id, error = %e, "VPC could not be realised");
                         failed_vpcs.insert(id, e);
                     }
                 }
-                Change::RemoveIdc(i) => log(
-                    blocking(move || sub.remove_idc(&i)).await,
-                    "remove data centre",
-                ),
+                Change::RemoveIdc(i) => {
+                    let i = i.clone();
+                    log(
+                        blocking(move || sub.remove_idc(&i)).await,
+                        "remove data centre",
+                    )
+                }
                 Change::AddIdc(i) => {
                     let Some(v) = vpcs.get(&i.vpc_id).cloned() else {
                         continue;
                     };
+                    let i = i.clone();
                     log(
                         blocking(move || sub.ensure_idc(&v, &i)).await,
                         "data centre",
@@ -163,52 +217,75 @@ impl Node {
                     let Some(v) = vpcs.get(&h.vpc_id).cloned() else {
                         continue;
                     };
+                    let h = h.clone();
                     log(blocking(move || sub.ensure_host(&v, &h)).await, "host");
                 }
-                Change::UpdateEndpoint(e) => {
-                    let outcome = self.gateway.update(&e, &vpcs).await;
-                    self.outcomes
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(e.id.clone(), outcome);
+                Change::UpdateEndpoint { old, new } => {
+                    match (self.on_kernel(old), self.on_kernel(new)) {
+                        (true, true) => {
+                            step.gone.push(old);
+                            step.now.push(new);
+                        }
+                        (true, false) => {
+                            step.gone.push(old);
+                            let outcome = self.gateway.start(new, &vpcs).await;
+                            self.set_outcome(&new.id, Some(outcome));
+                        }
+                        (false, true) => {
+                            self.gateway.stop(&old.id).await;
+                            step.now.push(new);
+                        }
+                        (false, false) => {
+                            let outcome = self.gateway.update(new, &vpcs).await;
+                            self.set_outcome(&new.id, Some(outcome));
+                        }
+                    }
+                    if let Some(r) = &new.route {
+                        routes_touched.insert(new.consumer_vpc.clone());
+                        current
+                            .routes
+                            .entry(new.consumer_vpc.clone())
+                            .or_default()
+                            .insert(new.id.clone(), r.clone());
+                    }
                 }
                 Change::AddEndpoint(e) => {
+                    if let Some(r) = &e.route {
+                        routes_touched.insert(e.consumer_vpc.clone());
+                        current
+                            .routes
+                            .entry(e.consumer_vpc.clone())
+                            .or_default()
+                            .insert(e.id.clone(), r.clone());
+                    }
+                    if self.on_kernel(e) {
+                        step.now.push(e);
+                        continue;
+                    }
                     let broken = [Some(&e.consumer_vpc), e.provider_vpc.as_ref()]
                         .into_iter()
                         .flatten()
                         .find_map(|v| failed_vpcs.get(v));
                     let outcome = match broken {
                         Some(why) => Err(format!("VPC not realised: {why}")),
-                        None => self.gateway.start(&e, &vpcs).await,
+                        None => self.gateway.start(e, &vpcs).await,
                     };
                     if let Err(why) = &outcome {
                         tracing::warn!(endpoint = %e.id, error = %why, "endpoint could not come up");
                     }
-                    self.outcomes
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(e.id.clone(), outcome);
+                    self.set_outcome(&e.id, Some(outcome));
                 }
             }
         }
-        if self.kernel_on()
-            && (first || kernel_cur != kernel_next || user_cur.vpcs != user_next.vpcs)
-        {
-            self.apply_kernel(&next, &kernel_cur, &kernel_next, &failed_vpcs)
+        if self.kernel_on() {
+            self.apply_kernel(current, &old, &next, first, step, &failed_vpcs)
                 .await;
         } else if first && self.substrate.kernel().is_some() {
-            // Forced to userspace on a node that may hold kernel state from an earlier
-            // run: clear it, or its routes would take the endpoints' traffic, and end its
-            // sessions, whose conntrack entries would otherwise clash with the new ones.
-            let eligible: Vec<_> = next
-                .endpoints
-                .iter()
-                .filter(|e| kernel::eligible(e))
-                .cloned()
-                .collect();
-            self.apply_kernel(&next, &eligible, &[], &failed_vpcs).await;
+            self.clear_kernel(&next).await;
         }
-        self.apply_routes(&next, &failed_vpcs).await;
+        drop(changes);
+        self.apply_routes(current, &next, first, &routes_touched, &failed_vpcs)
+            .await;
         if let Some(dns) = &self.dns {
             if first {
                 if let Err(e) = dns.start_cloud().await {
@@ -224,37 +301,62 @@ impl Node {
             dns.sync(&live).await;
             dns.publish(self.zones(&next));
         }
-        *current = next;
+        current.snapshot = next;
     }
 
-    /// Makes every VPC router hold its gateway endpoints' routes where they differ from
-    /// what it holds (after a start nothing is known to be held, so all are written,
-    /// whatever an earlier run left).
-    async fn apply_routes(&self, next: &Snapshot, failed_vpcs: &HashMap<String, String>) {
-        let mut held = self.routes.lock().await;
-        held.retain(|id, _| next.vpcs.iter().any(|v| v.id == *id));
-        for vpc in next
+    /// Makes every VPC router whose gateway endpoints changed hold their routes (after a
+    /// start, every router: nothing is known to be held, whatever an earlier run left).
+    async fn apply_routes(
+        &self,
+        current: &mut Applied,
+        next: &Snapshot,
+        first: bool,
+        touched: &BTreeSet<String>,
+        failed_vpcs: &HashMap<String, String>,
+    ) {
+        if first {
+            current.routes.clear();
+            for e in &next.endpoints {
+                if let Some(r) = &e.route {
+                    current
+                        .routes
+                        .entry(e.consumer_vpc.clone())
+                        .or_default()
+                        .insert(e.id.clone(), r.clone());
+                }
+            }
+        }
+        let retry: Vec<String> = next
             .vpcs
             .iter()
-            .filter(|v| !failed_vpcs.contains_key(&v.id))
-        {
-            let want: Vec<vpcep_model::RouteSpec> = next
-                .endpoints
-                .iter()
-                .filter(|e| e.consumer_vpc == vpc.id)
-                .filter_map(|e| e.route.clone())
-                .collect();
-            if held.get(&vpc.id) == Some(&want) {
+            .filter(|v| {
+                first || touched.contains(&v.id) || !current.held_routes.contains_key(&v.id)
+            })
+            .map(|v| v.id.clone())
+            .collect();
+        for id in retry {
+            if failed_vpcs.contains_key(&id) {
                 continue;
             }
-            let (sub, v, routes) = (self.substrate.clone(), vpc.clone(), want.clone());
-            match blocking(move || sub.set_routes(&v, &routes)).await {
+            let Some(vpc) = next.vpcs.iter().find(|v| v.id == id).cloned() else {
+                continue;
+            };
+            let want: Vec<RouteSpec> = current
+                .routes
+                .get(&id)
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            if current.held_routes.get(&id) == Some(&want) {
+                continue;
+            }
+            let (sub, routes) = (self.substrate.clone(), want.clone());
+            match blocking(move || sub.set_routes(&vpc, &routes)).await {
                 Ok(()) => {
-                    held.insert(vpc.id.clone(), want);
+                    current.held_routes.insert(id, want);
                 }
                 Err(e) => {
-                    held.remove(&vpc.id);
-                    tracing::warn!(vpc = %vpc.id, error = %e, "gateway endpoint routes failed");
+                    current.held_routes.remove(&id);
+                    tracing::warn!(vpc = %id, error = %e, "gateway endpoint routes failed");
                 }
             }
         }
@@ -281,79 +383,242 @@ impl Node {
         zones
     }
 
-    /// Rewrites the kernel path for `next` (atomically per namespace) and ends the sessions
-    /// of endpoints that left it.
+    /// Sends the kernel path what changed: the endpoints of `gone` out and those of `now`
+    /// in (an endpoint that changed is in both), as one step; namespaces whose last
+    /// change failed, or all of them at start, are rewritten whole instead. Ends the
+    /// sessions of endpoints that left the kernel path.
     async fn apply_kernel(
         &self,
+        current: &mut Applied,
+        old: &Snapshot,
         next: &Snapshot,
-        before: &[vpcep_model::EndpointSpec],
-        now: &[vpcep_model::EndpointSpec],
+        first: bool,
+        KernelStep { gone, now }: KernelStep<'_>,
         failed_vpcs: &HashMap<String, String>,
     ) {
-        let vpcs: std::collections::BTreeMap<String, VpcSpec> = next
+        let seqs: HashMap<&str, u32> = old
             .vpcs
             .iter()
-            .filter(|v| !failed_vpcs.contains_key(&v.id))
-            .map(|v| (v.id.clone(), v.clone()))
+            .chain(&next.vpcs)
+            .map(|v| (v.id.as_str(), v.seq))
             .collect();
-        let usable: Vec<vpcep_model::EndpointSpec> = now
-            .iter()
-            .filter(|e| {
-                vpcs.contains_key(&e.consumer_vpc)
-                    && e.provider_vpc
-                        .as_ref()
-                        .is_some_and(|p| vpcs.contains_key(p))
-            })
-            .cloned()
-            .collect();
-        let refs: Vec<&vpcep_model::EndpointSpec> = usable.iter().collect();
-        let (plans, links) = kernel::plan(&vpcs, &refs);
-        let sub = self.substrate.clone();
-        let result = blocking(move || match sub.kernel() {
-            Some(k) => k.apply(&vpcs, &plans, &links),
-            None => Ok(()),
-        })
-        .await;
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "kernel path could not be applied");
+        let (mut delta, skipped) = current
+            .kernel
+            .update(&gone, &now, |id| seqs.get(id).copied());
+        // A VPC that went has taken its namespace, its links and their routes with it.
+        let exists = |id: &String| next.vpcs.iter().any(|v| v.id == *id);
+        delta.ns.retain(|vpc, _| exists(vpc));
+        delta.links_removed.retain(|(c, p)| exists(c) && exists(p));
+        let mut rewrite: BTreeSet<String> = failed_vpcs.keys().cloned().collect();
+        rewrite.append(&mut current.dirty);
+        if first {
+            rewrite.extend(next.vpcs.iter().map(|v| v.id.clone()));
         }
-        {
-            let mut outcomes = self.outcomes.write().unwrap_or_else(|p| p.into_inner());
-            for e in now {
-                let outcome = match (&result, usable.iter().any(|u| u.id == e.id)) {
-                    (Ok(()), true) => Ok(()),
-                    (Ok(()), false) => Err("VPC not realised".to_owned()),
-                    (Err(why), _) => Err(why.clone()),
-                };
-                outcomes.insert(e.id.clone(), outcome);
+        rewrite.retain(|vpc| exists(vpc));
+        // What is rewritten whole gets no step; links are made by the rewrite too.
+        delta.ns.retain(|vpc, _| !rewrite.contains(vpc));
+        delta
+            .links_added
+            .retain(|(c, p)| !rewrite.contains(c) && !rewrite.contains(p));
+        let jobs: Vec<(String, Vec<kernel::Item>, Vec<kernel::Link>)> = rewrite
+            .iter()
+            .map(|vpc| {
+                let items = current.kernel.items(vpc).into_iter().cloned().collect();
+                (vpc.clone(), items, current.kernel.links_of(vpc))
+            })
+            .collect();
+        let sub = self.substrate.clone();
+        let (failed, rewritten) = tokio::task::spawn_blocking(move || {
+            let Some(k) = sub.kernel() else {
+                return (BTreeMap::new(), 0);
+            };
+            let mut failed = k.apply(&delta);
+            let mut rewritten = 0;
+            for (vpc, items, links) in jobs {
+                let items: Vec<&kernel::Item> = items.iter().collect();
+                match k.rewrite(&vpc, &items, &links) {
+                    Ok(()) => rewritten += 1,
+                    Err(e) => {
+                        failed.insert(vpc, e.to_string());
+                    }
+                }
+            }
+            (failed, rewritten)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let why = format!("kernel path: {e}");
+            (
+                rewrite.iter().map(|v| (v.clone(), why.clone())).collect(),
+                0,
+            )
+        });
+        self.rewrites.fetch_add(rewritten, Ordering::Relaxed);
+        for (vpc, why) in &failed {
+            tracing::warn!(vpc = %vpc, error = %why, "kernel path could not be applied; the namespace will be rewritten");
+        }
+        current.dirty.extend(failed.keys().cloned());
+        // At start every endpoint of the kernel path was counted in: each has an outcome.
+        for e in &now {
+            let why = if skipped.contains(&e.id) {
+                Some("VPC not realised".to_owned())
+            } else {
+                [Some(&e.consumer_vpc), e.provider_vpc.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|v| failed_vpcs.get(v).or_else(|| failed.get(v)))
+                    .map(|why| format!("VPC not realised: {why}"))
+            };
+            self.set_outcome(&e.id, Some(why.map_or(Ok(()), Err)));
+        }
+        // An endpoint that stays keeps its sessions; one that left (or whose marker id
+        // changed) has them ended.
+        let staying: BTreeSet<(&str, u32)> =
+            now.iter().map(|n| (n.id.as_str(), n.marker_id)).collect();
+        for old in &gone {
+            if !staying.contains(&(old.id.as_str(), old.marker_id)) {
+                self.forget(old).await;
             }
         }
-        for gone in before.iter().filter(|b| {
-            !now.iter()
-                .any(|n| n.id == b.id && n.marker_id == b.marker_id)
-        }) {
-            self.outcomes
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&gone.id);
-            let (sub, c, p, m) = (
-                self.substrate.clone(),
-                gone.consumer_vpc.clone(),
-                gone.provider_vpc.clone().unwrap_or_default(),
-                gone.marker_id,
-            );
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(k) = sub.kernel() {
-                    k.forget(&[&c, &p], m);
+    }
+
+    /// Ends the kernel-path sessions of an endpoint at once.
+    async fn forget(&self, e: &EndpointSpec) {
+        let (sub, c, p, m) = (
+            self.substrate.clone(),
+            e.consumer_vpc.clone(),
+            e.provider_vpc.clone().unwrap_or_default(),
+            e.marker_id,
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(k) = sub.kernel() {
+                k.forget(&[&c, &p], m);
+            }
+        })
+        .await;
+    }
+
+    /// Forced to userspace on a node that may hold kernel state from an earlier run:
+    /// clear it, or its routes would take the endpoints' traffic, and end its sessions,
+    /// whose conntrack entries would otherwise clash with the new ones.
+    async fn clear_kernel(&self, next: &Snapshot) {
+        let vpcs: Vec<String> = next.vpcs.iter().map(|v| v.id.clone()).collect();
+        let sub = self.substrate.clone();
+        let rewritten = tokio::task::spawn_blocking(move || {
+            let Some(k) = sub.kernel() else { return 0 };
+            let mut n = 0;
+            for vpc in vpcs {
+                match k.rewrite(&vpc, &[], &[]) {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::warn!(vpc = %vpc, error = %e, "kernel-path leftovers could not be cleared"),
                 }
+            }
+            n
+        })
+        .await
+        .unwrap_or(0);
+        self.rewrites.fetch_add(rewritten, Ordering::Relaxed);
+        for e in next.endpoints.iter().filter(|e| kernel::eligible(e)) {
+            self.forget(e).await;
+        }
+    }
+
+    /// Rewrites the kernel-path namespaces whose last change failed, and those whose
+    /// table, routes or rules no longer look as they should (someone changed them by
+    /// hand); returns how many were rewritten. Run now and then by the node's owner.
+    pub async fn resync(&self) -> usize {
+        if !self.kernel_on() || !self.started.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut applied = self.current.lock().await;
+        let current = &mut *applied;
+        let vpcs: BTreeSet<String> = current
+            .kernel
+            .namespaces()
+            .chain(&current.dirty)
+            .filter(|id| current.snapshot.vpcs.iter().any(|v| v.id == **id))
+            .cloned()
+            .collect();
+        let jobs: Vec<(String, bool, Vec<kernel::Item>, Vec<kernel::Link>)> = vpcs
+            .into_iter()
+            .map(|vpc| {
+                let items = current.kernel.items(&vpc).into_iter().cloned().collect();
+                let links = current.kernel.links_of(&vpc);
+                (vpc.clone(), current.dirty.contains(&vpc), items, links)
             })
-            .await;
+            .collect();
+        let sub = self.substrate.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let Some(k) = sub.kernel() else {
+                return Vec::new();
+            };
+            jobs.into_iter()
+                .filter_map(|(vpc, dirty, items, links)| {
+                    let items: Vec<&kernel::Item> = items.iter().collect();
+                    if !dirty {
+                        match k.drift(&vpc, &kernel::Shape::of(&items)) {
+                            Ok(None) => return None,
+                            Ok(Some(what)) => {
+                                tracing::warn!(vpc = %vpc, drift = %what, "kernel path changed by hand; rewriting it")
+                            }
+                            Err(e) => tracing::warn!(vpc = %vpc, error = %e, "kernel path could not be listed; rewriting it"),
+                        }
+                    }
+                    Some((vpc.clone(), k.rewrite(&vpc, &items, &links).map_err(|e| e.to_string())))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        let mut rewritten = 0;
+        for (vpc, result) in outcome {
+            match result {
+                Ok(()) => {
+                    current.dirty.remove(&vpc);
+                    rewritten += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(vpc = %vpc, error = %e, "kernel path rewrite failed");
+                    current.dirty.insert(vpc);
+                }
+            }
+        }
+        self.rewrites.fetch_add(rewritten as u64, Ordering::Relaxed);
+        rewritten
+    }
+
+    /// Runs [`Node::resync`] every `every` until `shutdown` turns true.
+    pub async fn resync_every(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let n = self.resync().await;
+            if n > 0 {
+                tracing::info!(namespaces = n, "kernel path resynced");
+            }
         }
     }
 
     /// Prometheus text of this node: both paths, one family per metric.
     pub fn render_metrics(&self) -> String {
         let mut out = self.gateway.render_metrics(&self.kernel_samples());
+        if self.kernel_on() {
+            out.push_str(&format!(
+                "# HELP vpcep_kernel_rewrites_total Kernel-path namespaces rewritten whole (start-up, failed changes, drift).\n# TYPE vpcep_kernel_rewrites_total counter\nvpcep_kernel_rewrites_total {}\n",
+                self.kernel_rewrites()
+            ));
+        }
         if let Some(dns) = &self.dns {
             out.push_str(&dns.render_metrics());
         }
@@ -368,10 +633,14 @@ impl Node {
         let Ok(current) = self.current.try_lock() else {
             return Vec::new();
         };
-        let (_, eps) = self.split(&current);
+        let eps = current
+            .snapshot
+            .endpoints
+            .iter()
+            .filter(|e| self.on_kernel(e));
         let mut by_vpc: HashMap<&str, HashMap<String, (u64, u64)>> = HashMap::new();
         let mut out = Vec::new();
-        for e in &eps {
+        for e in eps {
             let counters = by_vpc
                 .entry(e.consumer_vpc.as_str())
                 .or_insert_with(|| k.counters(&e.consumer_vpc));

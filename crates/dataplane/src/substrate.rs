@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use socket2::Socket;
 use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 
-use crate::kernel::{Links, NsPlan};
+use crate::kernel::{Delta, Item, Link, Shape};
 
 /// Makes a socket; run by the substrate inside the right network namespace.
 pub type MakeSocket<'a> = &'a dyn Fn() -> io::Result<Socket>;
@@ -28,17 +28,19 @@ pub enum Local {
 
 /// The kernel fast path of a substrate (see `kernel`).
 pub trait KernelPath: Send + Sync {
-    /// Makes the links, routes and nftables tables of every VPC namespace match the plan,
-    /// one atomic nftables transaction per namespace.
-    fn apply(
-        &self,
-        vpcs: &BTreeMap<String, VpcSpec>,
-        plans: &BTreeMap<String, NsPlan>,
-        links: &Links,
-    ) -> io::Result<()>;
+    /// Applies one step: links first in, then per namespace one nftables transaction and
+    /// one batch of routes and rules, then links last out. Returns the VPCs whose
+    /// namespace did not take its part, with why (what they hold is then unknown).
+    fn apply(&self, delta: &Delta) -> BTreeMap<String, String>;
+    /// Makes the namespace of VPC `vpc` hold exactly `items` and have exactly the links
+    /// `links`, whatever it held before (start-up, and repair of drift or failure).
+    fn rewrite(&self, vpc: &str, items: &[&Item], links: &[Link]) -> io::Result<()>;
+    /// What differs between the namespace of VPC `vpc` and `want`, if anything.
+    fn drift(&self, vpc: &str, want: &Shape) -> io::Result<Option<String>>;
     /// Ends the sessions of an endpoint at once (its conntrack entries, by marker id).
     fn forget(&self, vpc_ids: &[&str], marker_id: u32);
-    /// Named counters of our table in a VPC namespace: name → (packets, bytes).
+    /// The kernel path's counters in a VPC namespace: `{set}_{marker}` (and
+    /// `to_backend_{marker}`, `to_client_{marker}`) → (packets, bytes).
     fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)>;
 }
 

@@ -138,20 +138,24 @@ pub fn snat_ip(marker_id: u32) -> Ipv4Addr {
     Ipv4Addr::from(SNAT_BASE + 1 + index)
 }
 
-/// One thing to do to move a node from one snapshot to the next.
+/// One thing to do to move a node from one snapshot to the next, borrowed from the two
+/// snapshots (a diff copies nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    AddVpc(VpcSpec),
-    RemoveVpc(String),
-    AddHost(HostSpec),
-    RemoveHost(HostSpec),
-    AddEndpoint(EndpointSpec),
+pub enum Change<'a> {
+    AddVpc(&'a VpcSpec),
+    RemoveVpc(&'a VpcSpec),
+    AddHost(&'a HostSpec),
+    RemoveHost(&'a HostSpec),
+    AddEndpoint(&'a EndpointSpec),
     /// Same listeners, new settings (whitelist, limit, backend, PROXY header): applied in
     /// place, live sessions kept.
-    UpdateEndpoint(EndpointSpec),
-    RemoveEndpoint(String),
-    AddIdc(IdcSpec),
-    RemoveIdc(IdcSpec),
+    UpdateEndpoint {
+        old: &'a EndpointSpec,
+        new: &'a EndpointSpec,
+    },
+    RemoveEndpoint(&'a EndpointSpec),
+    AddIdc(&'a IdcSpec),
+    RemoveIdc(&'a IdcSpec),
 }
 
 impl EndpointSpec {
@@ -175,8 +179,8 @@ impl EndpointSpec {
     }
 }
 
-fn by_key<T: Clone, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, T> {
-    items.iter().map(|i| (key(i), i.clone())).collect()
+fn by_key<'a, T>(items: &'a [T], key: impl Fn(&'a T) -> &'a str) -> BTreeMap<&'a str, &'a T> {
+    items.iter().map(|i| (key(i), i)).collect()
 }
 
 impl Snapshot {
@@ -184,65 +188,59 @@ impl Snapshot {
     /// something still needs it and nothing is added before what it needs: endpoints
     /// first out, then hosts, then VPCs; VPCs first in, then hosts, then endpoints. A
     /// changed item is removed and added again; VPCs change in place (subnets are added).
-    pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
-        let (ov, nv) = (
-            by_key(&old.vpcs, |v| v.id.clone()),
-            by_key(&new.vpcs, |v| v.id.clone()),
-        );
+    pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<Change<'a>> {
+        let (ov, nv) = (by_key(&old.vpcs, |v| &v.id), by_key(&new.vpcs, |v| &v.id));
         let (oh, nh) = (
-            by_key(&old.hosts, |h| h.port_id.clone()),
-            by_key(&new.hosts, |h| h.port_id.clone()),
+            by_key(&old.hosts, |h| &h.port_id),
+            by_key(&new.hosts, |h| &h.port_id),
         );
-        let (oi, ni) = (
-            by_key(&old.idcs, |i| i.id.clone()),
-            by_key(&new.idcs, |i| i.id.clone()),
-        );
+        let (oi, ni) = (by_key(&old.idcs, |i| &i.id), by_key(&new.idcs, |i| &i.id));
         let (oe, ne) = (
-            by_key(&old.endpoints, |e| e.id.clone()),
-            by_key(&new.endpoints, |e| e.id.clone()),
+            by_key(&old.endpoints, |e| &e.id),
+            by_key(&new.endpoints, |e| &e.id),
         );
         let mut out = Vec::new();
-        let in_place = |id: &String| matches!((oe.get(id), ne.get(id)), (Some(o), Some(n)) if o != n && o.same_listeners(n));
+        let in_place = |id: &str| matches!((oe.get(id), ne.get(id)), (Some(o), Some(n)) if o != n && o.same_listeners(n));
         for (id, e) in &oe {
             if ne.get(id) != Some(e) && !in_place(id) {
-                out.push(Change::RemoveEndpoint(id.clone()));
+                out.push(Change::RemoveEndpoint(e));
             }
         }
         for (id, h) in &oh {
             if nh.get(id) != Some(h) {
-                out.push(Change::RemoveHost(h.clone()));
+                out.push(Change::RemoveHost(h));
             }
         }
         for (id, i) in &oi {
             if ni.get(id) != Some(i) {
-                out.push(Change::RemoveIdc(i.clone()));
+                out.push(Change::RemoveIdc(i));
             }
         }
-        for id in ov.keys() {
+        for (id, v) in &ov {
             if !nv.contains_key(id) {
-                out.push(Change::RemoveVpc(id.clone()));
+                out.push(Change::RemoveVpc(v));
             }
         }
         for (id, v) in &nv {
             if ov.get(id) != Some(v) {
-                out.push(Change::AddVpc(v.clone()));
+                out.push(Change::AddVpc(v));
             }
         }
         for (id, h) in &nh {
             if oh.get(id) != Some(h) {
-                out.push(Change::AddHost(h.clone()));
+                out.push(Change::AddHost(h));
             }
         }
         for (id, i) in &ni {
             if oi.get(id) != Some(i) {
-                out.push(Change::AddIdc(i.clone()));
+                out.push(Change::AddIdc(i));
             }
         }
         for (id, e) in &ne {
-            if in_place(id) {
-                out.push(Change::UpdateEndpoint(e.clone()));
-            } else if oe.get(id) != Some(e) {
-                out.push(Change::AddEndpoint(e.clone()));
+            match oe.get(id) {
+                Some(old) if in_place(id) => out.push(Change::UpdateEndpoint { old, new: e }),
+                Some(old) if old == e => {}
+                _ => out.push(Change::AddEndpoint(e)),
             }
         }
         out
@@ -299,9 +297,9 @@ mod tests {
         assert_eq!(
             Snapshot::diff(&empty, &one),
             vec![
-                Change::AddVpc(vpc("a")),
-                Change::AddVpc(vpc("b")),
-                Change::AddEndpoint(ep("e1", 80))
+                Change::AddVpc(&vpc("a")),
+                Change::AddVpc(&vpc("b")),
+                Change::AddEndpoint(&ep("e1", 80))
             ]
         );
         assert_eq!(Snapshot::diff(&one, &one), vec![]);
@@ -312,8 +310,8 @@ mod tests {
         assert_eq!(
             Snapshot::diff(&one, &changed),
             vec![
-                Change::RemoveEndpoint("e1".into()),
-                Change::AddEndpoint(ep("e1", 81))
+                Change::RemoveEndpoint(&ep("e1", 80)),
+                Change::AddEndpoint(&ep("e1", 81))
             ]
         );
         let mut listed = ep("e1", 80);
@@ -324,14 +322,17 @@ mod tests {
         };
         assert_eq!(
             Snapshot::diff(&one, &tightened),
-            vec![Change::UpdateEndpoint(listed)]
+            vec![Change::UpdateEndpoint {
+                old: &ep("e1", 80),
+                new: &listed
+            }]
         );
         assert_eq!(
             Snapshot::diff(&one, &empty),
             vec![
-                Change::RemoveEndpoint("e1".into()),
-                Change::RemoveVpc("a".into()),
-                Change::RemoveVpc("b".into())
+                Change::RemoveEndpoint(&ep("e1", 80)),
+                Change::RemoveVpc(&vpc("a")),
+                Change::RemoveVpc(&vpc("b"))
             ]
         );
     }

@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub loopback_base: u8,
     pub forwarding: crate::serve::ForwardingMode,
     pub dns: crate::serve::DnsSettings,
+    /// How often the kernel path is checked for drift.
+    pub kernel_resync: Duration,
 }
 
 struct Link {
@@ -83,13 +85,17 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
     if cfg.token.is_empty() {
         bail!("--token (VPCEP_NODE_TOKEN) is required: the node token the control plane was started with");
     }
-    let node = crate::serve::node(
+    let node = std::sync::Arc::new(crate::serve::node(
         cfg.substrate,
         &cfg.netns_prefix,
         cfg.loopback_base,
         cfg.forwarding,
         &cfg.dns,
-    )?;
+    )?);
+    let resync = tokio::spawn(
+        node.clone()
+            .resync_every(cfg.kernel_resync, shutdown.clone()),
+    );
     let link = Link {
         base: cfg.control_plane.trim_end_matches('/').to_owned(),
         token: cfg.token.clone(),
@@ -135,6 +141,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
             break;
         }
     }
+    let _ = resync.await;
     node.gateway().stop_all().await;
     Ok(())
 }

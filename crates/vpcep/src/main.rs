@@ -240,6 +240,10 @@ struct NodeArgs {
     /// names; the backend of a `dns` public service), e.g. 127.0.0.1:8053.
     #[arg(long, env = "VPCEP_CLOUD_DNS")]
     cloud_dns: Option<SocketAddr>,
+    /// Seconds between checks that the kernel path's tables, routes and rules are as
+    /// planned (a namespace changed by hand is rewritten).
+    #[arg(long, env = "VPCEP_KERNEL_RESYNC", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    kernel_resync: u64,
 }
 
 impl NodeArgs {
@@ -367,6 +371,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         dataplane: a.dataplane,
         node_token: a.node_token,
         object_store: a.object_store,
+        kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
     };
     let server = Server::build(config.clone()).await?;
     // Scripts read this line to find the port; a closed stdout must not stop the server.
@@ -541,6 +546,7 @@ async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         loopback_base: a.node.loopback_base,
         forwarding: a.node.forwarding,
         dns: a.node.dns(),
+        kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
     };
     tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
     vpcep::gateway::run(cfg, shutdown_watch()).await

@@ -126,7 +126,12 @@ pub struct Config {
     pub dns: DnsSettings,
     /// Where the built-in object-storage stand-in listens, if it runs.
     pub object_store: Option<SocketAddr>,
+    /// How often the kernel path is checked for drift (changes made by hand).
+    pub kernel_resync: std::time::Duration,
 }
+
+/// How often a node checks its kernel path for drift, by default.
+pub const DEFAULT_KERNEL_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardingMode {
@@ -161,6 +166,7 @@ impl Config {
             forwarding: ForwardingMode::Auto,
             dns: DnsSettings::default(),
             object_store: None,
+            kernel_resync: DEFAULT_KERNEL_RESYNC,
         }
     }
 
@@ -341,6 +347,10 @@ impl Server {
         if let Some(objects) = self.object_store {
             tokio::spawn(objects.serve(shutdown.clone()));
         }
+        let resync = self
+            .node
+            .clone()
+            .map(|n| tokio::spawn(n.resync_every(self.config.kernel_resync, shutdown.clone())));
         let mut stop = shutdown.clone();
         axum::serve(self.listener, vpcep_api::router(app))
             .with_graceful_shutdown(async move {
@@ -348,6 +358,9 @@ impl Server {
             })
             .await?;
         let _ = ctl.await;
+        if let Some(r) = resync {
+            let _ = r.await;
+        }
         // Listeners and sessions end here; namespaces and hosts stay, and the next start
         // rebuilds forwarding from the snapshot.
         if let Some(n) = &self.node {

@@ -23,6 +23,8 @@ use ipnet::Ipv4Net;
 use nix::sched::{setns, CloneFlags};
 use vpcep_model::VpcSpec;
 
+use crate::kernel::{IpLine, Tolerate};
+
 mod gso;
 mod kernel_path;
 mod topology;
@@ -96,11 +98,13 @@ fn ip(args: &[&str], tolerate: &[&str]) -> io::Result<()> {
 
 const EXISTS: &[&str] = &["File exists", "already exists", "already assigned"];
 const GONE: &[&str] = &[
+    "No such process",
     "No such file",
     "Cannot find device",
     "Cannot assign requested address",
     "does not exist",
     "Address not found",
+    "FIB table does not exist",
 ];
 
 impl Netns {
@@ -240,6 +244,37 @@ impl Netns {
             });
         }
     }
+    /// Runs `program args` inside namespace `ns` (see [`run_in`]).
+    fn run_in(
+        &self,
+        ns: &str,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> io::Result<String> {
+        run_in(ns, program, args, stdin)
+    }
+
+    /// Runs an nftables script in namespace `ns`, as one transaction.
+    fn nft(&self, ns: &str, script: &str) -> io::Result<()> {
+        run_in(ns, "nft", &["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    /// Sends `lines` to `ip -batch` for namespace `ns` (see [`ip_batch`]).
+    fn ip_batch(&self, ns: &str, lines: &[IpLine]) -> io::Result<()> {
+        ip_batch(ns, lines)
+    }
+
+    /// Writes `value` to `/proc/sys/{key}` as namespace `ns` sees it (the network part of
+    /// `/proc/sys` is that of the thread that opens it).
+    fn sysctl(&self, ns: &str, key: &str, value: &str) -> io::Result<()> {
+        let target = File::open(format!("/run/netns/{ns}"))?;
+        entered(&target, || {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .map_err(|e| io::Error::new(e.kind(), format!("{key} in {ns}: {e}")))
+        })
+    }
+
     fn subnet<'a>(vpc: &'a VpcSpec, subnet_id: &str) -> io::Result<&'a vpcep_model::SubnetSpec> {
         vpc.subnets
             .iter()
@@ -271,24 +306,31 @@ fn prefix_len(cidr: &str) -> io::Result<u8> {
 fn remove_netns_etc(ns: &str) {
     let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(ns));
 }
-/// Runs `ip netns exec NS PROGRAM ARGS` with `stdin`; its stdout on success.
-fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
+/// Runs `program args` with `stdin` inside namespace `ns`; its stdout on success. The
+/// calling thread enters the namespace and the child starts there (a process is made in
+/// its parent thread's namespaces), which spares `ip netns exec` and its remounts.
+fn run_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
     use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .map(|mut s| s.write_all(input.as_bytes()))
-            .transpose()?;
+    use std::process::Stdio;
+    // Opened afresh: a namespace removed and made again under its name is another one.
+    let target = File::open(format!("/run/netns/{ns}"))
+        .map_err(|e| io::Error::new(e.kind(), format!("namespace {ns}: {e}")))?;
+    let mut child = entered(&target, || {
+        Command::new(program)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program}: {e}")))
+    })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())?;
     }
-    drop(child.stdin.take());
     let out = child.wait_with_output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
@@ -298,4 +340,69 @@ fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Res
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn answers(t: Tolerate) -> &'static [&'static str] {
+    match t {
+        Tolerate::Nothing => &[],
+        Tolerate::Exists => EXISTS,
+        Tolerate::Gone => GONE,
+    }
+}
+
+/// Sends `lines` to `ip -n NS -batch -` in one process; a line that fails with one of its
+/// tolerated answers counts as done, any other failure is the error.
+fn ip_batch(ns: &str, lines: &[IpLine]) -> io::Result<()> {
+    use std::io::Write;
+    use std::process::Stdio;
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::other(format!("cannot run ip: {e}")))?;
+    let script: String = lines.iter().map(|l| format!("{}\n", l.line)).collect();
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // Each failure is its error message, then "Command failed -:LINE".
+    let mut said = String::new();
+    for text in String::from_utf8_lossy(&out.stderr).lines() {
+        let Some(n) = text.strip_prefix("Command failed -:") else {
+            said.push_str(text);
+            said.push(' ');
+            continue;
+        };
+        let failed = n
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| lines.get(n.wrapping_sub(1)));
+        match failed {
+            Some(l) if answers(l.tolerate).iter().any(|t| said.contains(t)) => {}
+            Some(l) => {
+                return Err(io::Error::other(format!(
+                    "ip -n {ns} {}: {}",
+                    l.line,
+                    said.trim()
+                )))
+            }
+            None => {
+                return Err(io::Error::other(format!(
+                    "ip -n {ns} -batch: {}",
+                    said.trim()
+                )))
+            }
+        }
+        said.clear();
+    }
+    Ok(())
 }

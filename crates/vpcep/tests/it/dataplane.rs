@@ -337,6 +337,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
             loopback_base: base,
             forwarding: vpcep::serve::ForwardingMode::Auto,
             dns: Default::default(),
+            kernel_resync: vpcep::serve::DEFAULT_KERNEL_RESYNC,
         },
         rx,
     ));

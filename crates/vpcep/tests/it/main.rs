@@ -6,5 +6,6 @@ mod cli;
 mod dataplane;
 mod demo;
 mod durability;
+mod kernel;
 mod netns;
 mod support;

@@ -16,7 +16,7 @@ use vpcep_dataplane::Netns;
 use crate::support::{bare_config, spawn_with, Client, TestApp};
 
 /// Owns the namespaces of one test (by prefix) and the programs it started in them.
-struct Guard {
+pub(crate) struct Guard {
     netns: Netns,
     children: Mutex<Vec<Child>>,
 }
@@ -55,12 +55,14 @@ impl Drop for Guard {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A server on the netns substrate with a unique namespace prefix, or `None` (skip).
-async fn netns_app(forwarding: ForwardingMode) -> Option<(TestApp, Arc<Guard>)> {
+pub(crate) async fn netns_app(forwarding: ForwardingMode) -> Option<(TestApp, Arc<Guard>)> {
     netns_app_with(|c| c.forwarding = forwarding).await
 }
 
 /// Like [`netns_app`], with the configuration adjusted by `tune`.
-async fn netns_app_with(tune: impl FnOnce(&mut Config)) -> Option<(TestApp, Arc<Guard>)> {
+pub(crate) async fn netns_app_with(
+    tune: impl FnOnce(&mut Config),
+) -> Option<(TestApp, Arc<Guard>)> {
     let prefix = format!(
         "t{}x{}",
         std::process::id() % 100_000,
@@ -91,7 +93,7 @@ async fn netns_app_with(tune: impl FnOnce(&mut Config)) -> Option<(TestApp, Arc<
 
 impl Guard {
     /// Starts `python3 -c script` inside a namespace; it is killed with the guard.
-    fn spawn_py(&self, ns: &str, script: &str) {
+    pub(crate) fn spawn_py(&self, ns: &str, script: &str) {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "python3", "-c", script])
             .stdout(Stdio::null())
@@ -103,7 +105,7 @@ impl Guard {
 }
 
 /// Runs a command inside a namespace: (success, stdout).
-async fn run_in(ns: &str, args: &[&str]) -> (bool, String) {
+pub(crate) async fn run_in(ns: &str, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output())
@@ -118,7 +120,7 @@ async fn run_in(ns: &str, args: &[&str]) -> (bool, String) {
 
 /// Retries `args` in `ns` until it succeeds with some output (servers take a moment to
 /// start; until the backend listens, the gateway closes the session without a word).
-async fn eventually(ns: &str, args: &[&str]) -> String {
+pub(crate) async fn eventually(ns: &str, args: &[&str]) -> String {
     for _ in 0..50 {
         let (ok, out) = run_in(ns, args).await;
         if ok && !out.trim().is_empty() {
@@ -129,7 +131,7 @@ async fn eventually(ns: &str, args: &[&str]) -> String {
     panic!("{args:?} in {ns} never succeeded");
 }
 
-const HTTP: &str = r#"
+pub(crate) const HTTP: &str = r#"
 import http.server, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -189,7 +191,7 @@ except Exception:
 const TCP_READ: &str = "import socket,sys; c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print(c.recv(200).decode())";
 const UDP_ASK: &str = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b'ping', (sys.argv[1], int(sys.argv[2]))); print(s.recv(100).decode())";
 
-async fn host(c: &Client, vpc: &str, sub: &str, ip: &str, name: &str) -> Value {
+pub(crate) async fn host(c: &Client, vpc: &str, sub: &str, ip: &str, name: &str) -> Value {
     c.ok(
         "POST",
         "/v1/{p}/hosts",
@@ -202,7 +204,7 @@ async fn host(c: &Client, vpc: &str, sub: &str, ip: &str, name: &str) -> Value {
 /// The provider side of the scenarios: a VPC 192.168.0.0/16 with a web host at
 /// 192.168.0.10 published with approval (and the `fields` given), `consumer` on its
 /// whitelist. Returns the service id and the web host's namespace (up).
-async fn provider(alice: &Client, consumer: &Client, fields: Value) -> (String, String) {
+pub(crate) async fn provider(alice: &Client, consumer: &Client, fields: Value) -> (String, String) {
     let (pvpc, psub, _) = alice.network().await;
     let web = host(alice, &pvpc, &psub, "192.168.0.10", "web").await;
     let web_ns = web["netns"].as_str().unwrap().to_owned();
@@ -529,7 +531,7 @@ fn path_label(forwarding: ForwardingMode) -> &'static str {
 }
 
 /// Whether the HTTP backend answered with a source address in 198.19.128.0/20.
-fn in_snat_range(seen: &str) -> bool {
+pub(crate) fn in_snat_range(seen: &str) -> bool {
     let snat: ipnet::Ipv4Net = "198.19.128.0/20".parse().unwrap();
     seen.trim()
         .parse::<std::net::Ipv4Addr>()
@@ -538,7 +540,7 @@ fn in_snat_range(seen: &str) -> bool {
 
 /// Fetches `http://{node}:8080/` from `ns` once the path is up, and checks that the
 /// backend saw the endpoint's SNAT address as the source.
-async fn backend_sees_snat(ns: &str, node: &str) {
+pub(crate) async fn backend_sees_snat(ns: &str, node: &str) {
     let seen = eventually(
         ns,
         &["curl", "-s", "-m", "3", &format!("http://{node}:8080/")],

@@ -280,6 +280,7 @@ impl Client {
 
     /// Polls `path` until its `status` is `want` (or the path is gone, for `"gone"`).
     pub(crate) async fn wait(&self, path: &str, want: &str) -> Value {
+        let mut last = Value::Null;
         for _ in 0..200 {
             let r = self.get(path).await;
             if want == "gone" && r.status == 404 {
@@ -288,9 +289,10 @@ impl Client {
             if r.body["status"] == want {
                 return r.body;
             }
+            last = r.body;
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("{path} never reached {want}");
+        panic!("{path} never reached {want}; last seen: {last}");
     }
 }
 

@@ -1,37 +1,23 @@
-//! The kernel fast path on the netns substrate: the veth links between VPC routers, the
-//! routes and policy rules that steer marked packets over them, and the nftables table
-//! that `kernel` plans for each namespace.
+//! The kernel fast path on the netns substrate: the veth links between VPC routers, and
+//! what `kernel` plans for each namespace — its nftables table, its routes and its policy
+//! rules — applied as the elements and lines that changed (one `nft` transaction and one
+//! `ip -batch` per namespace), or rewritten whole at start-up and when a listing shows
+//! that someone changed it by hand.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
-use vpcep_model::VpcSpec;
-
-use super::{in_ns, ip, short, KernelPath, Netns, EXISTS, GONE};
-use crate::kernel::{self, Links, NsPlan};
-
-/// Routes of the kernel path carry this protocol number, so they can be listed and pruned.
-const ROUTE_PROTO: &str = "199";
-/// The preference of the policy rules that route marked packets over links.
-const LINK_RULE_PREF: &str = "100";
+use super::{ip, Netns, EXISTS, GONE};
+use crate::kernel::{self, Delta, IpLine, Item, Link, Shape, Tolerate, TABLE};
+use crate::substrate::KernelPath;
 
 impl Netns {
-    fn sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
-        in_ns(ns, "sysctl", &["-qw", &format!("{key}={value}")], None).map(|_| ())
-    }
-
     /// The veth link between a consumer and a provider VPC, with static neighbours.
     fn ensure_link(&self, consumer: &str, provider: &str) -> io::Result<()> {
         let (cns, pns) = (self.vpc_ns(consumer), self.vpc_ns(provider));
         let (kc, kp) = kernel::link_names(consumer, provider);
-        let exists = Command::new("ip")
-            .args(["-n", &cns, "link", "show", &kc])
-            .output()?
-            .status
-            .success();
-        if !exists {
+        if !self.has_link(&cns, &kc)? {
             ip(
                 &[
                     "link",
@@ -58,243 +44,245 @@ impl Netns {
             (&cns, &kc, kernel::PROVIDER_HOP, kernel::PROVIDER_MAC),
             (&pns, &kp, kernel::CONSUMER_HOP, kernel::CONSUMER_MAC),
         ] {
-            ip(&["-n", ns, "link", "set", dev, "up"], &[])?;
-            Self::big_gso(ns, &[dev]);
-            Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+            self.sysctl(ns, &format!("net/ipv4/conf/{dev}/rp_filter"), "0")?;
             // Replies come from the provider's address space, which may hold an address
             // the consumer's router owns too.
-            Self::sysctl(ns, &format!("net.ipv4.conf.{dev}.accept_local"), "1")?;
-            ip(
-                &[
-                    "-n",
-                    ns,
-                    "neigh",
-                    "replace",
-                    &hop.to_string(),
-                    "lladdr",
-                    mac,
-                    "dev",
-                    dev,
-                    "nud",
-                    "permanent",
-                ],
-                &[],
-            )?;
+            self.sysctl(ns, &format!("net/ipv4/conf/{dev}/accept_local"), "1")?;
+            let neigh = format!("neigh replace {hop} lladdr {mac} dev {dev} nud permanent");
+            self.ip_batch(ns, &[line(format!("link set {dev} up")), line(neigh)])?;
+            Self::big_gso(ns, &[dev]);
         }
         Ok(())
     }
 
-    /// Our kernel-path routes in a namespace become exactly `want` (each via `hop`, or
-    /// straight onto the device).
-    fn sync_routes(ns: &str, want: &[(Ipv4Addr, String, Option<Ipv4Addr>)]) -> io::Result<()> {
-        let listed = Command::new("ip")
-            .args(["-n", ns, "route", "show", "proto", ROUTE_PROTO])
-            .output()?;
-        for line in String::from_utf8_lossy(&listed.stdout).lines() {
-            let dest = line.split_whitespace().next().unwrap_or_default();
-            let keep = want
-                .iter()
-                .any(|(ip, dev, _)| dest == ip.to_string() && line.contains(&format!("dev {dev}")));
-            if !keep && !dest.is_empty() {
-                ip(
-                    &["-n", ns, "route", "del", dest, "proto", ROUTE_PROTO],
-                    GONE,
-                )?;
-            }
-        }
-        for (dest, dev, hop) in want {
-            let dest = format!("{dest}/32");
-            let mut args = vec!["-n", ns, "route", "replace", &dest];
-            let hop = hop.map(|h| h.to_string());
-            if let Some(h) = &hop {
-                args.extend(["via", h.as_str(), "onlink"]);
-            }
-            args.extend(["dev", dev, "proto", ROUTE_PROTO]);
-            ip(&args, &[])?;
-        }
-        Ok(())
+    fn has_link(&self, ns: &str, dev: &str) -> io::Result<bool> {
+        Ok(std::process::Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .output()?
+            .status
+            .success())
     }
 
-    /// The policy rules of a consumer namespace become exactly `marks`: packets marked
-    /// for a link are routed over it (table = mark, default route via the provider's
-    /// end), ahead of the local table, which moves behind them — a backend's address may
-    /// be one the consumer's router owns in its own address space.
-    fn sync_marks(ns: &str, marks: &[(u32, String)]) -> io::Result<()> {
-        let listed = Command::new("ip")
-            .args(["-n", ns, "rule", "show", "pref", LINK_RULE_PREF])
+    /// Removes a link (both ends go with either).
+    fn remove_link(&self, (consumer, provider): &Link) -> io::Result<()> {
+        let (kc, kp) = kernel::link_names(consumer, provider);
+        ip(&["-n", &self.vpc_ns(consumer), "link", "del", &kc], GONE)?;
+        ip(&["-n", &self.vpc_ns(provider), "link", "del", &kp], GONE)
+    }
+
+    /// The links of namespace `ns` (`kc-*` and `kp-*`).
+    fn links_in(&self, ns: &str) -> io::Result<Vec<String>> {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show"])
             .output()?;
-        for line in String::from_utf8_lossy(&listed.stdout).lines() {
-            let Some(mark) = line
-                .split_whitespace()
-                .skip_while(|w| *w != "fwmark")
-                .nth(1)
-                .and_then(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).ok())
-            else {
-                continue;
-            };
-            if !marks.iter().any(|(m, _)| *m == mark) {
-                let table = mark.to_string();
-                ip(
-                    &[
-                        "-n",
-                        ns,
-                        "rule",
-                        "del",
-                        "pref",
-                        LINK_RULE_PREF,
-                        "fwmark",
-                        &table,
-                    ],
-                    GONE,
-                )?;
-                ip(&["-n", ns, "route", "flush", "table", &table], GONE)?;
-            }
-        }
-        if marks.is_empty() {
-            return Ok(());
-        }
-        ip(
-            &["-n", ns, "rule", "add", "pref", "200", "lookup", "local"],
-            EXISTS,
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with("kc-") || n.starts_with("kp-"))
+            .collect())
+    }
+
+    /// Our routes in `ns` as (destination, device).
+    fn our_routes(&self, ns: &str) -> io::Result<BTreeSet<(Ipv4Addr, String)>> {
+        let out = self.run_in(
+            ns,
+            "ip",
+            &["-o", "route", "show", "proto", kernel::ROUTE_PROTO],
+            None,
         )?;
-        ip(
-            &["-n", ns, "rule", "del", "pref", "0", "lookup", "local"],
-            GONE,
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let dest = words.next()?.parse().ok()?;
+                let dev = words.skip_while(|w| *w != "dev").nth(1)?;
+                Some((dest, dev.to_owned()))
+            })
+            .collect())
+    }
+
+    /// The link marks our policy rules in `ns` route.
+    fn our_marks(&self, ns: &str) -> io::Result<BTreeSet<u32>> {
+        let out = self.run_in(
+            ns,
+            "ip",
+            &["rule", "show", "pref", kernel::LINK_RULE_PREF],
+            None,
         )?;
-        for (mark, dev) in marks {
-            let table = mark.to_string();
-            ip(
-                &[
-                    "-n",
-                    ns,
-                    "route",
-                    "replace",
-                    "default",
-                    "via",
-                    &kernel::PROVIDER_HOP.to_string(),
-                    "dev",
-                    dev,
-                    "onlink",
-                    "table",
-                    &table,
-                ],
-                &[],
-            )?;
-            ip(
-                &[
-                    "-n",
-                    ns,
-                    "rule",
-                    "add",
-                    "pref",
-                    LINK_RULE_PREF,
-                    "fwmark",
-                    &table,
-                    "lookup",
-                    &table,
-                ],
-                EXISTS,
-            )?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let m = l.split_whitespace().skip_while(|w| *w != "fwmark").nth(1)?;
+                u32::from_str_radix(m.trim_start_matches("0x"), 16).ok()
+            })
+            .collect())
+    }
+
+    /// Our table in `ns` as `nft -j` lists it (`None` when there is none).
+    fn our_table(&self, ns: &str) -> io::Result<Option<serde_json::Value>> {
+        match self.run_in(ns, "nft", &["-j", "list", "table", "ip", TABLE], None) {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .map_err(|e| io::Error::other(format!("nft -j in {ns}: {e}"))),
+            // No table: nft says "No such file or directory".
+            Err(e) if e.to_string().contains("No such file") => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 
+fn line(line: String) -> IpLine {
+    IpLine {
+        line,
+        tolerate: Tolerate::Nothing,
+    }
+}
+
+/// The shape of our table, as `nft -j list table` gives it (the dynamic sets that count
+/// sessions change by themselves and are left out).
+fn table_shape(listing: &serde_json::Value) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let mut sets = BTreeMap::new();
+    let mut chains = BTreeMap::new();
+    for obj in listing["nftables"].as_array().into_iter().flatten() {
+        if let Some(set) = obj.get("set").or_else(|| obj.get("map")) {
+            let name = set["name"].as_str().unwrap_or_default();
+            if !name.starts_with("cl_") {
+                let n = set["elem"].as_array().map_or(0, Vec::len);
+                sets.insert(name.to_owned(), n);
+            }
+        } else if let Some(chain) = obj.get("chain") {
+            chains
+                .entry(chain["name"].as_str().unwrap_or_default().to_owned())
+                .or_insert(0);
+        } else if let Some(rule) = obj.get("rule") {
+            *chains
+                .entry(rule["chain"].as_str().unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    (sets, chains)
+}
+
 impl KernelPath for Netns {
-    fn apply(
-        &self,
-        vpcs: &BTreeMap<String, VpcSpec>,
-        plans: &BTreeMap<String, NsPlan>,
-        links: &Links,
-    ) -> io::Result<()> {
+    fn apply(&self, delta: &Delta) -> BTreeMap<String, String> {
+        let mut failed = BTreeMap::new();
+        for link in &delta.links_added {
+            if let Err(e) = self.ensure_link(&link.0, &link.1) {
+                failed.insert(link.0.clone(), e.to_string());
+                failed.insert(link.1.clone(), e.to_string());
+            }
+        }
+        for (vpc, change) in &delta.ns {
+            if failed.contains_key(vpc) {
+                continue;
+            }
+            let ns = self.vpc_ns(vpc);
+            let script = change.nft_script();
+            let done = if script.is_empty() {
+                Ok(())
+            } else {
+                self.nft(&ns, &script)
+            }
+            .and_then(|()| self.ip_batch(&ns, &change.ip_lines()));
+            if let Err(e) = done {
+                failed.insert(vpc.clone(), e.to_string());
+            }
+        }
+        for link in &delta.links_removed {
+            if let Err(e) = self.remove_link(link) {
+                tracing::warn!(link = ?link, error = %e, "an unused link could not be removed");
+            }
+        }
+        failed
+    }
+
+    fn rewrite(&self, vpc: &str, items: &[&Item], links: &[Link]) -> io::Result<()> {
+        let ns = self.vpc_ns(vpc);
         for (c, p) in links {
             self.ensure_link(c, p)?;
         }
-        for (id, vpc) in vpcs {
-            let ns = self.vpc_ns(id);
-            // Links nobody needs any more go (with their routes).
-            let listed = Command::new("ip")
-                .args(["-n", &ns, "-o", "link", "show"])
-                .output()?;
-            for line in String::from_utf8_lossy(&listed.stdout).lines() {
-                let Some(name) = line
-                    .split(": ")
-                    .nth(1)
-                    .map(|n| n.split('@').next().unwrap_or(n))
-                else {
-                    continue;
-                };
-                let wanted = links.iter().any(|(c, p)| {
-                    let (kc, kp) = kernel::link_names(c, p);
-                    (c == id && name == kc) || (p == id && name == kp)
-                });
-                if (name.starts_with("kc-") || name.starts_with("kp-")) && !wanted {
-                    ip(&["-n", &ns, "link", "del", name], GONE)?;
+        // Links nobody needs any more go (with their routes).
+        let wanted: BTreeSet<String> = links
+            .iter()
+            .map(|(c, p)| {
+                let (kc, kp) = kernel::link_names(c, p);
+                if c == vpc {
+                    kc
+                } else {
+                    kp
                 }
+            })
+            .collect();
+        for dev in self.links_in(&ns)? {
+            if !wanted.contains(&dev) {
+                ip(&["-n", &ns, "link", "del", &dev], GONE)?;
             }
-            let plan = plans.get(id).cloned().unwrap_or_default();
-            // Towards a provider the next hop is the provider's end; back towards a
-            // consumer it is the consumer's end.
-            let routes: Vec<(Ipv4Addr, String, Option<Ipv4Addr>)> = plan
-                .routes
-                .iter()
-                .map(|(dest, dev)| {
-                    let hop = if dev.starts_with("kc-") {
-                        Some(kernel::PROVIDER_HOP)
-                    } else if dev.starts_with("kp-") {
-                        Some(kernel::CONSUMER_HOP)
-                    } else {
-                        None
-                    };
-                    (*dest, dev.clone(), hop)
-                })
-                .collect();
-            Self::sync_routes(&ns, &routes)?;
-            Self::sync_marks(&ns, &plan.marks)?;
-            for (dest, dev, _) in &routes {
-                if dev.starts_with("kp-") {
-                    // A SNAT address left on the provider's loopback by the userspace
-                    // path would swallow the replies routed back over the link.
-                    ip(
-                        &["-n", &ns, "addr", "del", &format!("{dest}/32"), "dev", "lo"],
-                        GONE,
-                    )?;
-                    continue;
-                }
-                // An endpoint IP left on a bridge by the userspace path (an earlier run)
-                // would be answered by the router itself instead of by proxy ARP.
-                for s in &vpc.subnets {
-                    let br = format!("br-{}", short(&s.id));
-                    ip(
-                        &["-n", &ns, "addr", "del", &format!("{dest}/32"), "dev", &br],
-                        GONE,
-                    )?;
-                }
-            }
-            if routes.iter().any(|(_, dev, _)| !dev.starts_with("kp-")) {
-                // The subnet bridges answer ARP for endpoint IPs (routed elsewhere).
-                for s in &vpc.subnets {
-                    Self::sysctl(
-                        &ns,
-                        &format!("net.ipv4.conf.br-{}.proxy_arp", short(&s.id)),
-                        "1",
-                    )?;
-                }
-            }
-            let script = format!(
-                "add table ip {t}\ndelete table ip {t}\n{}",
-                plan.nft,
-                t = kernel::TABLE
-            );
-            in_ns(&ns, "nft", &["-f", "-"], Some(&script))?;
         }
-        Ok(())
+        self.nft(&ns, &kernel::full_script(items))?;
+        // Routes and rules that are there but not wanted go; every wanted one is (re)made.
+        let shape = Shape::of(items);
+        let stale: Vec<Item> = self
+            .our_routes(&ns)?
+            .into_iter()
+            .filter(|r| !shape.routes.contains(r))
+            .map(|(dest, dev)| Item::Route {
+                dest,
+                dev,
+                hop: None,
+                clear: None,
+            })
+            .chain(
+                self.our_marks(&ns)?
+                    .into_iter()
+                    .filter(|m| !shape.marks.contains(m))
+                    .map(|mark| Item::Mark {
+                        mark,
+                        dev: String::new(),
+                    }),
+            )
+            .collect();
+        let stale: Vec<&Item> = stale.iter().collect();
+        self.ip_batch(&ns, &kernel::ip_lines(items, &stale))
+    }
+
+    fn drift(&self, vpc: &str, want: &Shape) -> io::Result<Option<String>> {
+        let ns = self.vpc_ns(vpc);
+        let (sets, chains) = match self.our_table(&ns)? {
+            Some(listing) => table_shape(&listing),
+            None => Default::default(),
+        };
+        if sets != want.sets {
+            return Ok(Some(format!("sets {sets:?}, expected {:?}", want.sets)));
+        }
+        if chains != want.chains {
+            return Ok(Some(format!(
+                "chains {chains:?}, expected {:?}",
+                want.chains
+            )));
+        }
+        let routes = self.our_routes(&ns)?;
+        if routes != want.routes {
+            return Ok(Some(format!(
+                "{} routes, expected {}",
+                routes.len(),
+                want.routes.len()
+            )));
+        }
+        let marks = self.our_marks(&ns)?;
+        if marks != want.marks {
+            return Ok(Some(format!(
+                "link marks {marks:?}, expected {:?}",
+                want.marks
+            )));
+        }
+        Ok(None)
     }
 
     fn forget(&self, vpc_ids: &[&str], marker_id: u32) {
         for id in vpc_ids {
             // "0 flow entries" is an exit status of 1 for conntrack; nothing to report.
-            let _ = in_ns(
+            let _ = self.run_in(
                 &self.vpc_ns(id),
                 "conntrack",
                 &["-D", "-m", &marker_id.to_string()],
@@ -304,29 +292,42 @@ impl KernelPath for Netns {
     }
 
     fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)> {
-        let Ok(out) = in_ns(
-            &self.vpc_ns(vpc_id),
-            "nft",
-            &["-j", "list", "counters", "table", "ip", kernel::TABLE],
-            None,
-        ) else {
+        let Ok(Some(listing)) = self.our_table(&self.vpc_ns(vpc_id)) else {
             return HashMap::new();
         };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else {
-            return HashMap::new();
-        };
-        v["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| {
-                let c = item.get("counter")?;
-                Some((
-                    c["name"].as_str()?.to_owned(),
-                    (c["packets"].as_u64()?, c["bytes"].as_u64()?),
-                ))
-            })
-            .collect()
+        let mut out = HashMap::new();
+        for obj in listing["nftables"].as_array().into_iter().flatten() {
+            let Some(set) = obj.get("set") else { continue };
+            let name = set["name"].as_str().unwrap_or_default();
+            if !kernel::COUNTED.contains(&name) {
+                continue;
+            }
+            for elem in set["elem"].as_array().into_iter().flatten() {
+                let elem = &elem["elem"];
+                let (Some(packets), Some(bytes)) = (
+                    elem["counter"]["packets"].as_u64(),
+                    elem["counter"]["bytes"].as_u64(),
+                ) else {
+                    continue;
+                };
+                let key = match &elem["val"] {
+                    serde_json::Value::Number(m) => format!("{name}_{m}"),
+                    // bytes: direction . marker id
+                    v => {
+                        let parts = v["concat"].as_array();
+                        let dir = parts.and_then(|p| p.first()).and_then(|d| d.as_str());
+                        let m = parts.and_then(|p| p.get(1)).and_then(|m| m.as_u64());
+                        match (dir, m) {
+                            (Some("original"), Some(m)) => format!("to_backend_{m}"),
+                            (Some("reply"), Some(m)) => format!("to_client_{m}"),
+                            _ => continue,
+                        }
+                    }
+                };
+                out.insert(key, (packets, bytes));
+            }
+        }
+        out
     }
 }
 

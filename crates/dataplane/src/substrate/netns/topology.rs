@@ -4,14 +4,15 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use socket2::Socket;
 use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 
+use crate::kernel::{IpLine, Tolerate};
+
 use super::{
-    in_ns, ip, prefix_len, remove_netns_etc, short, KernelPath, Local, MakeSocket, Netns,
-    Substrate, EXISTS, GONE,
+    ip, prefix_len, remove_netns_etc, short, KernelPath, Local, MakeSocket, Netns, Substrate,
+    EXISTS, GONE,
 };
 
 impl Substrate for Netns {
@@ -22,39 +23,51 @@ impl Substrate for Netns {
     fn ensure_vpc(&self, vpc: &VpcSpec) -> io::Result<()> {
         let ns = self.vpc_ns(&vpc.id);
         Self::add_ns(&ns)?;
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qew",
-                "net.ipv4.ip_forward=1",
-                // It translates for endpoints in the backend's own subnet: forwarding back
-                // out of the bridge is not a hint for the host to go direct.
-                "net.ipv4.conf.all.send_redirects=0",
-                "net.ipv4.conf.default.send_redirects=0",
-                // The router routes; frames switched inside a subnet's bridge do not
-                // need conntrack or our tables (the kernel's default, where
-                // br_netfilter is built in, would send them through both). `-e`: a
-                // kernel without br_netfilter has no such keys.
-                "net.bridge.bridge-nf-call-iptables=0",
-                "net.bridge.bridge-nf-call-ip6tables=0",
-                "net.bridge.bridge-nf-call-arptables=0",
-            ])
-            .output()?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "enabling forwarding in {ns}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+        for (key, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            // It translates for endpoints in the backend's own subnet: forwarding back
+            // out of the bridge is not a hint for the host to go direct.
+            ("net/ipv4/conf/all/send_redirects", "0"),
+            ("net/ipv4/conf/default/send_redirects", "0"),
+            // The router routes; frames switched inside a subnet's bridge do not need
+            // conntrack or our tables (the kernel's default, where br_netfilter is built
+            // in, would send them through both). A kernel without br_netfilter has no
+            // such keys.
+            ("net/bridge/bridge-nf-call-iptables", "0"),
+            ("net/bridge/bridge-nf-call-ip6tables", "0"),
+            ("net/bridge/bridge-nf-call-arptables", "0"),
+        ] {
+            match self.sysctl(&ns, key, value) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && key.starts_with("net/bridge") => {}
+                r => r?,
+            }
         }
+        let mut lines = Vec::new();
         for s in &vpc.subnets {
             let br = format!("br-{}", short(&s.id));
-            ip(&["-n", &ns, "link", "add", &br, "type", "bridge"], EXISTS)?;
             let addr = format!("{}/{}", s.gateway_ip, prefix_len(&s.cidr)?);
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", &br], EXISTS)?;
-            ip(&["-n", &ns, "link", "set", &br, "up"], &[])?;
+            lines.push(IpLine {
+                line: format!("link add {br} type bridge"),
+                tolerate: Tolerate::Exists,
+            });
+            lines.push(IpLine {
+                line: format!("address add {addr} dev {br}"),
+                tolerate: Tolerate::Exists,
+            });
+            lines.push(IpLine {
+                line: format!("link set {br} up"),
+                tolerate: Tolerate::Nothing,
+            });
+        }
+        self.ip_batch(&ns, &lines)?;
+        // The bridges answer ARP for the kernel path's endpoint addresses, which are
+        // routed elsewhere (only addresses routed off the bridge are answered).
+        for s in &vpc.subnets {
+            self.sysctl(
+                &ns,
+                &format!("net/ipv4/conf/br-{}/proxy_arp", short(&s.id)),
+                "1",
+            )?;
         }
         Ok(())
     }
@@ -161,7 +174,7 @@ impl Substrate for Netns {
     fn set_routes(&self, vpc: &VpcSpec, routes: &[RouteSpec]) -> io::Result<()> {
         let ns = self.vpc_ns(&vpc.id);
         let script = route_table_script(routes);
-        in_ns(&ns, "nft", &["-f", "-"], Some(&script)).map(|_| ())
+        self.nft(&ns, &script)
     }
 
     fn add_local(

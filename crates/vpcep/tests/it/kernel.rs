@@ -1,0 +1,316 @@
+//! The kernel path at scale and under repair (root only, like `netns`): a change is sent
+//! as the elements it adds and removes, never as a rewritten table; a table, route or
+//! element changed by hand comes back at the next resync; a deleted endpoint leaves
+//! nothing behind; an endpoint's unmapped ports lead nowhere.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vpcep::serve::ForwardingMode;
+use vpcep_store::Store;
+
+use crate::netns::{
+    backend_sees_snat, eventually, host, netns_app, netns_app_with, provider, run_in, HTTP,
+};
+use crate::support::{Client, TestApp};
+
+/// The namespace of a VPC of `app` (the netns substrate's naming).
+fn vpc_ns(app: &TestApp, vpc: &str) -> String {
+    let id8: String = vpc.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{}-v-{id8}", app.config.netns_prefix)
+}
+
+/// The number of times the node rewrote a kernel-path namespace whole.
+async fn rewrites(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vpcep_kernel_rewrites_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no vpcep_kernel_rewrites_total in {metrics}"))
+}
+
+/// Waits until every endpoint of `c` is accepted; their ids and addresses.
+async fn all_accepted(c: &Client, n: usize) -> Vec<(String, String)> {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let list = c.ok("GET", "/v1/{p}/vpc-endpoints?limit=1000", None).await;
+        let eps = list["endpoints"].as_array().cloned().unwrap_or_default();
+        if eps.len() == n && eps.iter().all(|e| e["status"] == "accepted") {
+            return eps
+                .iter()
+                .map(|e| {
+                    (
+                        e["id"].as_str().unwrap().to_owned(),
+                        e["ip"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+        }
+        last = list;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} endpoints never all accepted; last seen: {last}");
+}
+
+/// A consumer VPC 10.0.0.0/16 with the subnet 10.0.0.0/22 (room for 1,000 endpoints).
+async fn wide_network(c: &Client) -> (String, String) {
+    let vpc = c
+        .ok(
+            "POST",
+            "/v1/{p}/vpcs",
+            Some(json!({"vpc": {"name": "wide", "cidr": "10.0.0.0/16"}})),
+        )
+        .await;
+    let vpc_id = vpc["vpc"]["id"].as_str().unwrap().to_owned();
+    let sub = c
+        .ok(
+            "POST",
+            "/v1/{p}/subnets",
+            Some(json!({"subnet": {"name": "wide", "cidr": "10.0.0.0/22", "vpc_id": vpc_id}})),
+        )
+        .await;
+    (vpc_id, sub["subnet"]["id"].as_str().unwrap().to_owned())
+}
+
+/// `nft list …` of our table inside a namespace (empty when it fails).
+async fn nft_list(ns: &str, what: &[&str]) -> String {
+    let mut args = vec!["nft", "list"];
+    args.extend_from_slice(what);
+    run_in(ns, &args).await.1
+}
+
+/// Retries `check` until it holds (a resync runs every second in these tests).
+async fn within_5s(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 5 s");
+}
+
+const PLAIN: &str = r#"{"approval_enabled": false, "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_more_endpoint_among_300_is_added_without_rewriting_the_table() {
+    let Some((app, guard)) = netns_app(ForwardingMode::Auto).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    Store::set_quota(&*app.store, "bob".into(), None, Some(400))
+        .await
+        .unwrap();
+    let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let (vpc, sub) = wide_network(&bob).await;
+    let client = host(&bob, &vpc, &sub, "10.0.3.200", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    let create = |ip: String| {
+        let bob = bob.clone();
+        let body =
+            json!({"endpoint_service_id": svc_id, "vpc_id": vpc, "subnet_id": sub, "port_ip": ip});
+        async move { bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await }
+    };
+    for i in 0..300u32 {
+        create(format!("10.0.{}.{}", 1 + (i + 10) / 256, (i + 10) % 256)).await;
+    }
+    all_accepted(&bob, 300).await;
+    let before = rewrites(&app).await;
+    let last = create("10.0.3.100".into()).await;
+    let eps = all_accepted(&bob, 301).await;
+    assert_eq!(
+        rewrites(&app).await,
+        before,
+        "the 301st endpoint was applied by rewriting a namespace"
+    );
+    // All 301 are elements of one table, and traffic flows through the first and the last.
+    let ns = vpc_ns(&app, &vpc);
+    let listed = nft_list(&ns, &["map", "ip", "vpcep", "mark_of"]).await;
+    assert_eq!(listed.matches(" . tcp . 8080 : ").count(), 301, "{listed}");
+    assert!(eps.iter().any(|(id, _)| *id == last["id"]));
+    backend_sees_snat(&client_ns, "10.0.1.10").await;
+    backend_sees_snat(&client_ns, "10.0.3.100").await;
+    app.stop().await;
+    drop(guard);
+}
+
+/// Appends what it receives on UDP port 9999 to the file given as its argument.
+const UDP_TRAP: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9999))
+while True:
+    d, a = s.recvfrom(100)
+    open(sys.argv[1], "ab").write(d + b"\n")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
+    let Some((app, guard)) = netns_app_with(|c| c.kernel_resync = Duration::from_secs(1)).await
+    else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let (cvpc, csub, _) = bob.network().await;
+    let client = host(&bob, &cvpc, &csub, "192.168.0.20", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    let mut eps = Vec::new();
+    for ip in ["192.168.0.50", "192.168.0.51"] {
+        let body = json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "port_ip": ip});
+        eps.push(bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await);
+    }
+    all_accepted(&bob, 2).await;
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    let ns = vpc_ns(&app, &cvpc);
+
+    // An unmapped port of the endpoint is not translated and goes nowhere, even where the
+    // provider's space has a host at the endpoint's own address.
+    let (pvpc, psub) = {
+        let svc = alice
+            .ok(
+                "GET",
+                &format!("/v1/{{p}}/vpc-endpoint-services/{svc_id}"),
+                None,
+            )
+            .await;
+        let sub = alice.ok("GET", "/v1/{p}/subnets", None).await["subnets"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (svc["vpc_id"].as_str().unwrap().to_owned(), sub)
+    };
+    let trap = host(&alice, &pvpc, &psub, "192.168.0.50", "trap").await;
+    let trap_ns = trap["netns"].as_str().unwrap().to_owned();
+    eventually(&trap_ns, &["ip", "addr", "show", "eth0"]).await;
+    let seen = tempfile::NamedTempFile::new().unwrap();
+    let seen_path = seen.path().display().to_string();
+    let trap_script = format!("import sys; sys.argv = ['trap', {seen_path:?}]\n{UDP_TRAP}");
+    guard.spawn_py(&trap_ns, &trap_script);
+    // The trap answers its own neighbours (so it listens), but nothing from the consumer.
+    let probe = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(sys.argv[2].encode(), (sys.argv[1], 9999))";
+    within_5s("the trap listens", async || {
+        run_in(
+            &web_ns,
+            &["python3", "-c", probe, "192.168.0.50", "neighbour"],
+        )
+        .await;
+        std::fs::read_to_string(seen.path())
+            .unwrap_or_default()
+            .contains("neighbour")
+    })
+    .await;
+    for _ in 0..5 {
+        run_in(
+            &client_ns,
+            &["python3", "-c", probe, "192.168.0.50", "consumer"],
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = std::fs::read_to_string(seen.path()).unwrap();
+    assert!(!got.contains("consumer"), "an unmapped port crossed: {got}");
+
+    // Drift: a rule, an element and a route deleted by hand come back at the next resync.
+    let before = rewrites(&app).await;
+    let (_, chain) = run_in(
+        &ns,
+        &["nft", "-a", "list", "chain", "ip", "vpcep", "ep_dnat"],
+    )
+    .await;
+    let handle = chain
+        .lines()
+        .find(|l| l.contains("dnat ip to"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .unwrap_or_else(|| panic!("no DNAT rule in {chain}"))
+        .trim()
+        .to_owned();
+    run_in(
+        &ns,
+        &[
+            "nft", "delete", "rule", "ip", "vpcep", "ep_dnat", "handle", &handle,
+        ],
+    )
+    .await;
+    run_in(
+        &ns,
+        &[
+            "nft",
+            "delete",
+            "element",
+            "ip",
+            "vpcep",
+            "mark_of",
+            "{ 192.168.0.51 . tcp . 8080 }",
+        ],
+    )
+    .await;
+    run_in(
+        &ns,
+        &["ip", "route", "del", "192.168.0.50/32", "proto", "199"],
+    )
+    .await;
+    within_5s("the DNAT rule is back", async || {
+        nft_list(&ns, &["chain", "ip", "vpcep", "ep_dnat"])
+            .await
+            .contains("dnat ip to")
+    })
+    .await;
+    within_5s("the element is back", async || {
+        nft_list(&ns, &["map", "ip", "vpcep", "mark_of"])
+            .await
+            .contains("192.168.0.51 . tcp . 8080")
+    })
+    .await;
+    within_5s("the route is back", async || {
+        run_in(&ns, &["ip", "route", "show", "proto", "199"])
+            .await
+            .1
+            .contains("192.168.0.50")
+    })
+    .await;
+    assert!(rewrites(&app).await > before);
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    backend_sees_snat(&client_ns, "192.168.0.51").await;
+
+    // A deleted endpoint leaves no element, set, chain or route behind; the last one takes
+    // the table with it.
+    let marker = eps[0]["marker_id"].as_u64().unwrap();
+    bob.ok(
+        "DELETE",
+        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[0]["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    bob.wait(
+        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[0]["id"].as_str().unwrap()),
+        "gone",
+    )
+    .await;
+    let table = nft_list(&ns, &["table", "ip", "vpcep"]).await;
+    for gone in [format!("{marker:#010x}"), "192.168.0.50 ".into()] {
+        assert!(!table.contains(&gone), "{gone} left in {table}");
+    }
+    assert!(table.contains("192.168.0.51 . tcp . 8080"), "{table}");
+    let (_, routes) = run_in(&ns, &["ip", "route", "show", "proto", "199"]).await;
+    assert!(!routes.contains("192.168.0.50"), "{routes}");
+    bob.ok(
+        "DELETE",
+        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[1]["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    bob.wait(
+        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[1]["id"].as_str().unwrap()),
+        "gone",
+    )
+    .await;
+    let (has_table, _) = run_in(&ns, &["nft", "list", "table", "ip", "vpcep"]).await;
+    assert!(!has_table, "the table outlives its last endpoint");
+    app.stop().await;
+    drop(guard);
+}
