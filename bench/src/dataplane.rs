@@ -44,7 +44,7 @@ pub(crate) fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
+pub(crate) fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
     Ok(Command::new("ip")
         .args(["netns", "exec", ns])
         .args(args)

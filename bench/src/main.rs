@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod dns;
+mod scale;
 mod sessions;
 
 use std::io::{BufRead, BufReader};
@@ -399,6 +400,9 @@ enum Bench {
     },
     /// The private DNS of a VPC side by side with Unbound serving the same records.
     Dns(dns::Opts),
+    /// (root) One node with 10 to 10,000 endpoints on both paths, and 1,000 VPCs: change
+    /// latency, connection rate, memory and resync time as it fills up.
+    Scale(scale::Opts),
     /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
     /// round-robin over the targets and holds them.
     #[command(hide = true)]
@@ -433,6 +437,7 @@ async fn main() -> Result<()> {
         } => dataplane::run(&bin, secs, repeats, explore.as_deref()).await,
         Bench::Sessions { target } => sessions::run(&bin, target).await,
         Bench::Dns(opts) => dns::run(&bin, opts).await,
+        Bench::Scale(opts) => scale::run(&bin, opts).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }

@@ -46,6 +46,11 @@ pub struct Node {
     /// Kernel-path namespaces rewritten whole: at start, after a failed change, and
     /// when drift was found.
     rewrites: AtomicU64,
+    /// How the node keeps up: the revision it applied last, and what applies took.
+    applied_revision: AtomicU64,
+    applies: AtomicU64,
+    apply_micros: AtomicU64,
+    last_apply_micros: AtomicU64,
 }
 
 /// The kernel path's share of one apply: endpoints out, endpoints in (one that changed
@@ -87,6 +92,10 @@ impl Node {
             outcomes: RwLock::default(),
             dns: None,
             rewrites: AtomicU64::new(0),
+            applied_revision: AtomicU64::new(0),
+            applies: AtomicU64::new(0),
+            apply_micros: AtomicU64::new(0),
+            last_apply_micros: AtomicU64::new(0),
         }
     }
 
@@ -143,6 +152,7 @@ impl Node {
         {
             return;
         }
+        let began = std::time::Instant::now();
         let first = !self.started.swap(true, Ordering::AcqRel);
         if first {
             let (sub, keep) = (self.substrate.clone(), next.clone());
@@ -301,6 +311,12 @@ impl Node {
             dns.sync(&live).await;
             dns.publish(self.zones(&next));
         }
+        let took = began.elapsed().as_micros() as u64;
+        self.applied_revision
+            .store(next.revision, Ordering::Relaxed);
+        self.applies.fetch_add(1, Ordering::Relaxed);
+        self.apply_micros.fetch_add(took, Ordering::Relaxed);
+        self.last_apply_micros.store(took, Ordering::Relaxed);
         current.snapshot = next;
     }
 
@@ -613,11 +629,43 @@ impl Node {
     /// Prometheus text of this node: both paths, one family per metric.
     pub fn render_metrics(&self) -> String {
         let mut out = self.gateway.render_metrics(&self.kernel_samples());
-        if self.kernel_on() {
+        let seconds = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e6;
+        let mut one = |name: &str, kind: &str, help: &str, value: f64| {
             out.push_str(&format!(
-                "# HELP vpcep_kernel_rewrites_total Kernel-path namespaces rewritten whole (start-up, failed changes, drift).\n# TYPE vpcep_kernel_rewrites_total counter\nvpcep_kernel_rewrites_total {}\n",
-                self.kernel_rewrites()
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
+        };
+        one(
+            "vpcep_node_applied_revision",
+            "gauge",
+            "The store revision whose desired state this node applied last.",
+            self.applied_revision.load(Ordering::Relaxed) as f64,
+        );
+        one(
+            "vpcep_node_applies_total",
+            "counter",
+            "Desired states applied (a burst of changes is applied as one).",
+            self.applies.load(Ordering::Relaxed) as f64,
+        );
+        one(
+            "vpcep_node_apply_seconds_total",
+            "counter",
+            "Time spent applying desired states.",
+            seconds(&self.apply_micros),
+        );
+        one(
+            "vpcep_node_last_apply_seconds",
+            "gauge",
+            "How long the last apply took (the first after a start rewrites everything).",
+            seconds(&self.last_apply_micros),
+        );
+        if self.kernel_on() {
+            one(
+                "vpcep_kernel_rewrites_total",
+                "counter",
+                "Kernel-path namespaces rewritten whole (start-up, failed changes, drift).",
+                self.kernel_rewrites() as f64,
+            );
         }
         if let Some(dns) = &self.dns {
             out.push_str(&dns.render_metrics());
