@@ -7,6 +7,7 @@ mod names;
 mod net;
 mod ports;
 mod snapshot;
+mod state;
 mod status;
 mod tags;
 mod whitelist;
@@ -22,6 +23,7 @@ pub use snapshot::{
     route_listen_ip, snat_ip, Change, CloudName, EndpointSpec, HostSpec, IdcSpec, RouteSpec,
     Snapshot, SubnetSpec, VpcSpec, SNAT_BASE, SNAT_SIZE,
 };
+pub use state::{SnapshotDelta, State};
 pub use status::{
     EndpointStatus, ServerType, ServiceStatus, ServiceType, TcpProxy, MARKER_ID_BASE,
 };
