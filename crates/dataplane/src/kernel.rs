@@ -306,7 +306,7 @@ mod tests {
             tcp_proxy: TcpProxy::Close,
             whitelist,
             max_connections: 3000,
-            snat_ip: vpcep_model::snat_ip(marker),
+            snat_ip: Ipv4Addr::new(198, 19, 128, 1 + (marker & 0xff) as u8),
             dns_name: None,
             route: None,
         }

@@ -1,7 +1,11 @@
+//! The store against a real SQLite database in a temporary directory.
+
 use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerType, TcpProxy};
 
 use super::SqliteStore;
 use crate::*;
+
+mod snat;
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
     let dir = tempfile::tempdir().unwrap();
