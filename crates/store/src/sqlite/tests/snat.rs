@@ -7,71 +7,21 @@ use std::path::Path;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
-use vpcep_model::{
-    validate_service_name, EndpointStatus, PortMapping, Protocol, Reason, ServerType, ServiceType,
-    TcpProxy, MARKER_ID_BASE,
-};
+use vpcep_model::{EndpointStatus, PortMapping, Protocol, Reason, ServiceType, MARKER_ID_BASE};
 
 use super::super::migrate::{migrate, LATEST};
-use super::{reason, setup, vm_port};
+use super::{new_endpoint, reason, setup, vm_port, vpc_with_subnet, web_service};
 use crate::*;
-
-/// A VPC of `caller` with one /16 subnet.
-async fn vpc(store: &SqliteStore, caller: &Caller, cidr: &str) -> (Vpc, Subnet) {
-    let vpc = store
-        .create_vpc(
-            caller.clone(),
-            NewVpc {
-                name: "v".into(),
-                cidr: cidr.into(),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    let subnet = store
-        .create_subnet(
-            caller.clone(),
-            NewSubnet {
-                vpc_id: vpc.id.clone(),
-                name: "s".into(),
-                cidr: cidr.into(),
-                gateway_ip: None,
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    (vpc, subnet)
-}
 
 /// An available service (no approval) on a VM in a VPC of its own.
 async fn service(store: &SqliteStore, caller: &Caller) -> Service {
-    let (_, subnet) = vpc(store, caller, "192.168.0.0/16").await;
+    let (vpc, subnet) = vpc_with_subnet(store, caller, "192.168.0.0/16", "192.168.0.0/16").await;
     let port = store
         .create_port(caller.clone(), vm_port(&subnet.id, "vm", None))
         .await
         .unwrap();
     let svc = store
-        .create_service(
-            caller.clone(),
-            NewService {
-                vpc_id: subnet.vpc_id,
-                port_id: port.id,
-                server_type: ServerType::Vm,
-                name: validate_service_name("web").unwrap(),
-                approval_enabled: false,
-                tcp_proxy: TcpProxy::Close,
-                description: String::new(),
-                ports: vec![PortMapping {
-                    client_port: 80,
-                    server_port: 8080,
-                    protocol: Protocol::Tcp,
-                }],
-                tags: vec![],
-                connection_limit: 3000,
-            },
-        )
+        .create_service(caller.clone(), web_service(&vpc.id, &port.id))
         .await
         .unwrap();
     store
@@ -89,25 +39,20 @@ struct Consumer {
 }
 
 impl Consumer {
+    async fn new(store: &SqliteStore, caller: &Caller) -> Consumer {
+        let (vpc, subnet) = vpc_with_subnet(store, caller, "10.0.0.0/16", "10.0.0.0/16").await;
+        Consumer {
+            caller: caller.clone(),
+            vpc: vpc.id,
+            subnet: subnet.id,
+        }
+    }
+
     async fn create(&self, store: &SqliteStore, service_id: &str) -> Result<Endpoint> {
         store
             .create_endpoint(
                 self.caller.clone(),
-                NewEndpoint {
-                    service_id: service_id.to_owned(),
-                    vpc_id: self.vpc.clone(),
-                    subnet_id: Some(self.subnet.clone()),
-                    port_ip: None,
-                    enable_dns: false,
-                    routetables: None,
-                    whitelist: vec![],
-                    enable_whitelist: false,
-                    description: String::new(),
-                    tags: vec![],
-                    policy_statement: None,
-                    policy_document: None,
-                    region: "r1".into(),
-                },
+                new_endpoint(service_id, &self.vpc, &self.subnet),
             )
             .await
     }
@@ -122,15 +67,6 @@ impl Consumer {
             .finish_deletions(vec![], vec![id.to_owned()])
             .await
             .unwrap();
-    }
-}
-
-async fn consumer(store: &SqliteStore, caller: &Caller) -> Consumer {
-    let (vpc, subnet) = vpc(store, caller, "10.0.0.0/16").await;
-    Consumer {
-        caller: caller.clone(),
-        vpc: vpc.id,
-        subnet: subnet.id,
     }
 }
 
@@ -161,7 +97,8 @@ fn host(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, 128, n)
 }
 
-/// Moves an endpoint's marker id, as if `n` endpoints had been created since.
+/// Sets an endpoint's marker id (the next endpoint gets one more), as if the endpoints
+/// with the ids between had come and gone.
 async fn set_marker(store: &SqliteStore, id: &str, marker: i64) {
     sqlx::query("UPDATE endpoints SET marker_id = ? WHERE id = ?")
         .bind(marker)
@@ -176,7 +113,7 @@ async fn snat_addresses_are_unique_per_provider_vpc_and_reused() {
     let (_dir, store, alice) = setup().await;
     let s1 = service(&store, &alice).await;
     let s2 = service(&store, &alice).await;
-    let c = consumer(&store, &alice).await;
+    let c = Consumer::new(&store, &alice).await;
 
     let e1 = c.create(&store, &s1.id).await.unwrap();
     // 4,093 endpoints came and went: the next marker id is 4,094 past e1's, which the
@@ -257,7 +194,7 @@ async fn a_provider_vpc_without_free_addresses_refuses_new_endpoints() {
     let (_dir, store, alice) = setup().await;
     let s1 = service(&store, &alice).await;
     let s2 = service(&store, &alice).await;
-    let c = consumer(&store, &alice).await;
+    let c = Consumer::new(&store, &alice).await;
     let first = c.create(&store, &s1.id).await.unwrap();
     // Endpoints 2 to 4,094 towards the same VPC, of other tenants (outside alice's quota),
     // as copies of the first row.
