@@ -152,6 +152,61 @@ where
     })
 }
 
+/// Endpoints the create phase makes at most (its subnet, a /16, holds them all).
+const MAX_CREATES: usize = 60_000;
+/// VPCs its endpoints go to: each takes MAX_CREATES / 16 = 3,750, and the other phases'
+/// 101, within the 4,094 endpoints one VPC's services may have.
+const PROVIDER_VPCS: usize = 16;
+
+/// A new VPC with one subnet: (VPC id, subnet id).
+async fn vpc_with_subnet(c: &Client, cidr: &str, subnet: &str) -> Result<(String, String)> {
+    let id = |v: &Value, kind: &str| v[kind]["id"].as_str().unwrap_or_default().to_owned();
+    let vpc = id(
+        &c.ok("POST", "/v1/{p}/vpcs", json!({"vpc": {"cidr": cidr}}))
+            .await?,
+        "vpc",
+    );
+    let sub = id(
+        &c.ok(
+            "POST",
+            "/v1/{p}/subnets",
+            json!({"subnet": {"vpc_id": vpc, "cidr": subnet}}),
+        )
+        .await?,
+        "subnet",
+    );
+    Ok((vpc, sub))
+}
+
+/// A service without approval on a VM port in a VPC of its own, once it is available.
+async fn provider_service(c: &Client) -> Result<String> {
+    let (vpc, sub) = vpc_with_subnet(c, "192.168.0.0/16", "192.168.0.0/24").await?;
+    let port = c
+        .ok(
+            "POST",
+            "/v1/{p}/ports",
+            json!({"port": {"network_id": sub}}),
+        )
+        .await?["port"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let svc = c.ok("POST", "/v1/{p}/vpc-endpoint-services", json!({"vpc_id": vpc, "port_id": port, "server_type": "VM", "approval_enabled": false, "ports": [{"client_port": 80, "server_port": 80}]})).await?["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let (_, v) = c
+            .call(
+                "GET",
+                &format!("/v1/{{p}}/vpc-endpoint-services/{svc}"),
+                None,
+            )
+            .await?;
+        if v["status"] == "available" {
+            return Ok(svc);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let acct = account_with_quota(&bin, dir.path(), "bench", 100_000)?;
@@ -184,51 +239,16 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
             .build()?,
     };
 
-    let vpc = c
-        .ok(
-            "POST",
-            "/v1/{p}/vpcs",
-            json!({"vpc": {"cidr": "10.0.0.0/8"}}),
-        )
-        .await?["vpc"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let sub = c
-        .ok(
-            "POST",
-            "/v1/{p}/subnets",
-            json!({"subnet": {"vpc_id": vpc, "cidr": "10.0.0.0/16"}}),
-        )
-        .await?["subnet"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let port = c
-        .ok(
-            "POST",
-            "/v1/{p}/ports",
-            json!({"port": {"network_id": sub}}),
-        )
-        .await?["port"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let svc = c.ok("POST", "/v1/{p}/vpc-endpoint-services", json!({"vpc_id": vpc, "port_id": port, "server_type": "VM", "approval_enabled": false, "ports": [{"client_port": 80, "server_port": 80}]})).await?["id"].as_str().unwrap_or_default().to_owned();
-    loop {
-        let (_, v) = c
-            .call(
-                "GET",
-                &format!("/v1/{{p}}/vpc-endpoint-services/{svc}"),
-                None,
-            )
-            .await?;
-        if v["status"] == "available" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // The endpoints are made in one subnet, towards services in VPCs of their own taken
+    // in turn: the services of one VPC take at most 4,094 endpoints (one SNAT address
+    // each), fewer than the create phase may make.
+    let (vpc, sub) = vpc_with_subnet(&c, "10.0.0.0/8", "10.0.0.0/16").await?;
+    let mut creates = Vec::new();
+    for _ in 0..PROVIDER_VPCS {
+        let svc = provider_service(&c).await?;
+        creates.push(json!({"endpoint_service_id": svc, "vpc_id": vpc, "subnet_id": sub}));
     }
-    let create = json!({"endpoint_service_id": svc, "vpc_id": vpc, "subnet_id": sub});
+    let create = creates[0].clone();
     let first = c
         .ok("POST", "/v1/{p}/vpc-endpoints", create.clone())
         .await?["id"]
@@ -276,15 +296,15 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
         )
         .await?,
     );
-    let (cc, body) = (c.clone(), create.clone());
+    let (cc, creates) = (c.clone(), Arc::new(creates));
     results.push(
         load(
             "create endpoint (signed POST, one fsync'd transaction)",
             conc,
             dur,
-            60_000,
-            move |_| {
-                let (c, body) = (cc.clone(), body.clone());
+            MAX_CREATES,
+            move |n| {
+                let (c, body) = (cc.clone(), creates[n % PROVIDER_VPCS].clone());
                 async move {
                     let (st, v) = c.call("POST", "/v1/{p}/vpc-endpoints", Some(&body)).await?;
                     if st != 200 {

@@ -619,7 +619,7 @@ mod tests {
             tcp_proxy: TcpProxy::Close,
             whitelist: None,
             max_connections: 3000,
-            snat_ip: vpcep_model::snat_ip(0x0100_0000),
+            snat_ip: Ipv4Addr::new(198, 19, 128, 1),
             dns_name: None,
             route: None,
         };

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PortMapping, TcpProxy};
 
-/// Addresses in this range are the gateway's sources towards backends (one per endpoint).
+/// Addresses in this range are the gateway's sources towards backends: SNAT host number
+/// N (1 to `SNAT_SIZE`, allocated by the store per provider VPC) is `SNAT_BASE + N`.
 pub const SNAT_BASE: u32 = 0xC613_8000; // 198.19.128.0
-/// Usable SNAT addresses in 198.19.128.0/20.
+/// Usable SNAT addresses in 198.19.128.0/20: endpoints one provider VPC can have at once.
 pub const SNAT_SIZE: u32 = 4094;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,8 @@ pub struct EndpointSpec {
     /// Source CIDRs allowed to connect, when the endpoint whitelist is enabled.
     pub whitelist: Option<Vec<String>>,
     pub max_connections: u32,
+    /// The endpoint's own source address in the provider VPC: no other endpoint towards
+    /// that VPC has it while this one exists. Unspecified (0.0.0.0) without a provider VPC.
     pub snat_ip: Ipv4Addr,
     /// The private DNS name published in the consumer VPC once the endpoint is up.
     #[serde(default)]
@@ -130,12 +133,6 @@ impl SubnetSpec {
         };
         Some(Ipv4Addr::from(pick))
     }
-}
-
-/// The SNAT source address of the endpoint with this marker id.
-pub fn snat_ip(marker_id: u32) -> Ipv4Addr {
-    let index = marker_id.wrapping_sub(crate::MARKER_ID_BASE as u32) % SNAT_SIZE;
-    Ipv4Addr::from(SNAT_BASE + 1 + index)
 }
 
 /// One thing to do to move a node from one snapshot to the next, borrowed from the two
@@ -278,7 +275,7 @@ mod tests {
             tcp_proxy: TcpProxy::Close,
             whitelist: None,
             max_connections: 3000,
-            snat_ip: snat_ip(0x0100_0000),
+            snat_ip: Ipv4Addr::new(198, 19, 128, 1),
             dns_name: None,
             route: None,
         }
@@ -334,20 +331,6 @@ mod tests {
                 Change::RemoveVpc(&vpc("a")),
                 Change::RemoveVpc(&vpc("b"))
             ]
-        );
-    }
-
-    #[test]
-    fn snat_addresses() {
-        assert_eq!(snat_ip(0x0100_0000), Ipv4Addr::new(198, 19, 128, 1));
-        assert_eq!(snat_ip(0x0100_0001), Ipv4Addr::new(198, 19, 128, 2));
-        assert_eq!(
-            snat_ip(0x0100_0000 + SNAT_SIZE - 1),
-            Ipv4Addr::new(198, 19, 143, 254)
-        );
-        assert_eq!(
-            snat_ip(0x0100_0000 + SNAT_SIZE),
-            Ipv4Addr::new(198, 19, 128, 1)
         );
     }
 }

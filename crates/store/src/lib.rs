@@ -27,6 +27,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("the database has schema version {found}, newer than this vpcep knows ({known}): run the vpcep that wrote it, or restore a backup made for this one")]
+    NewerSchema { found: i64, known: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -7,6 +7,7 @@ mod accounts;
 mod controller;
 mod endpoints;
 mod idcs;
+mod migrate;
 mod services;
 mod tags;
 mod vpc;
@@ -54,7 +55,8 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `dir`: `vpcep.db` and `master.key`.
+    /// Opens (creating if needed) the store in `dir`: `vpcep.db` and `master.key`. A
+    /// database of an older schema is migrated in place; one of a newer schema is refused.
     pub async fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let key = MasterKey::load_or_create(dir)?;
@@ -70,9 +72,7 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(include_str!("schema.sql"))
-            .execute(&mut *tx)
-            .await?;
+        migrate::migrate(&mut tx, migrate::LATEST).await?;
         tx.commit().await?;
         let rev: i64 = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'revision'")
             .fetch_one(&pool)

@@ -1,9 +1,11 @@
 //! What the controller reads and writes: rows in transitional statuses and their outcome.
 
+use std::net::Ipv4Addr;
+
 use sqlx::Row;
 use vpcep_model::{
-    route_listen_ip, snat_ip, CloudName, EndpointSpec, EndpointStatus, HostSpec, IdcSpec,
-    RouteSpec, Snapshot, SubnetSpec, TcpProxy, VpcSpec,
+    route_listen_ip, CloudName, EndpointSpec, EndpointStatus, HostSpec, IdcSpec, RouteSpec,
+    Snapshot, SubnetSpec, TcpProxy, VpcSpec, SNAT_BASE, SNAT_SIZE,
 };
 
 use super::services::orphan_endpoints;
@@ -175,7 +177,7 @@ impl SqliteStore {
             sqlx::query_as("SELECT id, vpc_id, cidr, ip FROM idcs ORDER BY created_at, id")
                 .fetch_all(&mut *tx)
                 .await?;
-        let rows = sqlx::query("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0) ORDER BY e.created_at, e.id")
+        let rows = sqlx::query("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, e.snat_host, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0) ORDER BY e.created_at, e.id")
             .fetch_all(&mut *tx)
             .await?;
         let mut endpoints = Vec::with_capacity(rows.len());
@@ -214,6 +216,13 @@ impl SqliteStore {
                 )
             };
             let dns_name: String = r.try_get("dns_name")?;
+            let provider_vpc: Option<String> = (r.try_get::<i64, _>("is_public")? == 0)
+                .then(|| r.try_get("provider_vpc"))
+                .transpose()?;
+            let snat_ip = match provider_vpc {
+                Some(_) => snat_address(r.try_get("snat_host")?)?,
+                None => Ipv4Addr::UNSPECIFIED,
+            };
             endpoints.push(EndpointSpec {
                 id: r.try_get("id")?,
                 service_id: r.try_get("service_id")?,
@@ -221,16 +230,14 @@ impl SqliteStore {
                 consumer_vpc,
                 subnet_id,
                 ip: addr,
-                provider_vpc: (r.try_get::<i64, _>("is_public")? == 0)
-                    .then(|| r.try_get("provider_vpc"))
-                    .transpose()?,
+                provider_vpc,
                 backend_ip: ip(&r.try_get::<String, _>("backend_ip")?)?,
                 ports: from_json(&r.try_get::<String, _>("ports")?)?,
                 tcp_proxy: TcpProxy::parse(&r.try_get::<String, _>("tcp_proxy")?)
                     .map_err(|e| StoreError::Corrupt(e.msg))?,
                 whitelist: (r.try_get::<i64, _>("enable_whitelist")? != 0).then_some(whitelist),
                 max_connections: r.try_get::<i64, _>("connection_limit")? as u32,
-                snat_ip: snat_ip(marker),
+                snat_ip,
                 dns_name: (r.try_get::<i64, _>("enable_dns")? != 0 && !dns_name.is_empty())
                     .then_some(dns_name),
                 route,
@@ -276,7 +283,17 @@ impl SqliteStore {
     }
 }
 
-fn ip(raw: &str) -> Result<std::net::Ipv4Addr> {
+/// The address of an endpoint's stored SNAT host number.
+fn snat_address(host: Option<i64>) -> Result<Ipv4Addr> {
+    match host {
+        Some(h) if (1..=i64::from(SNAT_SIZE)).contains(&h) => {
+            Ok(Ipv4Addr::from(SNAT_BASE + h as u32))
+        }
+        _ => Err(StoreError::Corrupt(format!("SNAT host number {host:?}"))),
+    }
+}
+
+fn ip(raw: &str) -> Result<Ipv4Addr> {
     raw.parse()
         .map_err(|_| StoreError::Corrupt(format!("bad address {raw:?}")))
 }

@@ -4,7 +4,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{
     validate_description, validate_endpoint_whitelist, validate_tags, EndpointStatus, Reason,
-    Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE,
+    Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
 };
 
 use super::services::{connectable_service, quota_of};
@@ -199,6 +199,60 @@ async fn check_route_tables(
     Ok(tables)
 }
 
+/// The lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards `provider_vpc`
+/// holds, or `None` when all of them are held. Usually numbers 1 to n are all held and
+/// the answer is n + 1, which counting the index range shows; otherwise the index is
+/// walked to the first gap, probing for each held number's successor (slower: it runs
+/// only after a deletion left a gap).
+async fn free_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
+    let next: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN COUNT(*) = COALESCE(MAX(snat_host), 0) THEN COUNT(*) + 1 \
+                     WHEN MIN(snat_host) > 1 THEN 1 \
+                     ELSE (SELECT e.snat_host + 1 FROM endpoints e WHERE e.snat_vpc_id = ?1 AND e.snat_host IS NOT NULL \
+                           AND NOT EXISTS (SELECT 1 FROM endpoints f WHERE f.snat_vpc_id = ?1 AND f.snat_host = e.snat_host + 1) \
+                           ORDER BY e.snat_host LIMIT 1) END \
+         FROM endpoints WHERE snat_vpc_id = ?1 AND snat_host IS NOT NULL",
+    )
+    .bind(provider_vpc)
+    .fetch_one(conn)
+    .await?;
+    Ok((next <= i64::from(SNAT_SIZE)).then_some(next))
+}
+
+/// Migration 2's row work: the endpoints that lost their address to a collision take the
+/// lowest free one, in the order the migration ranked them. Should none be left (more
+/// endpoints towards one VPC than addresses, which version 1 allowed), the endpoint
+/// holds none and fails, unless it is already on its way out.
+pub(super) async fn assign_snat_addresses(conn: &mut SqliteConnection) -> Result<()> {
+    let waiting: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, snat_vpc_id FROM endpoints WHERE snat_vpc_id IS NOT NULL AND snat_host IS NULL \
+         ORDER BY CASE WHEN status = 'accepted' THEN 0 ELSE 1 END, marker_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, vpc) in waiting {
+        match free_snat_host(conn, &vpc).await? {
+            Some(host) => {
+                sqlx::query("UPDATE endpoints SET snat_host = ? WHERE id = ?")
+                    .bind(host)
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            None => {
+                sqlx::query("UPDATE endpoints SET snat_vpc_id = NULL, status = CASE WHEN status = 'deleting' THEN status ELSE ? END, error = ?, updated_at = ? WHERE id = ?")
+                    .bind(EndpointStatus::Failed.as_str())
+                    .bind(format!("no source address left in {SNAT_RANGE} towards the endpoint service's VPC"))
+                    .bind(now_micros())
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub(crate) async fn create_endpoint(&self, caller: Caller, n: NewEndpoint) -> Result<Endpoint> {
         validate_description("description", &n.description)?;
@@ -313,6 +367,21 @@ impl SqliteStore {
                 )
             }
         };
+        // Operator services have no VPC of their own: the node reaches their backends.
+        let snat = if svc.is_public {
+            None
+        } else {
+            let host = free_snat_host(&mut tx, &svc.vpc_id).await?.ok_or_else(|| {
+                Rejection::new(
+                    Reason::QuotaExceeded,
+                    format!(
+                        "endpoint service {} takes no more endpoints: all {SNAT_SIZE} source addresses of {SNAT_RANGE} towards its VPC are held by endpoints (deleting one frees its address)",
+                        svc.id
+                    ),
+                )
+            })?;
+            Some((&svc.vpc_id, host))
+        };
         let marker: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(marker_id) + 1, ?) FROM endpoints")
                 .bind(MARKER_ID_BASE)
@@ -334,11 +403,12 @@ impl SqliteStore {
         };
         let now = now_micros();
         let opt = |v: &Option<serde_json::Value>| v.as_ref().map(json_text).unwrap_or_default();
-        sqlx::query("INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, whitelist, enable_whitelist, routetables, description, conn_description, policy_statement, policy_document, edition, error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 'default', '', ?, ?)")
+        sqlx::query("INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, whitelist, enable_whitelist, routetables, description, conn_description, policy_statement, policy_document, edition, error, created_at, updated_at, snat_vpc_id, snat_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 'default', '', ?, ?, ?, ?)")
             .bind(&id).bind(&caller.project_id).bind(&caller.domain_id).bind(&svc.id).bind(&svc.service_name).bind(svc.service_type.as_str())
             .bind(&vpc.id).bind(&subnet_id).bind(&ip).bind(marker).bind(enable_dns).bind(&dns_name)
             .bind(json_text(&n.whitelist)).bind(n.enable_whitelist).bind(json_text(&routetables)).bind(&n.description)
             .bind(opt(&n.policy_statement)).bind(opt(&n.policy_document)).bind(now).bind(now)
+            .bind(snat.map(|s| s.0)).bind(snat.map(|s| s.1))
             .execute(&mut *tx).await?;
         insert_tags(
             &mut tx,

@@ -1,7 +1,11 @@
+//! The store against a real SQLite database in a temporary directory.
+
 use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerType, TcpProxy};
 
 use super::SqliteStore;
 use crate::*;
+
+mod snat;
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
     let dir = tempfile::tempdir().unwrap();
@@ -26,6 +30,79 @@ fn vm_port(subnet: &str, name: &str, ip: Option<&str>) -> NewPort {
         device_owner: String::new(),
         device_id: String::new(),
         is_host: false,
+    }
+}
+
+/// A VPC of `caller` with one subnet.
+async fn vpc_with_subnet(
+    store: &SqliteStore,
+    caller: &Caller,
+    cidr: &str,
+    subnet: &str,
+) -> (Vpc, Subnet) {
+    let vpc = store
+        .create_vpc(
+            caller.clone(),
+            NewVpc {
+                name: "v".into(),
+                cidr: cidr.into(),
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let subnet = store
+        .create_subnet(
+            caller.clone(),
+            NewSubnet {
+                vpc_id: vpc.id.clone(),
+                name: "s".into(),
+                cidr: subnet.into(),
+                gateway_ip: None,
+                description: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    (vpc, subnet)
+}
+
+/// Service "web" (port 80 to 8080, no approval) on a VM port.
+fn web_service(vpc_id: &str, port_id: &str) -> NewService {
+    NewService {
+        vpc_id: vpc_id.to_owned(),
+        port_id: port_id.to_owned(),
+        server_type: ServerType::Vm,
+        name: validate_service_name("web").unwrap(),
+        approval_enabled: false,
+        tcp_proxy: TcpProxy::Close,
+        description: String::new(),
+        ports: vec![PortMapping {
+            client_port: 80,
+            server_port: 8080,
+            protocol: Protocol::Tcp,
+        }],
+        tags: vec![],
+        connection_limit: 3000,
+    }
+}
+
+/// An interface endpoint of `service_id` in `subnet_id`, with nothing optional.
+fn new_endpoint(service_id: &str, vpc_id: &str, subnet_id: &str) -> NewEndpoint {
+    NewEndpoint {
+        service_id: service_id.to_owned(),
+        vpc_id: vpc_id.to_owned(),
+        subnet_id: Some(subnet_id.to_owned()),
+        port_ip: None,
+        enable_dns: false,
+        routetables: None,
+        whitelist: vec![],
+        enable_whitelist: false,
+        description: String::new(),
+        tags: vec![],
+        policy_statement: None,
+        policy_document: None,
+        region: "r1".into(),
     }
 }
 
@@ -75,30 +152,7 @@ async fn secrets_are_not_stored_in_clear() {
 async fn service_lifecycle_and_isolation() {
     let (_dir, store, alice) = setup().await;
     let rev0 = store.revision().await.unwrap();
-    let vpc = store
-        .create_vpc(
-            alice.clone(),
-            NewVpc {
-                name: "v".into(),
-                cidr: "192.168.0.0/16".into(),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    let sub = store
-        .create_subnet(
-            alice.clone(),
-            NewSubnet {
-                vpc_id: vpc.id.clone(),
-                name: "s".into(),
-                cidr: "192.168.0.0/24".into(),
-                gateway_ip: None,
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    let (vpc, sub) = vpc_with_subnet(&store, &alice, "192.168.0.0/16", "192.168.0.0/24").await;
     let port = store
         .create_port(alice.clone(), vm_port(&sub.id, "vm", None))
         .await
@@ -113,22 +167,7 @@ async fn service_lifecycle_and_isolation() {
         .create_port(alice.clone(), vm_port(&sub.id, "g", Some("192.168.0.1")))
         .await;
     assert_eq!(reason(gw.unwrap_err()), Reason::BadPortIp);
-    let new = NewService {
-        vpc_id: vpc.id.clone(),
-        port_id: port.id.clone(),
-        server_type: ServerType::Vm,
-        name: validate_service_name("web").unwrap(),
-        approval_enabled: false,
-        tcp_proxy: TcpProxy::Close,
-        description: String::new(),
-        ports: vec![PortMapping {
-            client_port: 80,
-            server_port: 8080,
-            protocol: Protocol::Tcp,
-        }],
-        tags: vec![],
-        connection_limit: 3000,
-    };
+    let new = web_service(&vpc.id, &port.id);
     let svc = store
         .create_service(alice.clone(), new.clone())
         .await
@@ -187,45 +226,8 @@ async fn service_lifecycle_and_isolation() {
         .await
         .unwrap();
     // Bob is not whitelisted: the service looks missing to him.
-    let bvpc = store
-        .create_vpc(
-            bob.clone(),
-            NewVpc {
-                name: "v".into(),
-                cidr: "192.168.0.0/16".into(),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    let bsub = store
-        .create_subnet(
-            bob.clone(),
-            NewSubnet {
-                vpc_id: bvpc.id.clone(),
-                name: "s".into(),
-                cidr: "192.168.0.0/24".into(),
-                gateway_ip: None,
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap();
-    let ep = NewEndpoint {
-        service_id: svc.id.clone(),
-        vpc_id: bvpc.id.clone(),
-        subnet_id: Some(bsub.id.clone()),
-        port_ip: None,
-        enable_dns: false,
-        routetables: None,
-        whitelist: vec![],
-        enable_whitelist: false,
-        description: String::new(),
-        tags: vec![],
-        policy_statement: None,
-        policy_document: None,
-        region: "r1".into(),
-    };
+    let (bvpc, bsub) = vpc_with_subnet(&store, &bob, "192.168.0.0/16", "192.168.0.0/24").await;
+    let ep = new_endpoint(&svc.id, &bvpc.id, &bsub.id);
     assert_eq!(
         reason(
             store

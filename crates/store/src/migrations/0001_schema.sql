@@ -1,7 +1,8 @@
--- vpcep schema, version 1. Portable SQL: TEXT ids, INTEGER times (unix microseconds),
--- JSON kept in TEXT columns. Applied once by SqliteStore::open.
+-- Schema version 1, the first releases' schema, applied to an empty database. Portable
+-- SQL: TEXT ids, INTEGER times (unix microseconds), JSON kept in TEXT columns. Released
+-- databases hold it, so it is never edited: the next change is the next migration.
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (k, v) VALUES ('revision', 0), ('schema', 1);
+INSERT INTO meta (k, v) VALUES ('revision', 0), ('schema', 1);
 
 CREATE TABLE IF NOT EXISTS accounts (
     domain_id TEXT PRIMARY KEY,
