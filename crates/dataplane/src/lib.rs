@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
-use vpcep_model::{Change, EndpointSpec, Outcome, RouteSpec, Snapshot, VpcSpec};
+use vpcep_model::{
+    Change, EndpointSpec, Outcome, RouteSpec, Snapshot, SnapshotDelta, State, VpcSpec,
+};
 
 pub use dns::{Dns, DnsConfig};
 pub use gateway::Gateway;
@@ -46,6 +48,8 @@ pub struct Node {
     /// Kernel-path namespaces rewritten whole: at start, after a failed change, and
     /// when drift was found.
     rewrites: AtomicU64,
+    /// The kernel path's endpoints: id → (consumer VPC, marker id), for the metrics.
+    on_kernel_path: RwLock<BTreeMap<String, (String, u32)>>,
     /// How the node keeps up: the revision it applied last, and what applies took.
     applied_revision: AtomicU64,
     applies: AtomicU64,
@@ -64,7 +68,7 @@ struct KernelStep<'a> {
 /// What the node has applied: the snapshot and what follows from it.
 #[derive(Default)]
 struct Applied {
-    snapshot: Snapshot,
+    state: State,
     /// What the kernel path holds, counted by the endpoints that need it.
     kernel: kernel::KernelState,
     /// VPCs whose namespace must be rewritten whole: its last change failed, so what it
@@ -72,9 +76,91 @@ struct Applied {
     dirty: BTreeSet<String>,
     /// The gateway endpoints' routes, by consumer VPC and endpoint.
     routes: BTreeMap<String, BTreeMap<String, RouteSpec>>,
-    /// The routes each VPC router holds now (set only on success, so a VPC whose
-    /// routes could not be set is tried again at the next apply).
+    /// The routes each VPC router holds now (set only on success).
     held_routes: HashMap<String, Vec<RouteSpec>>,
+    /// VPCs whose routes could not be set: tried again at the next apply.
+    routes_retry: BTreeSet<String>,
+}
+
+/// The VPCs of one apply: as they are after it (changed ones from the delta) and as they
+/// were (for the endpoints that leave).
+struct Vpcs<'a> {
+    held: &'a State,
+    changed: HashMap<&'a str, &'a VpcSpec>,
+    gone: BTreeSet<&'a str>,
+}
+
+impl<'a> Vpcs<'a> {
+    fn new(held: &'a State, delta: &'a SnapshotDelta) -> Vpcs<'a> {
+        Vpcs {
+            held,
+            changed: delta.vpcs.iter().map(|v| (v.id.as_str(), v)).collect(),
+            gone: delta.vpcs_gone.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// A VPC as it is after the apply.
+    fn get(&self, id: &str) -> Option<&'a VpcSpec> {
+        match self.changed.get(id) {
+            Some(v) => Some(*v),
+            None if self.gone.contains(id) => None,
+            None => self.held.vpcs.get(id),
+        }
+    }
+
+    /// A VPC's number, whether it stays or goes.
+    fn seq(&self, id: &str) -> Option<u32> {
+        self.changed
+            .get(id)
+            .map(|v| v.seq)
+            .or_else(|| self.held.vpcs.get(id).map(|v| v.seq))
+    }
+
+    /// The ids of every VPC after the apply (a walk over all of them: start-up only).
+    fn ids(&self) -> Vec<String> {
+        let mut ids: BTreeSet<&str> = self
+            .held
+            .vpcs
+            .keys()
+            .map(String::as_str)
+            .filter(|id| !self.gone.contains(id))
+            .collect();
+        ids.extend(self.changed.keys());
+        ids.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The VPCs an endpoint forwards between, as the gateway takes them.
+    fn of(&self, e: &EndpointSpec) -> HashMap<String, VpcSpec> {
+        [Some(&e.consumer_vpc), e.provider_vpc.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.get(id))
+            .map(|v| (v.id.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// What one apply touched beyond the kernel path.
+#[derive(Default)]
+struct Touched {
+    /// VPC routers whose gateway endpoints' routes changed.
+    routes: BTreeSet<String>,
+    /// Whether VPCs came or went (the resolvers follow them).
+    vpcs: bool,
+}
+
+impl Touched {
+    /// Notes an endpoint that arrives (`present`) or leaves, for its VPC's routes.
+    fn endpoint(&mut self, current: &mut Applied, e: &EndpointSpec, present: bool) {
+        let Some(r) = &e.route else { return };
+        self.routes.insert(e.consumer_vpc.clone());
+        let routes = current.routes.entry(e.consumer_vpc.clone()).or_default();
+        if present {
+            routes.insert(e.id.clone(), r.clone());
+        } else {
+            routes.remove(&e.id);
+        }
+    }
 }
 
 impl Node {
@@ -92,6 +178,7 @@ impl Node {
             outcomes: RwLock::default(),
             dns: None,
             rewrites: AtomicU64::new(0),
+            on_kernel_path: RwLock::default(),
             applied_revision: AtomicU64::new(0),
             applies: AtomicU64::new(0),
             apply_micros: AtomicU64::new(0),
@@ -140,36 +227,62 @@ impl Node {
         };
     }
 
+    /// The revision of the desired state this node applied last (`None` before the first).
+    pub fn applied_revision(&self) -> Option<u64> {
+        self.started
+            .load(Ordering::Acquire)
+            .then(|| self.applied_revision.load(Ordering::Relaxed))
+    }
+
     /// Applies the difference between what runs and `next`, idempotently; afterwards every
-    /// endpoint of `next` has an outcome (up, or why not). What it costs follows what
-    /// changed, not what there is.
+    /// endpoint of `next` has an outcome (up, or why not).
     pub async fn apply(&self, next: Snapshot) {
         let mut applied = self.current.lock().await;
-        let current = &mut *applied;
-        if current.snapshot.revision == next.revision
-            && current.snapshot == next
-            && current.dirty.is_empty()
-        {
+        let delta = applied.state.delta_to(next);
+        self.apply_locked(&mut applied, delta).await;
+    }
+
+    /// Applies what changed since the revision this node applied last. A delta from
+    /// another revision is refused (`false`): the caller then applies a whole snapshot.
+    pub async fn apply_delta(&self, delta: SnapshotDelta) -> bool {
+        let mut applied = self.current.lock().await;
+        if !self.started.load(Ordering::Acquire) || delta.from != applied.state.revision {
+            return false;
+        }
+        self.apply_locked(&mut applied, delta).await;
+        true
+    }
+
+    /// Applies `delta` to what runs. What it costs follows what changed, not what there is.
+    async fn apply_locked(&self, current: &mut Applied, delta: SnapshotDelta) {
+        let first = !self.started.load(Ordering::Acquire);
+        if !first && delta.is_empty() && current.dirty.is_empty() {
+            current.state.revision = delta.revision;
+            self.applied_revision
+                .store(delta.revision, Ordering::Relaxed);
             return;
         }
         let began = std::time::Instant::now();
-        let first = !self.started.swap(true, Ordering::AcqRel);
+        self.started.store(true, Ordering::Release);
         if first {
-            let (sub, keep) = (self.substrate.clone(), next.clone());
+            // Only the ids matter to prune: what the node may keep.
+            let keep = Snapshot {
+                vpcs: delta.vpcs.clone(),
+                hosts: delta.hosts.clone(),
+                idcs: delta.idcs.clone(),
+                ..Snapshot::default()
+            };
+            let sub = self.substrate.clone();
             log(blocking(move || sub.prune(&keep)).await, "prune");
         }
-        let vpcs: HashMap<String, VpcSpec> = next
-            .vpcs
-            .iter()
-            .map(|v| (v.id.clone(), v.clone()))
-            .collect();
+        // Taken out while the changes borrow it; it takes the delta in at the end.
+        let held = std::mem::take(&mut current.state);
+        let vpcs = Vpcs::new(&held, &delta);
         let mut failed_vpcs: HashMap<String, String> = HashMap::new();
         // The kernel path's endpoints are collected and sent as one step at the end.
         let mut step = KernelStep::default();
-        let mut routes_touched = BTreeSet::new();
-        // Taken out while the changes borrow it; `next` takes its place at the end.
-        let old = std::mem::take(&mut current.snapshot);
-        let changes = Snapshot::diff(&old, &next);
+        let mut touched = Touched::default();
+        let changes = held.changes(&delta);
         for change in &changes {
             let sub = self.substrate.clone();
             match *change {
@@ -180,12 +293,7 @@ impl Node {
                         self.gateway.stop(&old.id).await;
                     }
                     self.set_outcome(&old.id, None);
-                    if old.route.is_some() {
-                        routes_touched.insert(old.consumer_vpc.clone());
-                        if let Some(r) = current.routes.get_mut(&old.consumer_vpc) {
-                            r.remove(&old.id);
-                        }
-                    }
+                    touched.endpoint(current, old, false);
                 }
                 Change::RemoveHost(h) => {
                     let h = h.clone();
@@ -196,11 +304,14 @@ impl Node {
                     current.dirty.remove(&id);
                     current.routes.remove(&id);
                     current.held_routes.remove(&id);
+                    current.routes_retry.remove(&id);
+                    touched.vpcs = true;
                     log(blocking(move || sub.remove_vpc(&id)).await, "remove VPC")
                 }
                 Change::AddVpc(v) => {
                     let (id, v) = (v.id.clone(), v.clone());
-                    routes_touched.insert(id.clone());
+                    touched.routes.insert(id.clone());
+                    touched.vpcs = true;
                     if let Err(e) = blocking(move || sub.ensure_vpc(&v)).await {
                         tracing::warn!(vpc = %id, error = %e, "VPC could not be realised");
                         failed_vpcs.insert(id, e);
@@ -238,7 +349,7 @@ impl Node {
                         }
                         (true, false) => {
                             step.gone.push(old);
-                            let outcome = self.gateway.start(new, &vpcs).await;
+                            let outcome = self.gateway.start(new, &vpcs.of(new)).await;
                             self.set_outcome(&new.id, Some(outcome));
                         }
                         (false, true) => {
@@ -246,28 +357,14 @@ impl Node {
                             step.now.push(new);
                         }
                         (false, false) => {
-                            let outcome = self.gateway.update(new, &vpcs).await;
+                            let outcome = self.gateway.update(new, &vpcs.of(new)).await;
                             self.set_outcome(&new.id, Some(outcome));
                         }
                     }
-                    if let Some(r) = &new.route {
-                        routes_touched.insert(new.consumer_vpc.clone());
-                        current
-                            .routes
-                            .entry(new.consumer_vpc.clone())
-                            .or_default()
-                            .insert(new.id.clone(), r.clone());
-                    }
+                    touched.endpoint(current, new, true);
                 }
                 Change::AddEndpoint(e) => {
-                    if let Some(r) = &e.route {
-                        routes_touched.insert(e.consumer_vpc.clone());
-                        current
-                            .routes
-                            .entry(e.consumer_vpc.clone())
-                            .or_default()
-                            .insert(e.id.clone(), r.clone());
-                    }
+                    touched.endpoint(current, e, true);
                     if self.on_kernel(e) {
                         step.now.push(e);
                         continue;
@@ -278,7 +375,7 @@ impl Node {
                         .find_map(|v| failed_vpcs.get(v));
                     let outcome = match broken {
                         Some(why) => Err(format!("VPC not realised: {why}")),
-                        None => self.gateway.start(e, &vpcs).await,
+                        None => self.gateway.start(e, &vpcs.of(e)).await,
                     };
                     if let Err(why) = &outcome {
                         tracing::warn!(endpoint = %e.id, error = %why, "endpoint could not come up");
@@ -288,90 +385,85 @@ impl Node {
             }
         }
         if self.kernel_on() {
-            self.apply_kernel(current, &old, &next, first, step, &failed_vpcs)
+            self.apply_kernel(current, &vpcs, first, step, &failed_vpcs)
                 .await;
         } else if first && self.substrate.kernel().is_some() {
-            self.clear_kernel(&next).await;
+            self.clear_kernel(&vpcs.ids(), &delta.endpoints).await;
         }
-        drop(changes);
-        self.apply_routes(current, &next, first, &routes_touched, &failed_vpcs)
+        if first {
+            current.routes.clear();
+            for e in &delta.endpoints {
+                touched.endpoint(current, e, true);
+            }
+            touched.routes.extend(vpcs.ids());
+        }
+        self.apply_routes(current, &vpcs, &touched.routes, &failed_vpcs)
             .await;
+        drop(changes);
+        drop(vpcs);
+        let mut state = held;
+        state.absorb(delta);
         if let Some(dns) = &self.dns {
             if first {
                 if let Err(e) = dns.start_cloud().await {
                     tracing::warn!(error = %e, "cloud DNS could not start");
                 }
             }
-            let live: Vec<VpcSpec> = next
-                .vpcs
-                .iter()
-                .filter(|v| !failed_vpcs.contains_key(&v.id))
-                .cloned()
-                .collect();
-            dns.sync(&live).await;
-            dns.publish(self.zones(&next));
+            if first || touched.vpcs || !failed_vpcs.is_empty() {
+                let live: Vec<VpcSpec> = state
+                    .vpcs
+                    .values()
+                    .filter(|v| !failed_vpcs.contains_key(&v.id))
+                    .cloned()
+                    .collect();
+                dns.sync(&live).await;
+            }
+            dns.publish(self.zones(&state));
         }
         let took = began.elapsed().as_micros() as u64;
         self.applied_revision
-            .store(next.revision, Ordering::Relaxed);
+            .store(state.revision, Ordering::Relaxed);
         self.applies.fetch_add(1, Ordering::Relaxed);
         self.apply_micros.fetch_add(took, Ordering::Relaxed);
         self.last_apply_micros.store(took, Ordering::Relaxed);
-        current.snapshot = next;
+        current.state = state;
     }
 
-    /// Makes every VPC router whose gateway endpoints changed hold their routes (after a
-    /// start, every router: nothing is known to be held, whatever an earlier run left).
+    /// Makes the VPC routers of `todo` (those whose gateway endpoints changed, all of them
+    /// after a start) and those whose routes failed before hold their gateway
+    /// endpoints' routes.
     async fn apply_routes(
         &self,
         current: &mut Applied,
-        next: &Snapshot,
-        first: bool,
-        touched: &BTreeSet<String>,
+        vpcs: &Vpcs<'_>,
+        todo: &BTreeSet<String>,
         failed_vpcs: &HashMap<String, String>,
     ) {
-        if first {
-            current.routes.clear();
-            for e in &next.endpoints {
-                if let Some(r) = &e.route {
-                    current
-                        .routes
-                        .entry(e.consumer_vpc.clone())
-                        .or_default()
-                        .insert(e.id.clone(), r.clone());
-                }
-            }
-        }
-        let retry: Vec<String> = next
-            .vpcs
-            .iter()
-            .filter(|v| {
-                first || touched.contains(&v.id) || !current.held_routes.contains_key(&v.id)
-            })
-            .map(|v| v.id.clone())
-            .collect();
-        for id in retry {
-            if failed_vpcs.contains_key(&id) {
-                continue;
-            }
-            let Some(vpc) = next.vpcs.iter().find(|v| v.id == id).cloned() else {
+        let retry = std::mem::take(&mut current.routes_retry);
+        for id in todo.iter().chain(&retry) {
+            let Some(vpc) = vpcs.get(id).cloned() else {
                 continue;
             };
+            if failed_vpcs.contains_key(id) {
+                current.routes_retry.insert(id.clone());
+                continue;
+            }
             let want: Vec<RouteSpec> = current
                 .routes
-                .get(&id)
+                .get(id)
                 .map(|r| r.values().cloned().collect())
                 .unwrap_or_default();
-            if current.held_routes.get(&id) == Some(&want) {
+            if current.held_routes.get(id) == Some(&want) {
                 continue;
             }
             let (sub, routes) = (self.substrate.clone(), want.clone());
             match blocking(move || sub.set_routes(&vpc, &routes)).await {
                 Ok(()) => {
-                    current.held_routes.insert(id, want);
+                    current.held_routes.insert(id.clone(), want);
                 }
                 Err(e) => {
-                    current.held_routes.remove(&id);
+                    current.held_routes.remove(id);
+                    current.routes_retry.insert(id.clone());
                     tracing::warn!(vpc = %id, error = %e, "gateway endpoint routes failed");
                 }
             }
@@ -380,13 +472,13 @@ impl Node {
 
     /// The names the resolvers answer: endpoints' private names once they are up (in
     /// their consumer VPC only), and the cloud's names.
-    fn zones(&self, next: &Snapshot) -> dns::Zones {
+    fn zones(&self, state: &State) -> dns::Zones {
         let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
         let mut zones = dns::Zones {
-            cloud: next.cloud_names.clone(),
+            cloud: state.cloud_names.clone(),
             ..Default::default()
         };
-        for e in &next.endpoints {
+        for e in state.endpoints.values() {
             let (Some(name), Some(Ok(()))) = (&e.dns_name, outcomes.get(&e.id)) else {
                 continue;
             };
@@ -406,29 +498,20 @@ impl Node {
     async fn apply_kernel(
         &self,
         current: &mut Applied,
-        old: &Snapshot,
-        next: &Snapshot,
+        vpcs: &Vpcs<'_>,
         first: bool,
         KernelStep { gone, now }: KernelStep<'_>,
         failed_vpcs: &HashMap<String, String>,
     ) {
-        let seqs: HashMap<&str, u32> = old
-            .vpcs
-            .iter()
-            .chain(&next.vpcs)
-            .map(|v| (v.id.as_str(), v.seq))
-            .collect();
-        let (mut delta, skipped) = current
-            .kernel
-            .update(&gone, &now, |id| seqs.get(id).copied());
+        let (mut delta, skipped) = current.kernel.update(&gone, &now, |id| vpcs.seq(id));
         // A VPC that went has taken its namespace, its links and their routes with it.
-        let exists = |id: &String| next.vpcs.iter().any(|v| v.id == *id);
+        let exists = |id: &String| vpcs.get(id).is_some();
         delta.ns.retain(|vpc, _| exists(vpc));
         delta.links_removed.retain(|(c, p)| exists(c) && exists(p));
         let mut rewrite: BTreeSet<String> = failed_vpcs.keys().cloned().collect();
         rewrite.append(&mut current.dirty);
         if first {
-            rewrite.extend(next.vpcs.iter().map(|v| v.id.clone()));
+            rewrite.extend(vpcs.ids());
         }
         rewrite.retain(|vpc| exists(vpc));
         // What is rewritten whole gets no step; links are made by the rewrite too.
@@ -474,7 +557,6 @@ impl Node {
             tracing::warn!(vpc = %vpc, error = %why, "kernel path could not be applied; the namespace will be rewritten");
         }
         current.dirty.extend(failed.keys().cloned());
-        // At start every endpoint of the kernel path was counted in: each has an outcome.
         for e in &now {
             let why = if skipped.contains(&e.id) {
                 Some("VPC not realised".to_owned())
@@ -486,6 +568,18 @@ impl Node {
                     .map(|why| format!("VPC not realised: {why}"))
             };
             self.set_outcome(&e.id, Some(why.map_or(Ok(()), Err)));
+        }
+        {
+            let mut listed = self
+                .on_kernel_path
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for e in &gone {
+                listed.remove(&e.id);
+            }
+            for e in &now {
+                listed.insert(e.id.clone(), (e.consumer_vpc.clone(), e.marker_id));
+            }
         }
         // An endpoint that stays keeps its sessions; one that left (or whose marker id
         // changed) has them ended.
@@ -517,8 +611,8 @@ impl Node {
     /// Forced to userspace on a node that may hold kernel state from an earlier run:
     /// clear it, or its routes would take the endpoints' traffic, and end its sessions,
     /// whose conntrack entries would otherwise clash with the new ones.
-    async fn clear_kernel(&self, next: &Snapshot) {
-        let vpcs: Vec<String> = next.vpcs.iter().map(|v| v.id.clone()).collect();
+    async fn clear_kernel(&self, vpcs: &[String], endpoints: &[EndpointSpec]) {
+        let vpcs = vpcs.to_vec();
         let sub = self.substrate.clone();
         let rewritten = tokio::task::spawn_blocking(move || {
             let Some(k) = sub.kernel() else { return 0 };
@@ -534,7 +628,7 @@ impl Node {
         .await
         .unwrap_or(0);
         self.rewrites.fetch_add(rewritten, Ordering::Relaxed);
-        for e in next.endpoints.iter().filter(|e| kernel::eligible(e)) {
+        for e in endpoints.iter().filter(|e| kernel::eligible(e)) {
             self.forget(e).await;
         }
     }
@@ -552,7 +646,7 @@ impl Node {
             .kernel
             .namespaces()
             .chain(&current.dirty)
-            .filter(|id| current.snapshot.vpcs.iter().any(|v| v.id == **id))
+            .filter(|id| current.state.vpcs.contains_key(*id))
             .cloned()
             .collect();
         let jobs: Vec<(String, bool, Vec<kernel::Item>, Vec<kernel::Link>)> = vpcs
@@ -678,20 +772,20 @@ impl Node {
         let Some(k) = self.substrate.kernel() else {
             return Vec::new();
         };
-        let Ok(current) = self.current.try_lock() else {
-            return Vec::new();
-        };
-        let eps = current
-            .snapshot
-            .endpoints
+        // Listing counters runs a process per namespace: it holds up no apply.
+        let eps: Vec<(String, String, u32)> = self
+            .on_kernel_path
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|e| self.on_kernel(e));
+            .map(|(id, (vpc, marker))| (vpc.clone(), id.clone(), *marker))
+            .collect();
         let mut by_vpc: HashMap<&str, HashMap<String, (u64, u64)>> = HashMap::new();
         let mut out = Vec::new();
-        for e in eps {
+        for (vpc, id, marker) in &eps {
             let counters = by_vpc
-                .entry(e.consumer_vpc.as_str())
-                .or_insert_with(|| k.counters(&e.consumer_vpc));
+                .entry(vpc.as_str())
+                .or_insert_with(|| k.counters(vpc));
             // (metric, kernel counter, bytes rather than packets)
             const FROM_KERNEL: [(&str, &str, bool); 5] = [
                 ("vpcep_gateway_sessions_total", "sessions", false),
@@ -706,10 +800,10 @@ impl Node {
             ];
             for (metric, counter, bytes) in FROM_KERNEL {
                 let (packets, octets) = counters
-                    .get(&format!("{counter}_{}", e.marker_id))
+                    .get(&format!("{counter}_{marker}"))
                     .copied()
                     .unwrap_or((0, 0));
-                out.push((metric, e.id.clone(), if bytes { octets } else { packets }));
+                out.push((metric, id.clone(), if bytes { octets } else { packets }));
             }
         }
         out

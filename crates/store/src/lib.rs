@@ -131,6 +131,9 @@ store_trait! {
     fn transitional(&self) -> Transitional;
     /// The desired state of the data plane, as of one revision.
     fn snapshot(&self) -> vpcep_model::Snapshot;
+    /// What changed in the desired state after revision `from`; `None` when that is no
+    /// longer known (read the snapshot whole then).
+    fn changes_since(&self, from: u64) -> Option<vpcep_model::SnapshotDelta>;
     /// Services that came up (or failed to), in one transaction.
     fn settle_services(&self, outcomes: Vec<(String, Outcome)>) -> ();
     /// Endpoints that came up (or failed to), in one transaction.

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod controller;
+mod desired;
 mod endpoints;
 mod idcs;
 mod migrate;
@@ -116,6 +117,19 @@ impl SqliteStore {
             sqlx::query_scalar("UPDATE meta SET v = v + 1 WHERE k = 'revision' RETURNING v")
                 .fetch_one(&mut *tx)
                 .await?;
+        if rev % 1000 == 0 {
+            // Tombstones are read by those following the revisions; one that has fallen
+            // this far behind reads the desired state whole instead.
+            let floor = rev - desired::GONE_KEPT;
+            sqlx::query("DELETE FROM gone WHERE rev <= ?")
+                .bind(floor)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE meta SET v = MAX(v, ?) WHERE k = 'gone_floor'")
+                .bind(floor)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.tx.commit().await?;
         self.revision.send_replace(rev as u64);
         Ok(())

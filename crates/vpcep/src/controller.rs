@@ -1,7 +1,8 @@
 //! The controller keeps the world in step with the store. After every commit (and once a
-//! second, for commits of other processes) it builds the desired-state snapshot, has the
-//! data plane apply it, then moves resources out of transitional statuses (`creating`,
-//! `deleting`) according to what is actually live. Handlers only write rows.
+//! second, for commits of other processes) it reads what changed in the desired state
+//! since the revision the data plane applied last, has the data plane apply it, then
+//! moves resources out of transitional statuses (`creating`, `deleting`) according to
+//! what is actually live. Handlers only write rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,9 +89,23 @@ pub struct Wiring {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Brings the node to the store's revision: what changed since the revision it applied
+/// last, or the whole desired state at start and when those changes are no longer known.
+async fn feed(store: &dyn Store, node: &Node) -> vpcep_store::Result<()> {
+    if let Some(rev) = node.applied_revision() {
+        if let Some(delta) = store.changes_since(rev).await? {
+            if node.apply_delta(delta).await {
+                return Ok(());
+            }
+        }
+    }
+    node.apply(store.snapshot().await?).await;
+    Ok(())
+}
+
 async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
     if let Some(node) = &w.local {
-        node.apply(w.store.snapshot().await?).await;
+        feed(w.store.as_ref(), node).await?;
     }
     let t = w.store.transitional().await?;
     if t.is_empty() {

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, Option<RowWork>)] = &[
         include_str!("../migrations/0002_snat_addresses.sql"),
         Some(|c| Box::pin(assign_snat_addresses(c))),
     ),
+    (include_str!("../migrations/0003_revisions.sql"), None),
 ];
 
 /// The schema version this binary writes.

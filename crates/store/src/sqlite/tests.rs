@@ -5,6 +5,7 @@ use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerTy
 use super::SqliteStore;
 use crate::*;
 
+mod desired;
 mod snat;
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
