@@ -24,11 +24,11 @@ mod tcp;
 mod udp;
 mod zones;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -39,7 +39,7 @@ use vpcep_model::VpcSpec;
 use crate::substrate::{Local, Substrate};
 use answer::Handler;
 use tcp::bind_tcp;
-use udp::{bind_udp, UdpLoop, MAX_UDP_SOCKETS};
+use udp::{bind_udp, Served, UdpPool};
 pub use zones::Zones;
 use zones::{Published, Verdict};
 
@@ -73,13 +73,15 @@ struct Counters {
     failed: AtomicU64,
 }
 
-/// One running resolver: its TCP server and UDP loops (dropping them stops them) and
-/// where it listens.
-struct Running {
+/// One served resolver address: UDP in the node's pool, TCP on hickory-server (one task
+/// on the runtime, and one per connection). Dropping it stops both and closes the sockets.
+struct Listener {
+    _udp: Served,
     _tcp: Server<Handler>,
-    _udp: Vec<UdpLoop>,
-    addrs: Vec<(String, Ipv4Addr)>,
 }
+
+/// A VPC's resolver: subnet id → its resolver address and the listener there.
+type Resolver = HashMap<String, (Ipv4Addr, Listener)>;
 
 /// The node's resolvers and their zones.
 pub struct Dns {
@@ -87,8 +89,10 @@ pub struct Dns {
     substrate: Arc<dyn Substrate>,
     published: Arc<Published>,
     counters: Arc<Counters>,
-    vpcs: tokio::sync::Mutex<HashMap<String, Running>>,
-    cloud: tokio::sync::Mutex<Option<Running>>,
+    /// The threads of every UDP resolver, started with the first one.
+    udp: OnceLock<UdpPool>,
+    vpcs: tokio::sync::Mutex<HashMap<String, Resolver>>,
+    cloud: tokio::sync::Mutex<Option<Listener>>,
 }
 
 impl Dns {
@@ -98,6 +102,7 @@ impl Dns {
             substrate,
             published: Arc::default(),
             counters: Arc::default(),
+            udp: OnceLock::new(),
             vpcs: Default::default(),
             cloud: Default::default(),
         }
@@ -123,7 +128,6 @@ impl Dns {
             .zones
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(zones);
-        self.published.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Whether `name` resolves in `vpc` now (tests and the report of `vpcep demo`).
@@ -137,6 +141,16 @@ impl Dns {
         }
     }
 
+    /// How many threads serve the UDP side of every resolver (0 before the first one).
+    pub fn udp_threads(&self) -> usize {
+        self.udp.get().map_or(0, UdpPool::workers)
+    }
+
+    /// How many resolver addresses of VPCs are served.
+    pub async fn vpc_addresses(&self) -> usize {
+        self.vpcs.lock().await.values().map(HashMap::len).sum()
+    }
+
     /// Starts the cloud resolver, once, if one is configured.
     pub async fn start_cloud(&self) -> io::Result<()> {
         let Some(addr) = self.config.cloud_listen else {
@@ -146,90 +160,77 @@ impl Dns {
         if cloud.is_some() {
             return Ok(());
         }
-        let mut running = self.running(None, Vec::new());
-        self.listen(&mut running, addr, None)?;
+        *cloud = Some(self.listen(addr, None)?);
         tracing::info!(%addr, "cloud DNS listening");
-        *cloud = Some(running);
         Ok(())
     }
 
-    /// Makes the VPCs' resolvers match `vpcs`: new VPCs (or new subnets) get one, removed
-    /// VPCs lose theirs. A resolver that cannot bind is logged and retried next time.
+    /// Makes the VPCs' resolvers match `vpcs`: each subnet of each VPC gets one at its
+    /// resolver address, removed subnets and VPCs lose theirs. An address that cannot be
+    /// served is logged and tried again next time.
     pub async fn sync(&self, vpcs: &[VpcSpec]) {
         let mut running = self.vpcs.lock().await;
-        let wanted: HashMap<&str, &VpcSpec> = vpcs.iter().map(|v| (v.id.as_str(), v)).collect();
-        let gone: Vec<String> = running
-            .keys()
-            .filter(|id| !wanted.contains_key(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            running.remove(&id);
-        }
+        let wanted: HashSet<&str> = vpcs.iter().map(|v| v.id.as_str()).collect();
+        running.retain(|id, _| wanted.contains(id.as_str()));
         for vpc in vpcs {
-            let addrs: Vec<(String, Ipv4Addr)> = vpc
-                .subnets
-                .iter()
-                .filter_map(|s| Some((s.id.clone(), s.resolver_ip()?)))
-                .collect();
-            if running.get(&vpc.id).is_some_and(|r| r.addrs == addrs) {
-                continue;
-            }
-            running.remove(&vpc.id);
-            match self.start_vpc(vpc, &addrs).await {
-                Ok(r) => {
-                    running.insert(vpc.id.clone(), r);
+            let resolver = running.entry(vpc.id.clone()).or_default();
+            resolver.retain(|subnet, (ip, _)| {
+                vpc.subnets
+                    .iter()
+                    .any(|s| s.id == *subnet && s.resolver_ip() == Some(*ip))
+            });
+            for subnet in &vpc.subnets {
+                let Some(ip) = subnet.resolver_ip() else {
+                    continue;
+                };
+                if resolver.contains_key(&subnet.id) {
+                    continue;
                 }
-                Err(e) => tracing::warn!(vpc = %vpc.id, error = %e, "VPC resolver could not start"),
+                match self.start_vpc(vpc, &subnet.id, ip).await {
+                    Ok(l) => {
+                        resolver.insert(subnet.id.clone(), (ip, l));
+                    }
+                    Err(e) => {
+                        tracing::warn!(vpc = %vpc.id, resolver = %ip, error = %e, "VPC resolver could not start")
+                    }
+                }
             }
         }
     }
 
-    async fn start_vpc(&self, vpc: &VpcSpec, addrs: &[(String, Ipv4Addr)]) -> io::Result<Running> {
-        let mut running = self.running(Some(vpc.id.clone()), addrs.to_vec());
-        for (subnet, ip) in addrs {
-            let (sub, v, s, ip) = (self.substrate.clone(), vpc.clone(), subnet.clone(), *ip);
-            let local =
-                tokio::task::spawn_blocking(move || sub.add_local(&v, &s, ip, Local::Endpoint))
-                    .await
-                    .map_err(io::Error::other)??
-                    .unwrap_or(ip);
-            let addr = SocketAddr::V4(SocketAddrV4::new(local, self.config.port));
-            self.listen(&mut running, addr, Some(vpc))?;
-            tracing::info!(vpc = %vpc.id, resolver = %ip, listen = %addr, "VPC resolver listening");
-        }
-        Ok(running)
+    /// Serves the resolver address `ip` of a subnet of `vpc`.
+    async fn start_vpc(&self, vpc: &VpcSpec, subnet: &str, ip: Ipv4Addr) -> io::Result<Listener> {
+        let (sub, v, s) = (self.substrate.clone(), vpc.clone(), subnet.to_owned());
+        let local = tokio::task::spawn_blocking(move || sub.add_local(&v, &s, ip, Local::Endpoint))
+            .await
+            .map_err(io::Error::other)??
+            .unwrap_or(ip);
+        let addr = SocketAddr::V4(SocketAddrV4::new(local, self.config.port));
+        let listener = self.listen(addr, Some(vpc))?;
+        tracing::info!(vpc = %vpc.id, resolver = %ip, listen = %addr, "VPC resolver listening");
+        Ok(listener)
     }
 
-    fn running(&self, vpc: Option<String>, addrs: Vec<(String, Ipv4Addr)>) -> Running {
-        Running {
-            _tcp: Server::new(self.handler(vpc)),
-            _udp: Vec::new(),
-            addrs,
-        }
+    /// Serves `addr` (made inside `vpc`): UDP in the pool, TCP through hickory-server.
+    fn listen(&self, addr: SocketAddr, vpc: Option<&VpcSpec>) -> io::Result<Listener> {
+        let handler = self.handler(vpc.map(|v| v.id.clone()));
+        let udp = bind_udp(addr, &*self.substrate, vpc)?;
+        let tcp = bind_tcp(addr, &*self.substrate, vpc)?;
+        let mut server = Server::new(handler.clone());
+        server.register_listener(tcp, Duration::from_secs(10), 64 * 1024);
+        Ok(Listener {
+            _udp: self.pool()?.serve(udp, handler)?,
+            _tcp: server,
+        })
     }
 
-    /// Serves `addr` (made inside `vpc`): UDP on one `SO_REUSEPORT` socket per core, each
-    /// with its own `serve_udp` loop, and TCP through hickory-server.
-    fn listen(
-        &self,
-        running: &mut Running,
-        addr: SocketAddr,
-        vpc: Option<&VpcSpec>,
-    ) -> io::Result<()> {
-        let handler = Arc::new(self.handler(vpc.map(|v| v.id.clone())));
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_UDP_SOCKETS);
-        for udp in bind_udp(addr, &*self.substrate, vpc, n)? {
-            running._udp.push(UdpLoop::start(udp, handler.clone())?);
+    /// The UDP pool, started on first use (on the current runtime, where forwarding runs).
+    fn pool(&self) -> io::Result<&UdpPool> {
+        if let Some(pool) = self.udp.get() {
+            return Ok(pool);
         }
-        running._tcp.register_listener(
-            bind_tcp(addr, &*self.substrate, vpc)?,
-            Duration::from_secs(10),
-            64 * 1024,
-        );
-        Ok(())
+        let started = UdpPool::start()?;
+        Ok(self.udp.get_or_init(|| started))
     }
 
     /// Prometheus text of the resolvers.
@@ -297,4 +298,94 @@ fn rand_id() -> u16 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     (nanos ^ (nanos >> 16)) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Loopback;
+    use vpcep_model::SubnetSpec;
+
+    /// VPC number `seq`, with one subnet whose resolver is 10.0.0.2 (on loopback,
+    /// 127.(base+seq).0.2).
+    fn vpc(seq: u32) -> VpcSpec {
+        VpcSpec {
+            id: format!("vpc-{seq}"),
+            seq,
+            subnets: vec![SubnetSpec {
+                id: format!("subnet-{seq}"),
+                cidr: "10.0.0.0/24".to_owned(),
+                gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+            }],
+        }
+    }
+
+    fn name(seq: u32) -> String {
+        format!("ep-{seq}.svc.vpcep.region-1.internal")
+    }
+
+    /// A port free on 127.0.0.1 for both UDP and TCP (so very likely on 127.x too).
+    fn free_port() -> u16 {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resolvers_of_many_vpcs_share_one_pool_of_threads() {
+        const BASE: u8 = 150;
+        let port = free_port();
+        let config = DnsConfig {
+            port,
+            ..Default::default()
+        };
+        let dns = Dns::new(Arc::new(Loopback::new(BASE)), config);
+        let resolver = |seq: u32| SocketAddr::from(([127, BASE + seq as u8, 0, 2], port));
+        assert_eq!(dns.udp_threads(), 0);
+        dns.sync(&[vpc(1)]).await;
+        let threads = dns.udp_threads();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads, cores.min(16));
+
+        let vpcs: Vec<VpcSpec> = (1..=50).map(vpc).collect();
+        dns.sync(&vpcs).await;
+        assert_eq!(dns.vpc_addresses().await, 50);
+        assert_eq!(dns.udp_threads(), threads);
+        dns.publish(Zones {
+            vpcs: (1..=50)
+                .map(|seq| {
+                    (
+                        format!("vpc-{seq}"),
+                        HashMap::from([(name(seq), Ipv4Addr::new(10, 0, 0, 9))]),
+                    )
+                })
+                .collect(),
+            cloud: Vec::new(),
+        });
+        for seq in 1..=50 {
+            let addr = resolver(seq);
+            assert_eq!(
+                query_a(addr, &name(seq)).await.unwrap(),
+                [Ipv4Addr::new(10, 0, 0, 9)],
+                "{addr}"
+            );
+            // Another VPC's name does not exist here.
+            let other = name(seq % 50 + 1);
+            assert!(query_a(addr, &other).await.unwrap().is_empty(), "{addr}");
+        }
+
+        // VPCs that go take their resolvers with them; the others stay.
+        dns.sync(&vpcs[..10]).await;
+        assert_eq!(dns.vpc_addresses().await, 10);
+        assert_eq!(dns.udp_threads(), threads);
+        std::net::UdpSocket::bind(resolver(11)).unwrap();
+        assert_eq!(
+            query_a(resolver(10), &name(10)).await.unwrap(),
+            [Ipv4Addr::new(10, 0, 0, 9)]
+        );
+    }
 }

@@ -39,25 +39,13 @@ pub(super) struct Handler {
 }
 
 impl Handler {
+    /// The zones as last published.
     pub(super) fn zones(&self) -> Arc<Zones> {
         self.published
             .zones
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// The zones now and their generation.
-    pub(super) fn snapshot(&self) -> (u64, Arc<Zones>) {
-        let generation = self.published.generation.load(Ordering::Acquire);
-        (generation, self.zones())
-    }
-
-    /// Replaces `zones` if new ones were published since `generation`.
-    pub(super) fn refresh(&self, generation: &mut u64, zones: &mut Arc<Zones>) {
-        if self.published.generation.load(Ordering::Acquire) != *generation {
-            (*generation, *zones) = self.snapshot();
-        }
     }
 
     pub(super) fn decide(&self, name: &str) -> Verdict {

@@ -1,10 +1,23 @@
-//! UDP resolvers: sockets on a resolver address, each served by a thread of its own.
+//! UDP resolvers: every resolver socket of the node served by one pool of threads whose
+//! size follows the cores, not the VPCs.
+//!
+//! Each worker waits on an epoll set of its own that holds every socket with
+//! `EPOLLEXCLUSIVE`, so a datagram wakes one idle worker (the kernel skips the sets whose
+//! worker is busy), and a busy socket is drained by as many workers as there are. A
+//! worker receives, answers in place into reused buffers and sends, with no task per
+//! query; only forwarding (the rare path) becomes a task on the runtime. A resolver
+//! address costs one UDP socket, whatever the cores.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::thread::JoinHandle;
 
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use socket2::{Domain, Socket, Type};
 use vpcep_model::VpcSpec;
 
@@ -13,45 +26,220 @@ use crate::substrate::Substrate;
 
 /// The largest UDP query read (a longer one is cut, fails to parse and gets FORMERR).
 const MAX_QUERY: usize = 4096;
-/// At most this many UDP sockets (and loops) per resolver address, whatever the cores.
-pub(super) const MAX_UDP_SOCKETS: usize = 16;
+/// At most this many workers, whatever the cores.
+const MAX_WORKERS: usize = 16;
+/// Datagrams a worker answers from one socket before it looks at the others again, so a
+/// flooded resolver cannot starve the other VPCs'.
+const BUDGET: usize = 64;
+/// The token of the pool's stop signal in every epoll set (socket tokens count from 0).
+const STOP: u64 = u64::MAX;
 
-/// One UDP socket of a resolver address, served by a thread of its own: receives,
-/// answers in place and sends, one query after the other; only forwarding (the rare path)
-/// becomes a task on `runtime`. Returns once `stop` is set (and the socket shut down).
-fn serve_udp(
-    socket: Arc<std::net::UdpSocket>,
-    handler: Arc<Handler>,
-    stop: Arc<AtomicBool>,
+/// The workers and what they serve; stopped (and joined) when dropped.
+pub(super) struct UdpPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    /// One epoll set per worker, each holding every socket.
+    sets: Vec<Epoll>,
+    /// Token → socket. Workers read it once per wake-up; only adding and removing a
+    /// socket write it.
+    sockets: RwLock<HashMap<u64, Arc<Source>>>,
+    next: AtomicU64,
+    /// Readable once the pool stops; in every set without `EPOLLEXCLUSIVE`, so it wakes all.
+    stop: EventFd,
+    /// Where forwarded queries wait for their upstream.
     runtime: tokio::runtime::Handle,
-) {
-    let mut packet = vec![0u8; MAX_QUERY];
-    let mut out = Vec::with_capacity(512);
-    let mut name = String::with_capacity(256);
-    let (mut generation, mut zones) = handler.snapshot();
-    loop {
-        let received = socket.recv_from(&mut packet);
-        if stop.load(Ordering::Relaxed) {
-            return;
+}
+
+/// A socket and the resolver it belongs to.
+struct Source {
+    socket: std::net::UdpSocket,
+    handler: Handler,
+}
+
+/// A socket served by the pool until this is dropped; then it is out of every set, and
+/// closed once no worker holds it (at most one `BUDGET` of answers later), so its address
+/// can be bound again at once.
+pub(super) struct Served {
+    shared: Arc<Shared>,
+    token: u64,
+}
+
+/// A worker's reused buffers.
+struct Buffers {
+    packet: Vec<u8>,
+    out: Vec<u8>,
+    name: String,
+}
+
+impl UdpPool {
+    /// One worker per core (at most `MAX_WORKERS`); forwarding runs on the current runtime.
+    pub(super) fn start() -> io::Result<UdpPool> {
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_WORKERS);
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let mut sets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let set = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            set.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+            sets.push(set);
         }
-        let (n, src) = match received {
+        let shared = Arc::new(Shared {
+            sets,
+            sockets: RwLock::default(),
+            next: AtomicU64::new(0),
+            stop,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let mut pool = UdpPool {
+            shared,
+            workers: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let shared = pool.shared.clone();
+            pool.workers.push(
+                std::thread::Builder::new()
+                    .name("vpcep-dns".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || work(&shared, i))?,
+            );
+        }
+        Ok(pool)
+    }
+
+    /// How many threads serve every UDP resolver of the node.
+    pub(super) fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Serves `socket` (bound) with `handler` until the returned `Served` is dropped.
+    pub(super) fn serve(
+        &self,
+        socket: std::net::UdpSocket,
+        handler: Handler,
+    ) -> io::Result<Served> {
+        socket.set_nonblocking(true)?;
+        let shared = &self.shared;
+        let token = shared.next.fetch_add(1, Ordering::Relaxed);
+        let source = Arc::new(Source { socket, handler });
+        shared
+            .sockets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, source.clone());
+        let served = Served {
+            shared: shared.clone(),
+            token,
+        };
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, token);
+        for set in &shared.sets {
+            // On failure, dropping `served` takes the socket out of the sets it reached.
+            set.add(&source.socket, event)?;
+        }
+        Ok(served)
+    }
+}
+
+impl Drop for UdpPool {
+    fn drop(&mut self) {
+        let _ = self.shared.stop.write(1);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let source = self
+            .shared
+            .sockets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+        let Some(source) = source else { return };
+        for set in &self.shared.sets {
+            let _ = set.delete(&source.socket);
+        }
+        // A worker that took the socket before it left the map finishes its drain; wait
+        // for it, so the socket is closed when this returns.
+        let mut source = source;
+        while let Err(s) = Arc::try_unwrap(source) {
+            source = s;
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A worker: waits on its set and drains whichever sockets are ready, until the pool stops.
+fn work(shared: &Shared, me: usize) {
+    let set = &shared.sets[me];
+    let mut events = [EpollEvent::empty(); 64];
+    let mut buffers = Buffers {
+        packet: vec![0u8; MAX_QUERY],
+        out: Vec::with_capacity(512),
+        name: String::with_capacity(256),
+    };
+    loop {
+        let n = match set.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "DNS worker cannot wait for its sockets");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            if event.data() == STOP {
+                return;
+            }
+            let source = shared
+                .sockets
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&event.data())
+                .cloned();
+            if let Some(source) = source {
+                drain(&source, &mut buffers, &shared.runtime);
+            }
+        }
+    }
+}
+
+/// Answers up to `BUDGET` datagrams waiting on `source`'s socket.
+fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle) {
+    let (socket, handler) = (&source.socket, &source.handler);
+    let zones = handler.zones();
+    for _ in 0..BUDGET {
+        let (n, src) = match socket.recv_from(&mut b.packet) {
             Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 tracing::debug!(error = %e, "DNS receive failed");
                 continue;
             }
         };
-        handler.refresh(&mut generation, &mut zones);
-        match handler.answer(&zones, &packet[..n], &mut out, &mut name) {
+        match handler.answer(&zones, &b.packet[..n], &mut b.out, &mut b.name) {
             Action::Reply => {
-                let _ = socket.send_to(&out, src);
+                let _ = socket.send_to(&b.out, src);
             }
             Action::Ignore => {}
             Action::Forward(up) => {
-                let (h, s, query) = (handler.clone(), socket.clone(), packet[..n].to_vec());
+                // The task does not keep the socket open: a resolver stopped meanwhile
+                // has no one left to answer.
+                let (h, weak, query) = (
+                    handler.clone(),
+                    Arc::downgrade(source),
+                    b.packet[..n].to_vec(),
+                );
                 runtime.spawn(async move {
                     if let Some(reply) = h.forwarded(up, &query).await {
-                        let _ = s.send_to(&reply, src);
+                        if let Some(s) = Weak::upgrade(&weak) {
+                            let _ = s.socket.send_to(&reply, src);
+                        }
                     }
                 });
             }
@@ -59,57 +247,22 @@ fn serve_udp(
     }
 }
 
-/// A thread of `serve_udp`, stopped when dropped (its socket is shut down, which wakes
-/// it; the socket closes when the thread has returned).
-pub(super) struct UdpLoop {
-    socket: Arc<std::net::UdpSocket>,
-    stop: Arc<AtomicBool>,
-}
-
-impl UdpLoop {
-    pub(super) fn start(socket: std::net::UdpSocket, handler: Arc<Handler>) -> io::Result<UdpLoop> {
-        let socket = Arc::new(socket);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, h, st, rt) = (
-            socket.clone(),
-            handler,
-            stop.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        std::thread::Builder::new()
-            .name("vpcep-dns".into())
-            .stack_size(256 * 1024)
-            .spawn(move || serve_udp(s, h, st, rt))?;
-        Ok(UdpLoop { socket, stop })
-    }
-}
-
-impl Drop for UdpLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
-    }
-}
-
-/// `n` UDP sockets on `addr` sharing it through `SO_REUSEPORT` (the kernel spreads clients
-/// over them), made inside `vpc` (the node's own network for `None`) in one trip.
+/// A UDP socket on `addr`, made inside `vpc` (the node's own network for `None`).
 pub(super) fn bind_udp(
     addr: SocketAddr,
     substrate: &dyn Substrate,
     vpc: Option<&VpcSpec>,
-    n: usize,
-) -> io::Result<Vec<std::net::UdpSocket>> {
+) -> io::Result<std::net::UdpSocket> {
     let bound = |e: io::Error| io::Error::new(e.kind(), format!("DNS on {addr}: {e}"));
-    let sockets = substrate
-        .make_sockets(vpc, n, &|| {
+    let socket = substrate
+        .make_socket(vpc, &|| {
             let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
+            s.set_nonblocking(true)?;
             s.bind(&addr.into())?;
             Ok(s)
         })
         .map_err(bound)?;
-    Ok(sockets.into_iter().map(Into::into).collect())
+    Ok(socket.into())
 }
 
 #[cfg(test)]
@@ -123,7 +276,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn udp_loop_answers_and_forwards() {
+    async fn pool_answers_and_forwards() {
         // A stand-in upstream that answers every query with 192.0.2.7.
         let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let up = upstream.local_addr().unwrap();
@@ -143,10 +296,11 @@ mod tests {
                 let _ = upstream.send_to(&r.to_vec().unwrap(), src).await;
             }
         });
-        let h = Arc::new(handler(Some(up)));
+        let h = handler(Some(up));
+        let pool = UdpPool::start().unwrap();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
-        let task = UdpLoop::start(socket, h.clone()).unwrap();
+        let served = pool.serve(socket, h.clone()).unwrap();
         assert_eq!(
             query_a(addr, &OWN.to_ascii_uppercase()).await.unwrap(),
             [Ipv4Addr::new(10, 0, 0, 9)]
@@ -160,20 +314,57 @@ mod tests {
             [Ipv4Addr::new(192, 0, 2, 7)]
         );
         assert_eq!(h.counters.forwarded.load(Ordering::Relaxed), 1);
-        // Newly published zones are seen by the running loop.
+        // Newly published zones are seen by the running pool.
         let mut z = zones();
         z.vpcs.get_mut(VPC).unwrap().insert(
             "new.svc.vpcep.region-1.internal".to_owned(),
             Ipv4Addr::new(10, 0, 0, 11),
         );
         *h.published.zones.write().unwrap() = Arc::new(z);
-        h.published.generation.fetch_add(1, Ordering::Release);
         assert_eq!(
             query_a(addr, "new.svc.vpcep.region-1.internal")
                 .await
                 .unwrap(),
             [Ipv4Addr::new(10, 0, 0, 11)]
         );
-        drop(task);
+        // Once no longer served, the socket is closed: its address is free at once.
+        drop(served);
+        std::net::UdpSocket::bind(addr).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_pool_serves_many_sockets_with_the_same_threads() {
+        let pool = UdpPool::start().unwrap();
+        let workers = pool.workers();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers, cores.min(MAX_WORKERS));
+        let mut served = Vec::new();
+        for _ in 0..50 {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = socket.local_addr().unwrap();
+            served.push((addr, pool.serve(socket, handler(None)).unwrap()));
+        }
+        assert_eq!(pool.workers(), workers);
+        assert_eq!(pool.shared.sockets.read().unwrap().len(), 50);
+        for (addr, _) in &served {
+            assert_eq!(
+                query_a(*addr, OWN).await.unwrap(),
+                [Ipv4Addr::new(10, 0, 0, 9)],
+                "{addr}"
+            );
+        }
+        // Half of them stop; the others go on answering.
+        let kept = served.split_off(25);
+        drop(served);
+        assert_eq!(pool.shared.sockets.read().unwrap().len(), 25);
+        for (addr, _) in &kept {
+            assert_eq!(
+                query_a(*addr, OWN).await.unwrap(),
+                [Ipv4Addr::new(10, 0, 0, 9)]
+            );
+        }
+        // Stopping the pool joins its workers.
+        drop(kept);
+        drop(pool);
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use vpcep_model::CloudName;
@@ -15,12 +14,11 @@ pub struct Zones {
     pub cloud: Vec<CloudName>,
 }
 
-/// The zones every resolver answers from; `generation` moves on at each replacement, so
-/// a UDP loop keeps its own `Arc<Zones>` and looks at the lock only when it moved.
+/// The zones every resolver answers from, replaced whole: a reader holds the lock only
+/// to clone the `Arc` (a UDP worker once per batch of datagrams).
 #[derive(Debug, Default)]
 pub(super) struct Published {
     pub(super) zones: RwLock<Arc<Zones>>,
-    pub(super) generation: AtomicU64,
 }
 
 /// How a name is answered.
