@@ -24,24 +24,23 @@ mod tcp;
 mod udp;
 mod zones;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use hickory_server::Server;
-use vpcep_model::VpcSpec;
+use vpcep_model::{CloudName, VpcSpec};
 
 use crate::substrate::{Local, Substrate};
 use answer::Handler;
 use tcp::bind_tcp;
 use udp::{bind_udp, Served, UdpPool};
-pub use zones::Zones;
-use zones::{Published, Verdict};
+use zones::{Names, Slot, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -80,18 +79,28 @@ struct Listener {
     _tcp: Server<Handler>,
 }
 
-/// A VPC's resolver: subnet id → its resolver address and the listener there.
-type Resolver = HashMap<String, (Ipv4Addr, Listener)>;
+/// A VPC as the node's DNS holds it: its names, shared with its resolver's handlers, and
+/// that resolver's listeners (subnet id → resolver address and listener).
+#[derive(Default)]
+struct Vpc {
+    names: Arc<Slot<Names>>,
+    listeners: HashMap<String, (Ipv4Addr, Listener)>,
+}
 
-/// The node's resolvers and their zones.
+/// The node's resolvers and the names they answer.
 pub struct Dns {
     config: DnsConfig,
     substrate: Arc<dyn Substrate>,
-    published: Arc<Published>,
     counters: Arc<Counters>,
+    /// The cloud's names, answered by every resolver.
+    cloud_names: Arc<Slot<Vec<CloudName>>>,
+    /// VPC id → its names and resolver. Resolvers never take this lock (they hold their
+    /// VPC's `Slot`), and it is never held while sockets are made.
+    vpcs: Mutex<HashMap<String, Vpc>>,
+    /// One `sync` at a time.
+    syncing: tokio::sync::Mutex<()>,
     /// The threads of every UDP resolver, started with the first one.
     udp: OnceLock<UdpPool>,
-    vpcs: tokio::sync::Mutex<HashMap<String, Resolver>>,
     cloud: tokio::sync::Mutex<Option<Listener>>,
 }
 
@@ -100,11 +109,12 @@ impl Dns {
         Dns {
             config,
             substrate,
-            published: Arc::default(),
             counters: Arc::default(),
+            cloud_names: Arc::default(),
+            vpcs: Mutex::default(),
+            syncing: tokio::sync::Mutex::default(),
             udp: OnceLock::new(),
-            vpcs: Default::default(),
-            cloud: Default::default(),
+            cloud: tokio::sync::Mutex::default(),
         }
     }
 
@@ -112,30 +122,54 @@ impl Dns {
         &self.config
     }
 
-    fn handler(&self, vpc: Option<String>) -> Handler {
+    fn handler(&self, names: Option<Arc<Slot<Names>>>) -> Handler {
         Handler {
-            vpc,
-            published: self.published.clone(),
+            names,
+            cloud: self.cloud_names.clone(),
             upstream: self.config.upstream,
             counters: self.counters.clone(),
         }
     }
 
-    /// Replaces what every resolver answers.
-    pub fn publish(&self, zones: Zones) {
-        *self
-            .published
-            .zones
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(zones);
+    fn vpcs(&self) -> MutexGuard<'_, HashMap<String, Vpc>> {
+        self.vpcs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `names` (any case, with or without the final dot) the private names VPC
+    /// `vpc` answers, in place of its earlier ones; no other VPC is touched.
+    pub fn set_names(&self, vpc: &str, names: BTreeMap<String, Ipv4Addr>) {
+        let names: Names = names
+            .into_iter()
+            .map(|(n, ip)| (canonical(&n), ip))
+            .collect();
+        let slot = {
+            let mut vpcs = self.vpcs();
+            if !vpcs.contains_key(vpc) {
+                vpcs.insert(vpc.to_owned(), Vpc::default());
+            }
+            vpcs.get(vpc).map(|v| v.names.clone())
+        };
+        if let Some(slot) = slot {
+            slot.set(names);
+        }
+    }
+
+    /// Forgets VPC `vpc`: its names, and its resolver if one still runs.
+    pub fn drop_vpc(&self, vpc: &str) {
+        let gone = self.vpcs().remove(vpc);
+        // Its sockets close here, outside the lock.
+        drop(gone);
+    }
+
+    /// Makes `cloud` the cloud's names, which every resolver answers.
+    pub fn set_cloud(&self, cloud: Vec<CloudName>) {
+        self.cloud_names.set(cloud);
     }
 
     /// Whether `name` resolves in `vpc` now (tests and the report of `vpcep demo`).
     pub fn lookup(&self, vpc: &str, name: &str) -> Option<Ipv4Addr> {
-        match self
-            .handler(Some(vpc.to_owned()))
-            .decide(&name.to_ascii_lowercase())
-        {
+        let names = self.vpcs().get(vpc).map(|v| v.names.clone());
+        match self.handler(names).decide(&canonical(name)) {
             Verdict::Address(ip) => Some(ip),
             _ => None,
         }
@@ -147,8 +181,8 @@ impl Dns {
     }
 
     /// How many resolver addresses of VPCs are served.
-    pub async fn vpc_addresses(&self) -> usize {
-        self.vpcs.lock().await.values().map(HashMap::len).sum()
+    pub fn vpc_addresses(&self) -> usize {
+        self.vpcs().values().map(|v| v.listeners.len()).sum()
     }
 
     /// Starts the cloud resolver, once, if one is configured.
@@ -160,60 +194,103 @@ impl Dns {
         if cloud.is_some() {
             return Ok(());
         }
-        *cloud = Some(self.listen(addr, None)?);
+        *cloud = Some(self.listen(addr, None, self.handler(None))?);
         tracing::info!(%addr, "cloud DNS listening");
         Ok(())
     }
 
     /// Makes the VPCs' resolvers match `vpcs`: each subnet of each VPC gets one at its
-    /// resolver address, removed subnets and VPCs lose theirs. An address that cannot be
-    /// served is logged and tried again next time.
+    /// resolver address, removed subnets and VPCs lose theirs (a removed VPC keeps its
+    /// names until `drop_vpc`). An address that cannot be served is logged and tried
+    /// again next time.
     pub async fn sync(&self, vpcs: &[VpcSpec]) {
-        let mut running = self.vpcs.lock().await;
-        let wanted: HashSet<&str> = vpcs.iter().map(|v| v.id.as_str()).collect();
-        running.retain(|id, _| wanted.contains(id.as_str()));
-        for vpc in vpcs {
-            let resolver = running.entry(vpc.id.clone()).or_default();
-            resolver.retain(|subnet, (ip, _)| {
-                vpc.subnets
-                    .iter()
-                    .any(|s| s.id == *subnet && s.resolver_ip() == Some(*ip))
+        let _turn = self.syncing.lock().await;
+        let mut stopped = Vec::new();
+        let mut starts = Vec::new();
+        {
+            let mut held = self.vpcs();
+            let wanted: HashSet<&str> = vpcs.iter().map(|v| v.id.as_str()).collect();
+            held.retain(|id, v| {
+                if wanted.contains(id.as_str()) {
+                    return true;
+                }
+                stopped.extend(v.listeners.drain());
+                !v.names.get().is_empty()
             });
-            for subnet in &vpc.subnets {
-                let Some(ip) = subnet.resolver_ip() else {
+            for vpc in vpcs {
+                if !held.contains_key(&vpc.id) {
+                    held.insert(vpc.id.clone(), Vpc::default());
+                }
+                let Some(v) = held.get_mut(&vpc.id) else {
                     continue;
                 };
-                if resolver.contains_key(&subnet.id) {
-                    continue;
-                }
-                match self.start_vpc(vpc, &subnet.id, ip).await {
-                    Ok(l) => {
-                        resolver.insert(subnet.id.clone(), (ip, l));
-                    }
-                    Err(e) => {
-                        tracing::warn!(vpc = %vpc.id, resolver = %ip, error = %e, "VPC resolver could not start")
+                let moved: Vec<String> = v
+                    .listeners
+                    .iter()
+                    .filter(|(subnet, (ip, _))| {
+                        !vpc.subnets
+                            .iter()
+                            .any(|s| s.id == **subnet && s.resolver_ip() == Some(*ip))
+                    })
+                    .map(|(subnet, _)| subnet.clone())
+                    .collect();
+                stopped.extend(moved.iter().filter_map(|s| v.listeners.remove_entry(s)));
+                for subnet in &vpc.subnets {
+                    if let Some(ip) = subnet.resolver_ip() {
+                        if !v.listeners.contains_key(&subnet.id) {
+                            starts.push((vpc, &subnet.id, ip, v.names.clone()));
+                        }
                     }
                 }
             }
         }
+        drop(stopped);
+        for (vpc, subnet, ip, names) in starts {
+            let listener = match self.start_vpc(vpc, subnet, ip, &names).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(vpc = %vpc.id, resolver = %ip, error = %e, "VPC resolver could not start");
+                    continue;
+                }
+            };
+            let mut held = self.vpcs();
+            // Unless the VPC was dropped meanwhile (the next sync starts it again).
+            if let Some(v) = held
+                .get_mut(&vpc.id)
+                .filter(|v| Arc::ptr_eq(&v.names, &names))
+            {
+                v.listeners.insert(subnet.clone(), (ip, listener));
+            }
+        }
     }
 
-    /// Serves the resolver address `ip` of a subnet of `vpc`.
-    async fn start_vpc(&self, vpc: &VpcSpec, subnet: &str, ip: Ipv4Addr) -> io::Result<Listener> {
+    /// Serves the resolver address `ip` of a subnet of `vpc`, answering `names`.
+    async fn start_vpc(
+        &self,
+        vpc: &VpcSpec,
+        subnet: &str,
+        ip: Ipv4Addr,
+        names: &Arc<Slot<Names>>,
+    ) -> io::Result<Listener> {
         let (sub, v, s) = (self.substrate.clone(), vpc.clone(), subnet.to_owned());
         let local = tokio::task::spawn_blocking(move || sub.add_local(&v, &s, ip, Local::Endpoint))
             .await
             .map_err(io::Error::other)??
             .unwrap_or(ip);
         let addr = SocketAddr::V4(SocketAddrV4::new(local, self.config.port));
-        let listener = self.listen(addr, Some(vpc))?;
+        let listener = self.listen(addr, Some(vpc), self.handler(Some(names.clone())))?;
         tracing::info!(vpc = %vpc.id, resolver = %ip, listen = %addr, "VPC resolver listening");
         Ok(listener)
     }
 
-    /// Serves `addr` (made inside `vpc`): UDP in the pool, TCP through hickory-server.
-    fn listen(&self, addr: SocketAddr, vpc: Option<&VpcSpec>) -> io::Result<Listener> {
-        let handler = self.handler(vpc.map(|v| v.id.clone()));
+    /// Serves `addr` (made inside `vpc`) with `handler`: UDP in the pool, TCP through
+    /// hickory-server.
+    fn listen(
+        &self,
+        addr: SocketAddr,
+        vpc: Option<&VpcSpec>,
+        handler: Handler,
+    ) -> io::Result<Listener> {
         let udp = bind_udp(addr, &*self.substrate, vpc)?;
         let tcp = bind_tcp(addr, &*self.substrate, vpc)?;
         let mut server = Server::new(handler.clone());
@@ -253,6 +330,11 @@ impl Dns {
         }
         out
     }
+}
+
+/// A name as the resolvers key it: lowercase, without the final dot.
+fn canonical(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Asks `server` for the A records of `name` over UDP (a stub resolver for `vpcep demo`
@@ -353,19 +435,12 @@ mod tests {
 
         let vpcs: Vec<VpcSpec> = (1..=50).map(vpc).collect();
         dns.sync(&vpcs).await;
-        assert_eq!(dns.vpc_addresses().await, 50);
+        assert_eq!(dns.vpc_addresses(), 50);
         assert_eq!(dns.udp_threads(), threads);
-        dns.publish(Zones {
-            vpcs: (1..=50)
-                .map(|seq| {
-                    (
-                        format!("vpc-{seq}"),
-                        HashMap::from([(name(seq), Ipv4Addr::new(10, 0, 0, 9))]),
-                    )
-                })
-                .collect(),
-            cloud: Vec::new(),
-        });
+        for seq in 1..=50 {
+            let names = BTreeMap::from([(name(seq), Ipv4Addr::new(10, 0, 0, 9))]);
+            dns.set_names(&format!("vpc-{seq}"), names);
+        }
         for seq in 1..=50 {
             let addr = resolver(seq);
             assert_eq!(
@@ -380,12 +455,79 @@ mod tests {
 
         // VPCs that go take their resolvers with them; the others stay.
         dns.sync(&vpcs[..10]).await;
-        assert_eq!(dns.vpc_addresses().await, 10);
+        assert_eq!(dns.vpc_addresses(), 10);
         assert_eq!(dns.udp_threads(), threads);
         std::net::UdpSocket::bind(resolver(11)).unwrap();
         assert_eq!(
             query_a(resolver(10), &name(10)).await.unwrap(),
             [Ipv4Addr::new(10, 0, 0, 9)]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishing_one_vpcs_names_leaves_the_others_alone() {
+        const BASE: u8 = 210;
+        let port = free_port();
+        let config = DnsConfig {
+            port,
+            ..Default::default()
+        };
+        let dns = Dns::new(Arc::new(Loopback::new(BASE)), config);
+        let resolver = |seq: u32| SocketAddr::from(([127, BASE + seq as u8, 0, 2], port));
+        let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
+        // Names may come before the resolver does.
+        dns.set_names("vpc-1", BTreeMap::from([(name(1), ip(11))]));
+        dns.sync(&[vpc(1), vpc(2)]).await;
+        dns.set_names(
+            "vpc-2",
+            BTreeMap::from([(name(2).to_ascii_uppercase() + ".", ip(12))]),
+        );
+        let cloud = "obs.region-1.vpcep.internal";
+        dns.set_cloud(vec![CloudName {
+            name: cloud.to_owned(),
+            ip: Ipv4Addr::new(100, 64, 0, 1),
+        }]);
+        let vpc1 = dns.vpcs().get("vpc-1").map(|v| v.names.get()).unwrap();
+        assert_eq!(query_a(resolver(1), &name(1)).await.unwrap(), [ip(11)]);
+        assert_eq!(query_a(resolver(2), &name(2)).await.unwrap(), [ip(12)]);
+
+        // VPC 2 gets a second name and loses one: VPC 1's names stay the very same map.
+        dns.set_names(
+            "vpc-2",
+            BTreeMap::from([("new.svc.vpcep.region-1.internal".to_owned(), ip(13))]),
+        );
+        let after = dns.vpcs().get("vpc-1").map(|v| v.names.get()).unwrap();
+        assert!(Arc::ptr_eq(&vpc1, &after));
+        assert_eq!(query_a(resolver(1), &name(1)).await.unwrap(), [ip(11)]);
+        assert!(query_a(resolver(2), &name(2)).await.unwrap().is_empty());
+        assert_eq!(
+            query_a(resolver(2), "NEW.svc.vpcep.region-1.internal")
+                .await
+                .unwrap(),
+            [ip(13)]
+        );
+        assert!(query_a(resolver(1), "new.svc.vpcep.region-1.internal")
+            .await
+            .unwrap()
+            .is_empty());
+        // The cloud's names are everyone's.
+        for seq in [1, 2] {
+            let got = query_a(resolver(seq), &format!("bucket.{cloud}"))
+                .await
+                .unwrap();
+            assert_eq!(got, [Ipv4Addr::new(100, 64, 0, 1)]);
+        }
+        assert_eq!(
+            dns.lookup("vpc-1", &name(1).to_ascii_uppercase()),
+            Some(ip(11))
+        );
+        assert_eq!(dns.lookup("vpc-2", &name(1)), None);
+
+        // Dropping VPC 2 closes its resolver and forgets its names; VPC 1 answers on.
+        dns.drop_vpc("vpc-2");
+        assert_eq!(dns.vpc_addresses(), 1);
+        assert_eq!(dns.lookup("vpc-2", "new.svc.vpcep.region-1.internal"), None);
+        std::net::UdpSocket::bind(resolver(2)).unwrap();
+        assert_eq!(query_a(resolver(1), &name(1)).await.unwrap(), [ip(11)]);
     }
 }

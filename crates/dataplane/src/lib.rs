@@ -9,7 +9,8 @@ pub mod gateway;
 pub mod kernel;
 pub mod substrate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
@@ -45,6 +46,8 @@ pub struct Node {
     /// The gateway-endpoint routes each VPC router holds now (set only on success, so
     /// a VPC whose routes could not be set is tried again at the next apply).
     routes: Mutex<HashMap<String, Vec<vpcep_model::RouteSpec>>>,
+    /// The private names each VPC's resolver was given last (`publish_names`).
+    dns_names: std::sync::Mutex<HashMap<String, BTreeMap<String, Ipv4Addr>>>,
 }
 
 impl Node {
@@ -62,6 +65,7 @@ impl Node {
             outcomes: RwLock::default(),
             dns: None,
             routes: Mutex::default(),
+            dns_names: Default::default(),
         }
     }
 
@@ -222,7 +226,7 @@ impl Node {
                 .cloned()
                 .collect();
             dns.sync(&live).await;
-            dns.publish(self.zones(&next));
+            self.publish_names(dns, &current, &next);
         }
         *current = next;
     }
@@ -260,25 +264,52 @@ impl Node {
         }
     }
 
-    /// The names the resolvers answer: endpoints' private names once they are up (in
-    /// their consumer VPC only), and the cloud's names.
-    fn zones(&self, next: &Snapshot) -> dns::Zones {
-        let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
-        let mut zones = dns::Zones {
-            cloud: next.cloud_names.clone(),
-            ..Default::default()
-        };
-        for e in &next.endpoints {
-            let (Some(name), Some(Ok(()))) = (&e.dns_name, outcomes.get(&e.id)) else {
-                continue;
-            };
-            zones
-                .vpcs
-                .entry(e.consumer_vpc.clone())
-                .or_default()
-                .insert(name.to_ascii_lowercase(), e.ip);
+    /// Gives the resolvers the names they answer: endpoints' private names once they are
+    /// up (in their consumer VPC only), and the cloud's names. Only the VPCs whose names
+    /// differ from what their resolver was given last are touched.
+    fn publish_names(&self, dns: &Dns, current: &Snapshot, next: &Snapshot) {
+        if current.cloud_names != next.cloud_names {
+            dns.set_cloud(next.cloud_names.clone());
         }
-        zones
+        let mut wanted: HashMap<&str, BTreeMap<&str, Ipv4Addr>> = HashMap::new();
+        {
+            let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
+            for e in &next.endpoints {
+                let (Some(name), Some(Ok(()))) = (&e.dns_name, outcomes.get(&e.id)) else {
+                    continue;
+                };
+                wanted
+                    .entry(e.consumer_vpc.as_str())
+                    .or_default()
+                    .insert(name, e.ip);
+            }
+        }
+        let mut given = self.dns_names.lock().unwrap_or_else(|p| p.into_inner());
+        given.retain(|vpc, _| {
+            if wanted.contains_key(vpc.as_str()) {
+                return true;
+            }
+            if next.vpcs.iter().any(|v| v.id == *vpc) {
+                dns.set_names(vpc, BTreeMap::new());
+            } else {
+                dns.drop_vpc(vpc);
+            }
+            false
+        });
+        for (vpc, names) in wanted {
+            let same = given.get(vpc).is_some_and(|g| {
+                let given = g.iter().map(|(n, ip)| (n.as_str(), *ip));
+                given.eq(names.iter().map(|(n, ip)| (*n, *ip)))
+            });
+            if !same {
+                let names: BTreeMap<String, Ipv4Addr> = names
+                    .into_iter()
+                    .map(|(n, ip)| (n.to_owned(), ip))
+                    .collect();
+                dns.set_names(vpc, names.clone());
+                given.insert(vpc.to_owned(), names);
+            }
+        }
     }
 
     /// Rewrites the kernel path for `next` (atomically per namespace) and ends the sessions

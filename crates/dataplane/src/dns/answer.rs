@@ -18,8 +18,9 @@ use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
 use hickory_server::proto::ProtoError;
+use vpcep_model::CloudName;
 
-use super::zones::{decide, Published, Verdict, Zones};
+use super::zones::{Names, Slot, Verdict, Zone};
 use super::Counters;
 
 /// Time to live of the answers we own: short, since endpoints come and go.
@@ -29,27 +30,27 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// The UDP payload size an EDNS answer of ours advertises.
 pub(super) const EDNS_PAYLOAD: u16 = 1232;
 
+/// How one resolver answers: from its VPC's names and the cloud's, as published now.
 #[derive(Clone)]
 pub(super) struct Handler {
-    /// The VPC this resolver serves; `None` for the cloud resolver.
-    pub(super) vpc: Option<String>,
-    pub(super) published: Arc<Published>,
+    /// The names of the VPC this resolver serves; `None` for the cloud resolver.
+    pub(super) names: Option<Arc<Slot<Names>>>,
+    pub(super) cloud: Arc<Slot<Vec<CloudName>>>,
     pub(super) upstream: Option<SocketAddr>,
     pub(super) counters: Arc<Counters>,
 }
 
 impl Handler {
-    /// The zones as last published.
-    pub(super) fn zones(&self) -> Arc<Zones> {
-        self.published
-            .zones
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// What the resolver answers from now.
+    pub(super) fn zone(&self) -> Zone {
+        Zone {
+            names: self.names.as_ref().map(|n| n.get()),
+            cloud: self.cloud.get(),
+        }
     }
 
     pub(super) fn decide(&self, name: &str) -> Verdict {
-        decide(&self.zones(), self.vpc.as_deref(), name)
+        self.zone().decide(name)
     }
 
     pub(super) async fn forward(&self, upstream: SocketAddr, query: &[u8]) -> io::Result<Message> {
@@ -68,12 +69,12 @@ impl Handler {
         Message::from_vec(&buf[..n]).map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Answers one UDP query (`packet`) into `out` from `zones`, the way the TCP handler
+    /// Answers one UDP query (`packet`) into `out` from `zone`, the way the TCP handler
     /// (`handle_request`) does, but without allocating on the common paths: `name` is a
     /// reused buffer for the query name. Forwarding is left to the caller.
     pub(super) fn answer(
         &self,
-        zones: &Zones,
+        zone: &Zone,
         packet: &[u8],
         out: &mut Vec<u8>,
         name: &mut String,
@@ -111,12 +112,12 @@ impl Handler {
             return Action::Reply;
         }
         let verdict = if plain_lower(query.name(), name) {
-            decide(zones, self.vpc.as_deref(), name)
+            zone.decide(name)
         } else {
             // Escaped or IDNA labels: the text form of the name, as the TCP path uses it.
             let full = LowerName::new(query.name()).to_string();
             let lower = full.trim_end_matches('.').to_ascii_lowercase();
-            decide(zones, self.vpc.as_deref(), &lower)
+            zone.decide(&lower)
         };
         match verdict {
             Verdict::Address(ip) => {
@@ -381,39 +382,25 @@ pub(super) mod tests {
 
     use hickory_server::proto::rr::Label;
     use hickory_server::proto::rr::RData;
-    use vpcep_model::CloudName;
 
-    pub(crate) const VPC: &str = "vpc-1";
     pub(crate) const OWN: &str = "ep-0123456789abcdef.svc0001.vpcep.region-1.internal";
 
-    pub(crate) fn zones() -> Zones {
-        let mut vpcs = HashMap::new();
-        vpcs.insert(
-            VPC.to_owned(),
-            HashMap::from([(OWN.to_owned(), Ipv4Addr::new(10, 0, 0, 9))]),
-        );
-        vpcs.insert(
-            "vpc-2".to_owned(),
-            HashMap::from([(
-                "ep-other.svc0002.vpcep.region-1.internal".to_owned(),
-                Ipv4Addr::new(10, 0, 0, 10),
-            )]),
-        );
-        Zones {
-            vpcs,
-            cloud: vec![CloudName {
-                name: "obs.region-1.vpcep.internal".to_owned(),
-                ip: Ipv4Addr::new(100, 64, 0, 1),
-            }],
-        }
+    /// The names of the VPC in these tests.
+    pub(crate) fn names() -> Names {
+        HashMap::from([(OWN.to_owned(), Ipv4Addr::new(10, 0, 0, 9))])
     }
 
+    /// That VPC's resolver, with one cloud name.
     pub(crate) fn handler(upstream: Option<SocketAddr>) -> Handler {
-        let published = Published::default();
-        *published.zones.write().unwrap() = Arc::new(zones());
+        let (own, cloud) = (Slot::default(), Slot::default());
+        own.set(names());
+        cloud.set(vec![CloudName {
+            name: "obs.region-1.vpcep.internal".to_owned(),
+            ip: Ipv4Addr::new(100, 64, 0, 1),
+        }]);
         Handler {
-            vpc: Some(VPC.to_owned()),
-            published: Arc::new(published),
+            names: Some(Arc::new(own)),
+            cloud: Arc::new(cloud),
             upstream,
             counters: Arc::default(),
         }
@@ -430,7 +417,7 @@ pub(super) mod tests {
     fn ask(h: &Handler, packet: &[u8]) -> (Action, Option<Message>) {
         let mut out = Vec::new();
         let mut name = String::new();
-        let action = h.answer(&h.zones(), packet, &mut out, &mut name);
+        let action = h.answer(&h.zone(), packet, &mut out, &mut name);
         let reply = (action == Action::Reply).then(|| Message::from_vec(&out).unwrap());
         (action, reply)
     }

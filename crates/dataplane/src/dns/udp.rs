@@ -212,7 +212,7 @@ fn work(shared: &Shared, me: usize) {
 /// Answers up to `BUDGET` datagrams waiting on `source`'s socket.
 fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle) {
     let (socket, handler) = (&source.socket, &source.handler);
-    let zones = handler.zones();
+    let zone = handler.zone();
     for _ in 0..BUDGET {
         let (n, src) = match socket.recv_from(&mut b.packet) {
             Ok(r) => r,
@@ -222,7 +222,7 @@ fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle
                 continue;
             }
         };
-        match handler.answer(&zones, &b.packet[..n], &mut b.out, &mut b.name) {
+        match handler.answer(&zone, &b.packet[..n], &mut b.out, &mut b.name) {
             Action::Reply => {
                 let _ = socket.send_to(&b.out, src);
             }
@@ -268,7 +268,7 @@ pub(super) fn bind_udp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::answer::tests::{handler, zones, OWN, VPC};
+    use crate::dns::answer::tests::{handler, names, OWN};
     use crate::dns::query_a;
     use hickory_server::proto::op::{Message, MessageType, OpCode, ResponseCode};
     use hickory_server::proto::rr::rdata::A;
@@ -314,13 +314,13 @@ mod tests {
             [Ipv4Addr::new(192, 0, 2, 7)]
         );
         assert_eq!(h.counters.forwarded.load(Ordering::Relaxed), 1);
-        // Newly published zones are seen by the running pool.
-        let mut z = zones();
-        z.vpcs.get_mut(VPC).unwrap().insert(
+        // Newly published names are seen by the running pool.
+        let mut n = names();
+        n.insert(
             "new.svc.vpcep.region-1.internal".to_owned(),
             Ipv4Addr::new(10, 0, 0, 11),
         );
-        *h.published.zones.write().unwrap() = Arc::new(z);
+        h.names.as_ref().unwrap().set(n);
         assert_eq!(
             query_a(addr, "new.svc.vpcep.region-1.internal")
                 .await

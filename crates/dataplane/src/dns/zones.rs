@@ -1,4 +1,6 @@
 //! The names the resolvers answer and how a name is decided (pure: no sockets, no wire).
+//! Each VPC's names are a `Slot` of their own, shared by that VPC's resolvers, and the
+//! cloud's names one `Slot` shared by all: publishing one VPC's names touches no other.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -6,19 +8,35 @@ use std::sync::{Arc, RwLock};
 
 use vpcep_model::CloudName;
 
-/// What the resolvers answer, replaced whole after every apply.
+/// A VPC's private names: name (lowercase, without the final dot) → address.
+pub(super) type Names = HashMap<String, Ipv4Addr>;
+
+/// A value replaced whole, read by many: a reader holds the lock only to clone the `Arc`
+/// and a writer only to swap it, so publishing never stalls a resolver.
 #[derive(Debug, Default)]
-pub struct Zones {
-    /// VPC id → (name → address); names lowercase, without the final dot.
-    pub vpcs: HashMap<String, HashMap<String, Ipv4Addr>>,
-    pub cloud: Vec<CloudName>,
+pub(super) struct Slot<T>(RwLock<Arc<T>>);
+
+impl<T> Slot<T> {
+    pub(super) fn get(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the value; the old one is freed by its last reader (or here), outside the lock.
+    pub(super) fn set(&self, value: T) {
+        let value = Arc::new(value);
+        let old = std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
+            value,
+        );
+        drop(old);
+    }
 }
 
-/// The zones every resolver answers from, replaced whole: a reader holds the lock only
-/// to clone the `Arc` (a UDP worker once per batch of datagrams).
-#[derive(Debug, Default)]
-pub(super) struct Published {
-    pub(super) zones: RwLock<Arc<Zones>>,
+/// What one resolver answers from at one moment: its VPC's names (none for the cloud
+/// resolver) and the cloud's names.
+pub(super) struct Zone {
+    pub(super) names: Option<Arc<Names>>,
+    pub(super) cloud: Arc<Vec<CloudName>>,
 }
 
 /// How a name is answered.
@@ -30,15 +48,20 @@ pub(super) enum Verdict {
     Elsewhere,
 }
 
-/// How `name` (lowercase, no final dot) is answered in `vpc` (`None`: the cloud resolver).
-pub(super) fn decide(zones: &Zones, vpc: Option<&str>, name: &str) -> Verdict {
-    if let Some(ip) = vpc
-        .and_then(|v| zones.vpcs.get(v))
-        .and_then(|z| z.get(name))
-    {
+impl Zone {
+    /// How `name` (lowercase, no final dot) is answered.
+    pub(super) fn decide(&self, name: &str) -> Verdict {
+        decide(self.names.as_deref(), &self.cloud, name)
+    }
+}
+
+/// How `name` (lowercase, no final dot) is answered with a VPC's `names` (`None`: the
+/// cloud resolver) and the `cloud`'s names.
+fn decide(names: Option<&Names>, cloud: &[CloudName], name: &str) -> Verdict {
+    if let Some(ip) = names.and_then(|n| n.get(name)) {
         return Verdict::Address(*ip);
     }
-    for c in &zones.cloud {
+    for c in cloud {
         let under = name.len() > c.name.len()
             && name.ends_with(&c.name)
             && name.as_bytes()[name.len() - c.name.len() - 1] == b'.';
