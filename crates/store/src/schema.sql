@@ -157,6 +157,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 CREATE INDEX IF NOT EXISTS endpoints_project ON endpoints (project_id);
 CREATE INDEX IF NOT EXISTS endpoints_service ON endpoints (service_id);
+-- The published private names (sqlite/dns.rs states the same terms).
+CREATE INDEX IF NOT EXISTS endpoints_named ON endpoints (project_id, vpc_id, created_at, id) WHERE service_type = 'interface' AND enable_dns = 1 AND status = 'accepted' AND dns_name != '';
 CREATE TABLE IF NOT EXISTS tags (
     resource_type TEXT NOT NULL,
     resource_id TEXT NOT NULL,

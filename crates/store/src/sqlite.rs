@@ -5,6 +5,7 @@
 
 mod accounts;
 mod controller;
+mod dns;
 mod endpoints;
 mod idcs;
 mod services;
