@@ -417,16 +417,22 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn resolvers_of_many_vpcs_share_one_pool_of_threads() {
-        const BASE: u8 = 150;
+    /// DNS on the loopback substrate (VPC `seq` in 127.(base+seq)), on a free port, and
+    /// where the resolver of VPC `seq` listens.
+    fn loopback_dns(base: u8) -> (Dns, impl Fn(u32) -> SocketAddr) {
         let port = free_port();
         let config = DnsConfig {
             port,
             ..Default::default()
         };
-        let dns = Dns::new(Arc::new(Loopback::new(BASE)), config);
-        let resolver = |seq: u32| SocketAddr::from(([127, BASE + seq as u8, 0, 2], port));
+        let dns = Dns::new(Arc::new(Loopback::new(base)), config);
+        let resolver = move |seq: u32| SocketAddr::from(([127, base + seq as u8, 0, 2], port));
+        (dns, resolver)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resolvers_of_many_vpcs_share_one_pool_of_threads() {
+        let (dns, resolver) = loopback_dns(150);
         assert_eq!(dns.udp_threads(), 0);
         dns.sync(&[vpc(1)]).await;
         let threads = dns.udp_threads();
@@ -466,14 +472,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishing_one_vpcs_names_leaves_the_others_alone() {
-        const BASE: u8 = 210;
-        let port = free_port();
-        let config = DnsConfig {
-            port,
-            ..Default::default()
-        };
-        let dns = Dns::new(Arc::new(Loopback::new(BASE)), config);
-        let resolver = |seq: u32| SocketAddr::from(([127, BASE + seq as u8, 0, 2], port));
+        let (dns, resolver) = loopback_dns(210);
         let ip = |last: u8| Ipv4Addr::new(10, 0, 0, last);
         // Names may come before the resolver does.
         dns.set_names("vpc-1", BTreeMap::from([(name(1), ip(11))]));

@@ -5,7 +5,7 @@
 //! zone in that order, then oldest first, the order the DNS API has always listed them.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::SqliteStore;
 use crate::{Caller, DnsRecord, DnsRecordFilter, DnsZone, Result};
@@ -23,6 +23,15 @@ fn named(alias: &str, project: &str) -> String {
 /// A key that sorts as `(created_at, id)` does (created_at is never negative).
 fn age_key(alias: &str) -> String {
     format!("printf('%020d', {alias}created_at) || {alias}id")
+}
+
+/// The one number `sql` counts, with `args` bound.
+async fn count_of(conn: &mut SqliteConnection, sql: &str, args: &[String]) -> Result<i64> {
+    let mut q = sqlx::query_scalar::<_, i64>(sql);
+    for a in args {
+        q = q.bind(a);
+    }
+    Ok(q.fetch_one(conn).await?)
 }
 
 fn record_row(r: &SqliteRow) -> Result<DnsRecord> {
@@ -54,11 +63,7 @@ impl SqliteStore {
             args.push(v);
         }
         let count = format!("SELECT COUNT(DISTINCT vpc_id) FROM endpoints WHERE {where_}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count);
-        for a in &args {
-            q = q.bind(a);
-        }
-        let total = q.fetch_one(&mut *c).await?;
+        let total = count_of(&mut c, &count, &args).await?;
         let sql = format!(
             "SELECT vpc_id, COUNT(*) AS records, MIN(created_at) AS created_at, \
              MAX(updated_at) AS updated_at FROM endpoints WHERE {where_} \
@@ -110,11 +115,7 @@ impl SqliteStore {
             args.push(part);
         }
         let count = format!("SELECT COUNT(*) FROM endpoints e WHERE {where_}");
-        let mut q = sqlx::query_scalar::<_, i64>(&count);
-        for a in &args {
-            q = q.bind(a);
-        }
-        let total = q.fetch_one(&mut *c).await?;
+        let total = count_of(&mut c, &count, &args).await?;
         // A record's zone sorts by the zone's first name, found through the index.
         let sql = format!(
             "SELECT e.id, e.vpc_id, e.dns_name, e.ip, e.created_at, e.updated_at \
