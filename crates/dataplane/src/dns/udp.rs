@@ -1,12 +1,13 @@
 //! UDP resolvers: every resolver socket of the node served by one pool of threads whose
 //! size follows the cores, not the VPCs.
 //!
-//! Each worker waits on an epoll set of its own that holds every socket with
-//! `EPOLLEXCLUSIVE`, so a datagram wakes one idle worker (the kernel skips the sets whose
-//! worker is busy), and a busy socket is drained by as many workers as there are. A
-//! worker receives, answers in place into reused buffers and sends, with no task per
-//! query; only forwarding (the rare path) becomes a task on the runtime. A resolver
-//! address costs one UDP socket, whatever the cores.
+//! The workers wait on one epoll set that holds every socket, edge-triggered: a datagram
+//! arriving on a socket wakes one idle worker, and a busy socket is drained by as many
+//! workers as its datagrams keep awake. One set (rather than one per worker) means one
+//! wake-up callback per datagram, whatever the number of workers. A worker receives,
+//! answers in place into reused buffers and sends, with no task per query; only
+//! forwarding (the rare path) becomes a task on the runtime. A resolver address costs
+//! one UDP socket, whatever the cores.
 
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +32,7 @@ const MAX_WORKERS: usize = 16;
 /// Datagrams a worker answers from one socket before it looks at the others again, so a
 /// flooded resolver cannot starve the other VPCs'.
 const BUDGET: usize = 64;
-/// The token of the pool's stop signal in every epoll set (socket tokens count from 0).
+/// The token of the pool's stop signal in the epoll set (socket tokens count from 0).
 const STOP: u64 = u64::MAX;
 
 /// The workers and what they serve; stopped (and joined) when dropped.
@@ -41,13 +42,13 @@ pub(super) struct UdpPool {
 }
 
 struct Shared {
-    /// One epoll set per worker, each holding every socket.
-    sets: Vec<Epoll>,
+    /// The one epoll set every worker waits on, holding every socket.
+    set: Epoll,
     /// Token → socket. Workers read it once per wake-up; only adding and removing a
     /// socket write it.
     sockets: RwLock<HashMap<u64, Arc<Source>>>,
     next: AtomicU64,
-    /// Readable once the pool stops; in every set without `EPOLLEXCLUSIVE`, so it wakes all.
+    /// Readable once the pool stops; level-triggered, so every worker sees it.
     stop: EventFd,
     /// Where forwarded queries wait for their upstream.
     runtime: tokio::runtime::Handle,
@@ -59,7 +60,7 @@ struct Source {
     handler: Handler,
 }
 
-/// A socket served by the pool until this is dropped; then it is out of every set, and
+/// A socket served by the pool until this is dropped; then it is out of the set, and
 /// closed once no worker holds it (at most one `BUDGET` of answers later), so its address
 /// can be bound again at once.
 pub(super) struct Served {
@@ -81,14 +82,10 @@ impl UdpPool {
             .map_or(1, |n| n.get())
             .min(MAX_WORKERS);
         let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        let mut sets = Vec::with_capacity(n);
-        for _ in 0..n {
-            let set = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-            set.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
-            sets.push(set);
-        }
+        let set = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        set.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
         let shared = Arc::new(Shared {
-            sets,
+            set,
             sockets: RwLock::default(),
             next: AtomicU64::new(0),
             stop,
@@ -98,13 +95,13 @@ impl UdpPool {
             shared,
             workers: Vec::with_capacity(n),
         };
-        for i in 0..n {
+        for _ in 0..n {
             let shared = pool.shared.clone();
             pool.workers.push(
                 std::thread::Builder::new()
                     .name("vpcep-dns".into())
                     .stack_size(256 * 1024)
-                    .spawn(move || work(&shared, i))?,
+                    .spawn(move || work(&shared))?,
             );
         }
         Ok(pool)
@@ -134,11 +131,8 @@ impl UdpPool {
             shared: shared.clone(),
             token,
         };
-        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, token);
-        for set in &shared.sets {
-            // On failure, dropping `served` takes the socket out of the sets it reached.
-            set.add(&source.socket, event)?;
-        }
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
+        shared.set.add(&source.socket, event)?;
         Ok(served)
     }
 }
@@ -161,9 +155,7 @@ impl Drop for Served {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.token);
         let Some(source) = source else { return };
-        for set in &self.shared.sets {
-            let _ = set.delete(&source.socket);
-        }
+        let _ = self.shared.set.delete(&source.socket);
         // A worker that took the socket before it left the map finishes its drain; wait
         // for it, so the socket is closed when this returns.
         let mut source = source;
@@ -174,17 +166,25 @@ impl Drop for Served {
     }
 }
 
-/// A worker: waits on its set and drains whichever sockets are ready, until the pool stops.
-fn work(shared: &Shared, me: usize) {
-    let set = &shared.sets[me];
+/// A worker: waits on the set and drains whichever sockets are ready, until the pool stops.
+fn work(shared: &Shared) {
     let mut events = [EpollEvent::empty(); 64];
     let mut buffers = Buffers {
         packet: vec![0u8; MAX_QUERY],
         out: Vec::with_capacity(512),
         name: String::with_capacity(256),
     };
+    // Sockets whose datagrams outlasted a budget: edge-triggered, they would not be
+    // reported again until the next datagram, so they are drained again (after the
+    // others that are ready) without waiting.
+    let (mut again, mut next) = (Vec::new(), Vec::new());
     loop {
-        let n = match set.wait(&mut events, EpollTimeout::NONE) {
+        let timeout = if again.is_empty() {
+            EpollTimeout::NONE
+        } else {
+            EpollTimeout::ZERO
+        };
+        let n = match shared.set.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(e) => {
@@ -192,31 +192,44 @@ fn work(shared: &Shared, me: usize) {
                 return;
             }
         };
-        for event in &events[..n] {
-            if event.data() == STOP {
+        let ready = events[..n].iter().map(EpollEvent::data);
+        for token in ready.chain(again.drain(..)) {
+            if token == STOP {
                 return;
             }
             let source = shared
                 .sockets
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&event.data())
+                .get(&token)
                 .cloned();
             if let Some(source) = source {
-                drain(&source, &mut buffers, &shared.runtime);
+                if drain(&source, &mut buffers, &shared.runtime) == Drained::Budget {
+                    next.push(token);
+                }
             }
         }
+        std::mem::swap(&mut again, &mut next);
     }
 }
 
+/// How a drain ended.
+#[derive(PartialEq, Eq)]
+enum Drained {
+    /// No datagram left.
+    Empty,
+    /// `BUDGET` answered, maybe more waiting.
+    Budget,
+}
+
 /// Answers up to `BUDGET` datagrams waiting on `source`'s socket.
-fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle) {
+fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle) -> Drained {
     let (socket, handler) = (&source.socket, &source.handler);
     let zone = handler.zone();
     for _ in 0..BUDGET {
         let (n, src) = match socket.recv_from(&mut b.packet) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
             Err(e) => {
                 tracing::debug!(error = %e, "DNS receive failed");
                 continue;
@@ -245,6 +258,7 @@ fn drain(source: &Arc<Source>, b: &mut Buffers, runtime: &tokio::runtime::Handle
             }
         }
     }
+    Drained::Budget
 }
 
 /// A UDP socket on `addr`, made inside `vpc` (the node's own network for `None`).
@@ -330,6 +344,35 @@ mod tests {
         // Once no longer served, the socket is closed: its address is free at once.
         drop(served);
         std::net::UdpSocket::bind(addr).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn datagrams_beyond_a_budget_are_answered_without_new_ones() {
+        // Queued before the socket is served: one edge, three budgets' worth.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(socket.local_addr().unwrap()).unwrap();
+        let mut q = Message::new(1, MessageType::Query, OpCode::Query);
+        q.add_query(hickory_server::proto::op::Query::query(
+            hickory_server::proto::rr::Name::from_ascii(OWN).unwrap(),
+            hickory_server::proto::rr::RecordType::A,
+        ));
+        let n = 3 * BUDGET;
+        for _ in 0..n {
+            client.send(&q.to_vec().unwrap()).unwrap();
+        }
+        let pool = UdpPool::start().unwrap();
+        let _served = pool.serve(socket, handler(None)).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        for i in 0..n {
+            let got = client
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+            assert_eq!(Message::from_vec(&buf[..got]).unwrap().answers.len(), 1);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
