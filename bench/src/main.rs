@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod dns;
+mod resolvers;
 mod sessions;
 
 use std::io::{BufRead, BufReader};
@@ -399,6 +400,8 @@ enum Bench {
     },
     /// The private DNS of a VPC side by side with Unbound serving the same records.
     Dns(dns::Opts),
+    /// Threads and descriptors of a node as VPCs (and their resolvers) come.
+    Resolvers(resolvers::Opts),
     /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
     /// round-robin over the targets and holds them.
     #[command(hide = true)]
@@ -433,6 +436,7 @@ async fn main() -> Result<()> {
         } => dataplane::run(&bin, secs, repeats, explore.as_deref()).await,
         Bench::Sessions { target } => sessions::run(&bin, target).await,
         Bench::Dns(opts) => dns::run(&bin, opts).await,
+        Bench::Resolvers(opts) => resolvers::run(&bin, opts).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }
