@@ -3,18 +3,17 @@
 //! cloud's internal resolver on an address of the node itself (the backend an operator's
 //! `dns` interface service points at).
 //!
-//! A VPC's resolver answers the private names of that VPC's endpoints (only once their
-//! listeners are up: the zones are rebuilt from the node's outcomes after every apply) and
-//! the cloud's internal names; under `vpcep.*.internal` and the cloud names it is
-//! authoritative, so another VPC's name is NXDOMAIN there. Every other name goes to the
-//! configured upstream, or is REFUSED — never answered wrong.
+//! A VPC's resolver answers the private names of that VPC's endpoints (the node sets them
+//! per VPC, `set_names`, once their listeners are up) and the cloud's internal names
+//! (`set_cloud`); under `vpcep.*.internal` and the cloud names it is authoritative, so
+//! another VPC's name is NXDOMAIN there. Every other name goes to the configured
+//! upstream, or is REFUSED — never answered wrong.
 //!
-//! UDP, the path every lookup takes, is served here, not by hickory-server: one
-//! `SO_REUSEPORT` socket per core on each resolver address, each read by a thread that
-//! parses with hickory-proto, answers from its copy of the zones into a reused buffer and
-//! sends, with no task or allocation per query on the common paths (`Handler::answer`);
-//! only forwarding becomes a tokio task. TCP goes through hickory-server
-//! (`RequestHandler`), with the same decisions (`decide`).
+//! UDP, the path every lookup takes, is served here, not by hickory-server: one socket
+//! per resolver address, every socket served by one pool of threads (`udp`) that parses
+//! with hickory-proto and answers into reused buffers, with no task or allocation per
+//! query on the common paths (`Handler::answer`); only forwarding becomes a tokio task.
+//! TCP goes through hickory-server (`RequestHandler`), with the same decisions.
 //!
 //! This file is the face (configuration, which addresses are served, metrics); the names
 //! and decisions are in `zones`, the wire in `answer`, the transports in `udp` and `tcp`.
