@@ -10,6 +10,8 @@
 //! fixed shuffled order. Each repeat measures, per server: saturated throughput (dnsperf
 //! `-c 4 -q 100`, no per-query output) and latency at a fixed offered load (`-Q RATE -v`,
 //! every query's latency parsed) — dnsperf 2.10 has no percentile output of its own.
+//! With `--baseline BIN`, a second server from another build gets the same setup on its
+//! own loopback block and is measured in the same rounds, between the two others.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,9 +46,13 @@ pub(crate) struct Opts {
     /// that server uses (VPC number N ≥ 1 is 127.(BASE+N)).
     #[arg(long, default_value_t = 100)]
     pub loopback_base: u8,
-    /// The resolvers' port, for both servers.
+    /// The resolvers' port, for every server.
     #[arg(long, default_value_t = 10053, value_parser = at_least_one::<u16>())]
     pub port: u16,
+    /// Another `vpcep` binary (e.g. a build of main) measured the same way in the same
+    /// rounds, with `--loopback-base` 50 above this one's: a before/after in one run.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 /// The consumer subnet: its resolver is the second reserved address, 10.0.0.2.
@@ -99,9 +105,11 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 struct Target {
-    name: &'static str,
+    name: String,
     addr: String,
     pid: u32,
+    /// The queries it is asked (every name it holds once, and 5% that do not exist).
+    file: PathBuf,
 }
 
 #[derive(Default, Clone)]
@@ -178,7 +186,8 @@ fn dig(addr: &str, port: u16, name: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn measure(t: &Target, o: &Opts, file: &Path) -> Result<Sample> {
+fn measure(t: &Target, o: &Opts) -> Result<Sample> {
+    let file = &t.file;
     let secs = o.secs.to_string();
     let cpu0 = cpu_secs(t.pid);
     let sat = dnsperf(t, o.port, file, &["-l", &secs])?;
@@ -221,14 +230,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
-    for tool in ["dnsperf", "dig"] {
-        need(tool)?;
-    }
-    let unbound = need("unbound")?;
+/// A release `vpcep serve` whose one VPC's resolver holds `endpoints` private names.
+struct Named {
+    _server: Proc,
+    _dir: tempfile::TempDir,
+    pid: u32,
+    resolver: String,
+    /// (name, address) of every endpoint.
+    records: Vec<(String, String)>,
+}
+
+/// Starts `bin` on loopback base `base` and gives its VPC `o.endpoints` named endpoints.
+async fn serve_names(bin: &Path, o: &Opts, base: u8) -> Result<Named> {
     let dir = tempfile::tempdir()?;
     let acct = account_with_quota(bin, dir.path(), "bench", o.endpoints + 10)?;
-    let (port, base) = (o.port.to_string(), o.loopback_base.to_string());
+    let (port, base_arg) = (o.port.to_string(), base.to_string());
     let (child, url) = spawn_serve(
         bin,
         dir.path(),
@@ -236,15 +252,15 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
             "--substrate",
             "loopback",
             "--loopback-base",
-            &base,
+            &base_arg,
             "--dns-port",
             &port,
             "--region",
             REGION,
         ],
     )?;
-    let vpcep_pid = child.id();
-    let _server = Proc(child);
+    let pid = child.id();
+    let server = Proc(child);
     let c = Arc::new(client(&url, &acct));
 
     let vpc = c
@@ -277,18 +293,12 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         ["127", b, ..] => format!("127.{b}.0.2"),
         _ => bail!("the VPC has no loopback block ({vpc})"),
     };
-    let unbound_addr = format!("127.{}.0.2", o.loopback_base);
-    if resolver == unbound_addr {
-        bail!(
-            "the VPC took 127.{}.0.0/16, which is Unbound's",
-            o.loopback_base
-        );
-    }
 
     // A VPC holds one private name per service, so every endpoint has its own service
     // (the same backend on its own port, approval off).
     eprintln!(
-        "creating {} services and endpoints with private names …",
+        "{}: creating {} services and endpoints with private names …",
+        bin.display(),
         o.endpoints
     );
     let t = Instant::now();
@@ -364,6 +374,54 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         records.len(),
         t.elapsed().as_secs_f64()
     );
+    Ok(Named {
+        _server: server,
+        _dir: dir,
+        pid,
+        resolver,
+        records,
+    })
+}
+
+/// Writes the queries for `records` into `dir`: every name once, and 5% names of the same
+/// zone that do not exist, in a fixed shuffled order. Returns the file and the misses.
+fn query_file(dir: &Path, file: &str, records: &[(String, String)]) -> Result<(PathBuf, usize)> {
+    let zone = format!("vpcep.{REGION}.internal");
+    let missing = (records.len() / 20).max(1);
+    let mut queries: Vec<String> = records.iter().map(|(n, _)| format!("{n} A")).collect();
+    for i in 0..missing {
+        queries.push(format!("missing-{i:04}.dnsbench.{zone} A"));
+    }
+    shuffle(&mut queries);
+    let path = dir.join(file);
+    std::fs::write(&path, queries.join("\n") + "\n")?;
+    Ok((path, missing))
+}
+
+pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
+    for tool in ["dnsperf", "dig"] {
+        need(tool)?;
+    }
+    let unbound = need("unbound")?;
+    let unbound_addr = format!("127.{}.0.2", o.loopback_base);
+    let main = serve_names(bin, &o, o.loopback_base).await?;
+    let baseline = match &o.baseline {
+        Some(b) => {
+            let base = o
+                .loopback_base
+                .checked_add(50)
+                .filter(|b| *b < 254)
+                .context("--loopback-base is too high for a baseline 50 above it")?;
+            Some((b, serve_names(b, &o, base).await?))
+        }
+        None => None,
+    };
+    for n in std::iter::once(&main).chain(baseline.as_ref().map(|(_, n)| n)) {
+        if n.resolver == unbound_addr {
+            bail!("a VPC took {unbound_addr}, which is Unbound's");
+        }
+    }
+    let records = &main.records;
 
     // The same zone for Unbound: `static` answers the names it holds, NXDOMAIN otherwise.
     let zone = format!("vpcep.{REGION}.internal");
@@ -374,7 +432,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         work.path().display(),
         o.unbound_threads
     );
-    for (name, ip) in &records {
+    for (name, ip) in records {
         conf.push_str(&format!("  local-data: \"{name}. 60 IN A {ip}\"\n"));
     }
     conf.push_str("remote-control:\n  control-enable: no\n");
@@ -390,30 +448,41 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
     let unbound_pid = ub.id();
     let _unbound = Proc(ub);
 
-    // Queries: every name once, and 5% names of the same zone that do not exist.
-    let missing = (o.endpoints / 20).max(1);
-    let mut queries: Vec<String> = records.iter().map(|(n, _)| format!("{n} A")).collect();
-    for i in 0..missing {
-        queries.push(format!("missing-{i:04}.dnsbench.{zone} A"));
-    }
-    shuffle(&mut queries);
-    let file = work.path().join("queries.txt");
-    std::fs::write(&file, queries.join("\n") + "\n")?;
-
-    let targets = [
+    let (file, missing) = query_file(work.path(), "queries.txt", records)?;
+    let mut targets = vec![(
         Target {
-            name: "vpcep VPC resolver",
-            addr: resolver,
-            pid: vpcep_pid,
+            name: "vpcep VPC resolver".to_owned(),
+            addr: main.resolver.clone(),
+            pid: main.pid,
+            file: file.clone(),
         },
+        records,
+    )];
+    if let Some((bin, n)) = &baseline {
+        let (file, _) = query_file(work.path(), "baseline.txt", &n.records)?;
+        let name = format!("vpcep VPC resolver, baseline {}", bin.display());
+        let (addr, pid) = (n.resolver.clone(), n.pid);
+        targets.push((
+            Target {
+                name,
+                addr,
+                pid,
+                file,
+            },
+            &n.records,
+        ));
+    }
+    targets.push((
         Target {
-            name: "Unbound",
+            name: "Unbound".to_owned(),
             addr: unbound_addr,
             pid: unbound_pid,
+            file,
         },
-    ];
-    for t in &targets {
-        check(t, o.port, &file, records.len(), missing)?;
+        records,
+    ));
+    for (t, records) in &targets {
+        check(t, o.port, &t.file, records.len(), missing)?;
         for (name, ip) in records.iter().step_by((records.len() / 3).max(1)) {
             let got = dig(&t.addr, o.port, name)?;
             if got != *ip {
@@ -432,11 +501,12 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         .unwrap_or("?")
         .to_owned();
 
+    let targets: Vec<Target> = targets.into_iter().map(|(t, _)| t).collect();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     for r in 0..o.repeats {
         for (i, t) in targets.iter().enumerate() {
             eprintln!("repeat {}/{}: {} …", r + 1, o.repeats, t.name);
-            let m = measure(t, &o, &file)?;
+            let m = measure(t, &o)?;
             eprintln!(
                 "  {:.0} q/s, {:.1} µs CPU/query; at {:.0} q/s p50 {:.0} µs p99 {:.0} µs; lost {}",
                 m.qps, m.cpu_us, m.lat_qps, m.p50_us, m.p99_us, m.lost
@@ -452,7 +522,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
         let name = if i == ub {
             format!("Unbound {version} ({} thread(s))", o.unbound_threads)
         } else {
-            t.name.to_owned()
+            t.name.clone()
         };
         println!(
             "| {name} | {:.0} | {:.1} | {:.0} | {:.0} | {} | {:.2} | {:.2} |",

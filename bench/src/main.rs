@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod dns;
+mod resolvers;
 mod scale;
 mod sessions;
 
@@ -423,6 +424,8 @@ enum Bench {
     /// (root) One node with 10 to 10,000 endpoints on both paths, and 1,000 VPCs: change
     /// latency, connection rate, memory and resync time as it fills up.
     Scale(scale::Opts),
+    /// Threads and descriptors of a node as VPCs (and their resolvers) come.
+    Resolvers(resolvers::Opts),
     /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
     /// round-robin over the targets and holds them.
     #[command(hide = true)]
@@ -458,6 +461,7 @@ async fn main() -> Result<()> {
         Bench::Sessions { target } => sessions::run(&bin, target).await,
         Bench::Dns(opts) => dns::run(&bin, opts).await,
         Bench::Scale(opts) => scale::run(&bin, opts).await,
+        Bench::Resolvers(opts) => resolvers::run(&bin, opts).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod substrate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -68,6 +69,8 @@ struct KernelStep<'a> {
 /// What the node has applied: the snapshot and what follows from it.
 #[derive(Default)]
 struct Applied {
+    /// The private names each VPC's resolver answers.
+    names: BTreeMap<String, BTreeMap<String, Ipv4Addr>>,
     state: State,
     /// What the kernel path holds, counted by the endpoints that need it.
     kernel: kernel::KernelState,
@@ -147,11 +150,26 @@ struct Touched {
     routes: BTreeSet<String>,
     /// Whether VPCs came or went (the resolvers follow them).
     vpcs: bool,
+    /// Private names that went, (VPC, name), and that came, (endpoint, VPC, name, IP),
+    /// the latter answered if the endpoint is up.
+    unnamed: Vec<(String, String)>,
+    named: Vec<(String, String, String, Ipv4Addr)>,
+    /// The cloud's names, when they changed.
+    cloud: Option<Vec<vpcep_model::CloudName>>,
 }
 
 impl Touched {
-    /// Notes an endpoint that arrives (`present`) or leaves, for its VPC's routes.
+    /// Notes an endpoint that arrives (`present`) or leaves, for its VPC's routes and
+    /// private name.
     fn endpoint(&mut self, current: &mut Applied, e: &EndpointSpec, present: bool) {
+        if let Some(name) = &e.dns_name {
+            let (vpc, name) = (e.consumer_vpc.clone(), name.to_ascii_lowercase());
+            if present {
+                self.named.push((e.id.clone(), vpc, name, e.ip));
+            } else {
+                self.unnamed.push((vpc, name));
+            }
+        }
         let Some(r) = &e.route else { return };
         self.routes.insert(e.consumer_vpc.clone());
         let routes = current.routes.entry(e.consumer_vpc.clone()).or_default();
@@ -361,6 +379,7 @@ impl Node {
                             self.set_outcome(&new.id, Some(outcome));
                         }
                     }
+                    touched.endpoint(current, old, false);
                     touched.endpoint(current, new, true);
                 }
                 Change::AddEndpoint(e) => {
@@ -391,14 +410,12 @@ impl Node {
             self.clear_kernel(&vpcs.ids(), &delta.endpoints).await;
         }
         if first {
-            current.routes.clear();
-            for e in &delta.endpoints {
-                touched.endpoint(current, e, true);
-            }
+            // Nothing is known to be held, whatever an earlier run left.
             touched.routes.extend(vpcs.ids());
         }
         self.apply_routes(current, &vpcs, &touched.routes, &failed_vpcs)
             .await;
+        touched.cloud = delta.cloud_names.clone();
         drop(changes);
         drop(vpcs);
         let mut state = held;
@@ -418,7 +435,7 @@ impl Node {
                     .collect();
                 dns.sync(&live).await;
             }
-            dns.publish(self.zones(&state));
+            self.publish_names(dns, current, &state, touched);
         }
         let took = began.elapsed().as_micros() as u64;
         self.applied_revision
@@ -470,25 +487,42 @@ impl Node {
         }
     }
 
-    /// The names the resolvers answer: endpoints' private names once they are up (in
-    /// their consumer VPC only), and the cloud's names.
-    fn zones(&self, state: &State) -> dns::Zones {
-        let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
-        let mut zones = dns::Zones {
-            cloud: state.cloud_names.clone(),
-            ..Default::default()
-        };
-        for e in state.endpoints.values() {
-            let (Some(name), Some(Ok(()))) = (&e.dns_name, outcomes.get(&e.id)) else {
-                continue;
-            };
-            zones
-                .vpcs
-                .entry(e.consumer_vpc.clone())
-                .or_default()
-                .insert(name.to_ascii_lowercase(), e.ip);
+    /// Gives the resolvers the names that changed: an endpoint's private name is
+    /// answered in its consumer VPC once the endpoint is up (so a name never precedes a
+    /// working endpoint), and the cloud's names everywhere. Only the VPCs whose names
+    /// changed are given theirs again.
+    fn publish_names(&self, dns: &Dns, current: &mut Applied, state: &State, touched: Touched) {
+        if let Some(cloud) = touched.cloud {
+            dns.set_cloud(cloud);
         }
-        zones
+        let mut vpcs = BTreeSet::new();
+        for (vpc, name) in touched.unnamed {
+            if let Some(names) = current.names.get_mut(&vpc) {
+                names.remove(&name);
+            }
+            vpcs.insert(vpc);
+        }
+        let outcomes = self.outcomes.read().unwrap_or_else(|p| p.into_inner());
+        for (id, vpc, name, ip) in touched.named {
+            if matches!(outcomes.get(&id), Some(Ok(()))) {
+                current
+                    .names
+                    .entry(vpc.clone())
+                    .or_default()
+                    .insert(name, ip);
+            }
+            vpcs.insert(vpc);
+        }
+        drop(outcomes);
+        for vpc in vpcs {
+            if state.vpcs.contains_key(&vpc) {
+                let names = current.names.get(&vpc).cloned().unwrap_or_default();
+                dns.set_names(&vpc, names);
+            } else {
+                current.names.remove(&vpc);
+                dns.drop_vpc(&vpc);
+            }
+        }
     }
 
     /// Sends the kernel path what changed: the endpoints of `gone` out and those of `now`
@@ -635,13 +669,22 @@ impl Node {
 
     /// Rewrites the kernel-path namespaces whose last change failed, and those whose
     /// table, routes or rules no longer look as they should (someone changed them by
-    /// hand); returns how many were rewritten. Run now and then by the node's owner.
+    /// hand), and starts VPC resolvers that could not start before; returns how many
+    /// namespaces were rewritten. Run now and then by the node's owner.
     pub async fn resync(&self) -> usize {
-        if !self.kernel_on() || !self.started.load(Ordering::Acquire) {
+        if !self.started.load(Ordering::Acquire) {
             return 0;
         }
         let mut applied = self.current.lock().await;
         let current = &mut *applied;
+        if let Some(dns) = &self.dns {
+            // A resolver that could not start is tried again.
+            let vpcs: Vec<VpcSpec> = current.state.vpcs.values().cloned().collect();
+            dns.sync(&vpcs).await;
+        }
+        if !self.kernel_on() {
+            return 0;
+        }
         let vpcs: BTreeSet<String> = current
             .kernel
             .namespaces()

@@ -123,6 +123,13 @@ store_trait! {
 
     fn quota(&self, caller: Caller) -> Quota;
 
+    /// The project's private DNS zones (of one VPC if given), first-named first: `offset`
+    /// skipped, at most `limit` (all if negative), and how many in all.
+    fn dns_zones(&self, caller: Caller, vpc_id: Option<String>, limit: i64, offset: i64) -> (Vec<DnsZone>, i64);
+    /// The project's published names matching the filter, by zone (in zone order), then
+    /// oldest first: `offset` skipped, at most `limit` (all if negative), and how many in all.
+    fn dns_records(&self, caller: Caller, filter: DnsRecordFilter, limit: i64, offset: i64) -> (Vec<DnsRecord>, i64);
+
     fn tag_resource(&self, caller: Caller, kind: ResourceKind, id: String, create: bool, tags: Vec<(String, Option<String>)>) -> ();
     fn project_tags(&self, caller: Caller, kind: ResourceKind) -> Vec<(String, Vec<String>)>;
     fn tagged_resources(&self, caller: Caller, kind: ResourceKind) -> Vec<TaggedResource>;

@@ -407,3 +407,35 @@ impl Transitional {
             && self.endpoints_deleting.is_empty()
     }
 }
+
+/// A VPC's private DNS zone: a VPC with published names (see `DnsRecord`), how many, the
+/// oldest creation and the latest update among them.
+#[derive(Debug, Clone)]
+pub struct DnsZone {
+    pub vpc_id: String,
+    pub records: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A published private name: an interface endpoint with `enable_dns`, accepted, named.
+#[derive(Debug, Clone)]
+pub struct DnsRecord {
+    /// The endpoint's id.
+    pub id: String,
+    pub vpc_id: String,
+    /// Without the final dot.
+    pub name: String,
+    pub ip: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Which published names: of one VPC, of one endpoint, containing a text.
+#[derive(Debug, Clone, Default)]
+pub struct DnsRecordFilter {
+    pub vpc_id: Option<String>,
+    pub id: Option<String>,
+    /// A plain, case-sensitive substring of the name.
+    pub name_contains: Option<String>,
+}

@@ -6,6 +6,7 @@
 mod accounts;
 mod controller;
 mod desired;
+mod dns;
 mod endpoints;
 mod idcs;
 mod migrate;

@@ -5,12 +5,12 @@
 //! the records follow the endpoints.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use vpcep_model::{EndpointStatus, ServiceType};
-use vpcep_store::{Caller, Endpoint, EndpointFilter, Page, SortKey};
+use vpcep_store::{Caller, DnsRecord, DnsRecordFilter, DnsZone};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, Params};
@@ -32,13 +32,6 @@ pub(super) fn router() -> Router<App> {
         .route("/v2/recordsets", get(list_records))
 }
 
-/// A VPC's private zone.
-struct Zone {
-    id: String,
-    vpc_id: String,
-    records: Vec<Endpoint>,
-}
-
 fn zone_id(vpc_id: &str) -> String {
     hex::encode(&Sha256::digest(format!("vpcep-zone:{vpc_id}").as_bytes())[..16])
 }
@@ -47,55 +40,26 @@ fn zone_name(app: &App) -> String {
     format!("vpcep.{}.internal.", app.region)
 }
 
-/// Every name the project has published, oldest first.
-async fn named(app: &App, caller: &Caller) -> ApiResult<Vec<Endpoint>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let page = Page {
-            limit: 1000,
-            offset,
-            sort: SortKey::Created,
-            desc: false,
-        };
-        let (rows, _) = app
-            .store
-            .list_endpoints(caller.clone(), EndpointFilter::default(), page)
-            .await?;
-        let n = rows.len() as i64;
-        out.extend(rows.into_iter().filter(|e| {
-            e.enable_dns
-                && e.service_type == ServiceType::Interface
-                && e.status == EndpointStatus::Accepted
-                && !e.dns_name.is_empty()
-        }));
-        if n < 1000 {
-            return Ok(out);
-        }
-        offset += n;
-    }
+/// The caller's zone with this id. A zone id is a hash of its VPC, so this looks through
+/// the project's zones (one row per VPC with names, not per name).
+async fn find_zone(app: &App, caller: &Caller, id: &str) -> ApiResult<DnsZone> {
+    let (zones, _) = app.store.dns_zones(caller.clone(), None, -1, 0).await?;
+    zones
+        .into_iter()
+        .find(|z| zone_id(&z.vpc_id) == id)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "DNS.0101",
+                format!("zone {id} not found"),
+            )
+        })
 }
 
-async fn zones(app: &App, caller: &Caller) -> ApiResult<Vec<Zone>> {
-    let mut zones: Vec<Zone> = Vec::new();
-    for e in named(app, caller).await? {
-        match zones.iter_mut().find(|z| z.vpc_id == e.vpc_id) {
-            Some(z) => z.records.push(e),
-            None => zones.push(Zone {
-                id: zone_id(&e.vpc_id),
-                vpc_id: e.vpc_id.clone(),
-                records: vec![e],
-            }),
-        }
-    }
-    Ok(zones)
-}
-
-fn zone_json(app: &App, caller: &Caller, z: &Zone) -> Value {
-    let created = z.records.iter().map(|e| e.created_at).min().unwrap_or(0);
-    let updated = z.records.iter().map(|e| e.updated_at).max().unwrap_or(0);
+fn zone_json(app: &App, caller: &Caller, z: &DnsZone) -> Value {
+    let id = zone_id(&z.vpc_id);
     json!({
-        "id": z.id,
+        "id": id,
         "name": zone_name(app),
         "description": format!("private names of VPC endpoints in VPC {} (read-only, kept by vpcep)", z.vpc_id),
         "email": "hostmaster@vpcep.internal",
@@ -103,12 +67,12 @@ fn zone_json(app: &App, caller: &Caller, z: &Zone) -> Value {
         "ttl": TTL,
         "serial": 1,
         "status": "ACTIVE",
-        "record_num": z.records.len(),
+        "record_num": z.records,
         "pool_id": "",
         "project_id": caller.project_id,
-        "created_at": ts(created),
-        "updated_at": ts(updated),
-        "links": {"self": format!("/v2/zones/{}", z.id)},
+        "created_at": ts(z.created_at),
+        "updated_at": ts(z.updated_at),
+        "links": {"self": format!("/v2/zones/{id}")},
         "masters": [],
         "routers": [{"router_id": z.vpc_id, "router_region": app.region, "status": "ACTIVE"}],
         "proxy_pattern": "AUTHORITY",
@@ -117,10 +81,11 @@ fn zone_json(app: &App, caller: &Caller, z: &Zone) -> Value {
     })
 }
 
-fn record_json(app: &App, caller: &Caller, zone: &str, e: &Endpoint) -> Value {
+fn record_json(app: &App, caller: &Caller, e: &DnsRecord) -> Value {
+    let zone = zone_id(&e.vpc_id);
     json!({
         "id": e.id,
-        "name": format!("{}.", e.dns_name),
+        "name": format!("{}.", e.name),
         "description": format!("VPC endpoint {}", e.id),
         "zone_id": zone,
         "zone_name": zone_name(app),
@@ -141,7 +106,7 @@ fn record_json(app: &App, caller: &Caller, zone: &str, e: &Endpoint) -> Value {
 }
 
 /// `limit` (0-500, default 500) and `offset`, as the DNS API pages.
-fn window<T>(rows: Vec<T>, p: &Params) -> ApiResult<Vec<T>> {
+fn window(p: &Params) -> ApiResult<(i64, i64)> {
     let limit = p.int("limit", "DNS.0303")?.unwrap_or(500);
     let offset = p.int("offset", "DNS.0303")?.unwrap_or(0);
     if !(0..=500).contains(&limit) || offset < 0 {
@@ -150,14 +115,10 @@ fn window<T>(rows: Vec<T>, p: &Params) -> ApiResult<Vec<T>> {
             "limit must be 0-500 and offset at least 0",
         ));
     }
-    Ok(rows
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect())
+    Ok((limit, offset))
 }
 
-fn listing(key: &str, total: usize, items: Vec<Value>, path: &str) -> Json<Value> {
+fn listing(key: &str, total: i64, items: Vec<Value>, path: &str) -> Json<Value> {
     Json(json!({
         "links": {"self": path},
         key: items,
@@ -171,9 +132,9 @@ async fn list_zones(
     p: Params,
 ) -> ApiResult<Json<Value>> {
     let kind = p.get("type").unwrap_or_else(|| "public".into());
-    let mut all = match kind.as_str() {
-        "private" => zones(&app, &caller).await?,
-        "public" => Vec::new(),
+    let private = match kind.as_str() {
+        "private" => true,
+        "public" => false,
         other => {
             return Err(ApiError::bad(
                 "DNS.0303",
@@ -181,35 +142,32 @@ async fn list_zones(
             ))
         }
     };
-    if let Some(name) = p.get("name") {
+    let (limit, offset) = window(&p)?;
+    // Every zone has the same name: it matches or none does.
+    let named = p.get("name").is_none_or(|name| {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if !zone_name(&app).contains(&name) {
-            all.clear();
+        zone_name(&app).contains(&name)
+    });
+    let (zones, total) = match p.get("id") {
+        _ if !private || !named => (Vec::new(), 0),
+        None => {
+            app.store
+                .dns_zones(caller.clone(), None, limit, offset)
+                .await?
         }
-    }
-    if let Some(id) = p.get("id") {
-        all.retain(|z| z.id == id);
-    }
-    let total = all.len();
-    let items = window(all, &p)?
-        .iter()
-        .map(|z| zone_json(&app, &caller, z))
-        .collect();
+        Some(id) => {
+            let (all, _) = app.store.dns_zones(caller.clone(), None, -1, 0).await?;
+            let one: Vec<DnsZone> = all
+                .into_iter()
+                .filter(|z| zone_id(&z.vpc_id) == id)
+                .collect();
+            let total = one.len() as i64;
+            let shown = one.into_iter().skip(offset as usize).take(limit as usize);
+            (shown.collect(), total)
+        }
+    };
+    let items = zones.iter().map(|z| zone_json(&app, &caller, z)).collect();
     Ok(listing("zones", total, items, "/v2/zones"))
-}
-
-async fn find_zone(app: &App, caller: &Caller, id: &str) -> ApiResult<Zone> {
-    zones(app, caller)
-        .await?
-        .into_iter()
-        .find(|z| z.id == id)
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "DNS.0101",
-                format!("zone {id} not found"),
-            )
-        })
 }
 
 async fn show_zone(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
@@ -217,21 +175,34 @@ async fn show_zone(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiR
     Ok(Json(zone_json(&app, &caller, &z)))
 }
 
-/// Record sets matching the query's `type`, `name` (substring) and `status`.
-fn matching<'a>(
-    records: impl Iterator<Item = (&'a str, &'a Endpoint)>,
+/// The record sets matching the query's `type`, `name` (substring) and `status`, within
+/// `vpc_id`'s zone if given, and how many match in all.
+async fn matching(
+    app: &App,
+    caller: &Caller,
+    vpc_id: Option<String>,
     p: &Params,
-) -> Vec<(&'a str, &'a Endpoint)> {
-    let kind = p.get("type").map(|t| t.to_ascii_uppercase());
-    let name = p
-        .get("name")
-        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
-    let status = p.get("status").map(|s| s.to_ascii_uppercase());
-    records
-        .filter(|_| kind.as_deref().is_none_or(|k| k == "A"))
-        .filter(|_| status.as_deref().is_none_or(|s| s == "ACTIVE"))
-        .filter(|(_, e)| name.as_deref().is_none_or(|n| e.dns_name.contains(n)))
-        .collect()
+) -> ApiResult<(Vec<DnsRecord>, i64)> {
+    let (limit, offset) = window(p)?;
+    // Every record set is an ACTIVE A record.
+    let kind = p.get("type").is_none_or(|t| t.eq_ignore_ascii_case("A"));
+    let status = p
+        .get("status")
+        .is_none_or(|s| s.eq_ignore_ascii_case("ACTIVE"));
+    if !kind || !status {
+        return Ok((Vec::new(), 0));
+    }
+    let filter = DnsRecordFilter {
+        vpc_id,
+        id: None,
+        name_contains: p
+            .get("name")
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
+    };
+    Ok(app
+        .store
+        .dns_records(caller.clone(), filter, limit, offset)
+        .await?)
 }
 
 async fn list_zone_records(
@@ -241,17 +212,16 @@ async fn list_zone_records(
     p: Params,
 ) -> ApiResult<Json<Value>> {
     let z = find_zone(&app, &caller, &ids.get("zone_id")).await?;
-    let rows = matching(z.records.iter().map(|e| (z.id.as_str(), e)), &p);
-    let total = rows.len();
-    let items = window(rows, &p)?
-        .into_iter()
-        .map(|(zone, e)| record_json(&app, &caller, zone, e))
+    let (records, total) = matching(&app, &caller, Some(z.vpc_id.clone()), &p).await?;
+    let items = records
+        .iter()
+        .map(|e| record_json(&app, &caller, e))
         .collect();
     Ok(listing(
         "recordsets",
         total,
         items,
-        &format!("/v2/zones/{}/recordsets", z.id),
+        &format!("/v2/zones/{}/recordsets", zone_id(&z.vpc_id)),
     ))
 }
 
@@ -260,9 +230,12 @@ async fn list_records(
     Auth(caller): Auth,
     p: Params,
 ) -> ApiResult<Json<Value>> {
-    let all = match p.get("zone_type").as_deref() {
-        None | Some("private") => zones(&app, &caller).await?,
-        Some("public") => Vec::new(),
+    let (records, total) = match p.get("zone_type").as_deref() {
+        None | Some("private") => matching(&app, &caller, None, &p).await?,
+        Some("public") => {
+            window(&p)?;
+            (Vec::new(), 0)
+        }
         Some(other) => {
             return Err(ApiError::bad(
                 "DNS.0303",
@@ -270,15 +243,9 @@ async fn list_records(
             ))
         }
     };
-    let rows = matching(
-        all.iter()
-            .flat_map(|z| z.records.iter().map(move |e| (z.id.as_str(), e))),
-        &p,
-    );
-    let total = rows.len();
-    let items = window(rows, &p)?
-        .into_iter()
-        .map(|(zone, e)| record_json(&app, &caller, zone, e))
+    let items = records
+        .iter()
+        .map(|e| record_json(&app, &caller, e))
         .collect();
     Ok(listing("recordsets", total, items, "/v2/recordsets"))
 }
@@ -288,14 +255,22 @@ async fn show_record(
     Auth(caller): Auth,
     ids: Ids,
 ) -> ApiResult<Json<Value>> {
-    let z = find_zone(&app, &caller, &ids.get("zone_id")).await?;
-    let id = ids.get("recordset_id");
-    let e = z.records.iter().find(|e| e.id == id).ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "DNS.0305",
-            format!("record set {id} not found"),
-        )
-    })?;
-    Ok(Json(record_json(&app, &caller, &z.id, e)))
+    let (zone, id) = (ids.get("zone_id"), ids.get("recordset_id"));
+    let filter = DnsRecordFilter {
+        id: Some(id.clone()),
+        ..Default::default()
+    };
+    let (found, _) = app.store.dns_records(caller.clone(), filter, 1, 0).await?;
+    match found.into_iter().find(|e| zone_id(&e.vpc_id) == zone) {
+        Some(e) => Ok(Json(record_json(&app, &caller, &e))),
+        None => {
+            // A missing zone is told apart from a record that is not in it.
+            find_zone(&app, &caller, &zone).await?;
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "DNS.0305",
+                format!("record set {id} not found"),
+            ))
+        }
+    }
 }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(&str, Option<RowWork>)] = &[
         Some(|c| Box::pin(assign_snat_addresses(c))),
     ),
     (include_str!("../migrations/0003_revisions.sql"), None),
+    (include_str!("../migrations/0004_named_endpoints.sql"), None),
 ];
 
 /// The schema version this binary writes.

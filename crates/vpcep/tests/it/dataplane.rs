@@ -501,3 +501,176 @@ async fn other_names_go_to_the_upstream() {
         "a name of the private zone left the node: {asked:?}"
     );
 }
+
+/// The DNS v2 view pages and filters as the DNS API does: zones in the order of their
+/// first name, record sets by zone then age, totals before paging, 404s that tell a
+/// missing zone from a record set not in it, nothing of another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_view_pages_and_filters() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.account("alice").await, app.account("bob").await);
+    let (svc1, _, _) = alice.service(false, 8080).await;
+    let (svc2, _, _) = alice.service(false, 8081).await;
+    let (vpc_a, sub_a, _) = alice.network().await;
+    let (vpc_b, sub_b, _) = alice.network().await;
+    let mut ids = Vec::new();
+    // In this order: a name of VPC a, one of VPC b, a second one of VPC a.
+    for (svc, vpc, sub, dns) in [
+        (&svc1, &vpc_a, &sub_a, true),
+        (&svc1, &vpc_b, &sub_b, true),
+        (&svc2, &vpc_a, &sub_a, true),
+        (&svc2, &vpc_b, &sub_b, false),
+    ] {
+        let body =
+            json!({"endpoint_service_id": svc, "vpc_id": vpc, "subnet_id": sub, "enable_dns": dns});
+        let ep = alice.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
+        let id = ep["id"].as_str().unwrap().to_owned();
+        alice
+            .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted")
+            .await;
+        ids.push(id);
+    }
+    let (e1, e2, e3) = (&ids[0], &ids[1], &ids[2]);
+    let listed = |v: &Value, key: &str| -> (Vec<String>, i64) {
+        let items = v[key].as_array().unwrap_or_else(|| panic!("{v}"));
+        let names = items
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        (names, v["metadata"]["total_count"].as_i64().unwrap())
+    };
+
+    let zones = alice.ok("GET", "/v2/zones?type=private", None).await;
+    let (zone_ids, total) = listed(&zones, "zones");
+    assert_eq!(total, 2);
+    let (za, zb) = (zone_ids[0].clone(), zone_ids[1].clone());
+    assert_eq!(zones["zones"][0]["routers"][0]["router_id"], vpc_a.as_str());
+    assert_eq!(zones["zones"][0]["record_num"], 2);
+    assert_eq!(zones["zones"][1]["routers"][0]["router_id"], vpc_b.as_str());
+    assert_eq!(zones["zones"][1]["record_num"], 1);
+    for (query, want, total) in [
+        ("type=private&limit=1&offset=1", vec![zb.clone()], 2),
+        ("type=private&limit=0", vec![], 2),
+        (&format!("type=private&id={zb}"), vec![zb.clone()], 1),
+        (
+            "type=private&name=VPCEP.local-1.internal.",
+            vec![za.clone(), zb.clone()],
+            2,
+        ),
+        ("type=private&name=nope", vec![], 0),
+        ("type=public", vec![], 0),
+    ] {
+        let got = alice.ok("GET", &format!("/v2/zones?{query}"), None).await;
+        assert_eq!(listed(&got, "zones"), (want, total), "{query}");
+    }
+    let shown = alice.ok("GET", &format!("/v2/zones/{zb}"), None).await;
+    assert_eq!(
+        (shown["id"].as_str(), shown["record_num"].as_i64()),
+        (Some(zb.as_str()), Some(1))
+    );
+
+    let sets = alice
+        .ok("GET", &format!("/v2/zones/{za}/recordsets"), None)
+        .await;
+    assert_eq!(
+        listed(&sets, "recordsets"),
+        (vec![e1.clone(), e3.clone()], 2)
+    );
+    assert_eq!(sets["recordsets"][0]["zone_id"], za.as_str());
+    let sets = alice
+        .ok(
+            "GET",
+            &format!("/v2/zones/{za}/recordsets?limit=1&offset=1"),
+            None,
+        )
+        .await;
+    assert_eq!(listed(&sets, "recordsets"), (vec![e3.clone()], 2));
+    let sets = alice
+        .ok("GET", &format!("/v2/zones/{za}/recordsets?type=AAAA"), None)
+        .await;
+    assert_eq!(listed(&sets, "recordsets"), (vec![], 0));
+    // All record sets: by zone (a's two, then b's), although e2 is older than e3.
+    for (query, want, total) in [
+        ("", vec![e1.clone(), e3.clone(), e2.clone()], 3),
+        ("?limit=2&offset=1", vec![e3.clone(), e2.clone()], 3),
+        (&format!("?name={}", e2.to_uppercase()), vec![e2.clone()], 1),
+        (
+            "?status=active&type=a",
+            vec![e1.clone(), e3.clone(), e2.clone()],
+            3,
+        ),
+        ("?status=PENDING_CREATE", vec![], 0),
+        ("?zone_type=public", vec![], 0),
+    ] {
+        let got = alice
+            .ok("GET", &format!("/v2/recordsets{query}"), None)
+            .await;
+        assert_eq!(listed(&got, "recordsets"), (want, total), "{query}");
+    }
+    let one = alice
+        .ok("GET", &format!("/v2/zones/{zb}/recordsets/{e2}"), None)
+        .await;
+    assert_eq!(one["zone_id"], zb.as_str());
+    assert!(one["name"].as_str().unwrap().starts_with(e2.as_str()));
+
+    for (who, path, status, code) in [
+        (
+            &alice,
+            format!("/v2/zones/{za}/recordsets/{e2}"),
+            404,
+            "DNS.0305",
+        ),
+        (
+            &alice,
+            format!("/v2/zones/{za}/recordsets/{}", ids[3]),
+            404,
+            "DNS.0305",
+        ),
+        (
+            &alice,
+            format!("/v2/zones/{}", "0".repeat(32)),
+            404,
+            "DNS.0101",
+        ),
+        (&bob, format!("/v2/zones/{za}"), 404, "DNS.0101"),
+        (&bob, format!("/v2/zones/{za}/recordsets"), 404, "DNS.0101"),
+        (
+            &bob,
+            format!("/v2/zones/{za}/recordsets/{e1}"),
+            404,
+            "DNS.0101",
+        ),
+        (
+            &alice,
+            "/v2/zones?type=private&limit=501".to_owned(),
+            400,
+            "DNS.0303",
+        ),
+        (&alice, "/v2/zones?type=other".to_owned(), 400, "DNS.0303"),
+        (
+            &alice,
+            "/v2/recordsets?offset=-1".to_owned(),
+            400,
+            "DNS.0303",
+        ),
+        (
+            &alice,
+            "/v2/recordsets?zone_type=public&limit=x".to_owned(),
+            400,
+            "DNS.0303",
+        ),
+        (
+            &alice,
+            format!("/v2/zones/{za}/recordsets?limit=600"),
+            400,
+            "DNS.0303",
+        ),
+    ] {
+        let r = who.get(&path).await;
+        assert_eq!((r.status, r.code()), (status, code), "{path}: {}", r.body);
+    }
+    let theirs = bob.ok("GET", "/v2/zones?type=private", None).await;
+    assert_eq!(listed(&theirs, "zones"), (vec![], 0));
+    let theirs = bob.ok("GET", "/v2/recordsets", None).await;
+    assert_eq!(listed(&theirs, "recordsets"), (vec![], 0));
+}
