@@ -1,5 +1,7 @@
-//! Remote gateway nodes (`vpcep gateway --control-plane URL`): they follow the snapshot
-//! by long-polling the revision and report which endpoints they have brought up. They
+//! Remote gateway nodes (`vpcep gateway --control-plane URL`): they follow the desired
+//! state by long-polling the revision — whole at first (`/internal/v1/snapshot`), then
+//! as what changed since the revision they applied (`/internal/v1/changes`) — and report
+//! which endpoints they have brought up: everything at first, then what changed. They
 //! authenticate with the node token the operator gave `vpcep serve`.
 
 use std::collections::HashMap;
@@ -12,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use vpcep_model::{Outcome, Snapshot};
+use vpcep_model::{Outcome, Snapshot, SnapshotDelta};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params};
@@ -24,14 +26,29 @@ const REPORT_TTL: Duration = Duration::from_secs(60);
 /// The longest a snapshot request waits for a newer revision.
 const MAX_WAIT_SECS: u64 = 60;
 
-/// What one node says it runs.
+/// What one node says it runs: everything (`full`), or what changed since its last
+/// report (an empty one says it is still there).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub node: String,
     pub revision: u64,
     /// Endpoint id → `None` when up, `Some(reason)` when it could not come up.
     pub endpoints: HashMap<String, Option<String>>,
+    /// Endpoints it no longer runs (in a report of changes).
+    #[serde(default)]
+    pub gone: Vec<String>,
+    #[serde(default = "everything")]
+    pub full: bool,
 }
+
+fn everything() -> bool {
+    true
+}
+
+/// A report of changes from a node whose last report is not known here (the control
+/// plane restarted, or the node was silent too long): it must report everything.
+#[derive(Debug)]
+pub struct NeedFull;
 
 /// The latest report of every remote node, read by the controller.
 #[derive(Default)]
@@ -41,12 +58,28 @@ pub struct NodeReports {
 }
 
 impl NodeReports {
-    pub fn record(&self, report: StatusReport) {
-        self.by_node
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(report.node.clone(), (Instant::now(), report));
+    pub fn record(&self, report: StatusReport) -> Result<(), NeedFull> {
+        {
+            let mut nodes = self.by_node.write().unwrap_or_else(|p| p.into_inner());
+            if report.full {
+                nodes.insert(report.node.clone(), (Instant::now(), report));
+            } else {
+                let Some((at, held)) = nodes
+                    .get_mut(&report.node)
+                    .filter(|(at, _)| at.elapsed() <= REPORT_TTL)
+                else {
+                    return Err(NeedFull);
+                };
+                *at = Instant::now();
+                held.revision = report.revision;
+                for id in &report.gone {
+                    held.endpoints.remove(id);
+                }
+                held.endpoints.extend(report.endpoints);
+            }
+        }
         self.changed.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     /// Up if any live node runs it; failed if a live node could not bring it up; `None`
@@ -76,6 +109,7 @@ impl NodeReports {
 pub(crate) fn router() -> Router<App> {
     Router::new()
         .route("/internal/v1/snapshot", get(snapshot))
+        .route("/internal/v1/changes", get(changes))
         .route("/internal/v1/status", post(status))
 }
 
@@ -108,13 +142,9 @@ fn check_node(app: &App, headers: &HeaderMap) -> ApiResult<()> {
     Ok(())
 }
 
-/// The snapshot, once the store's revision is past `after` (or `wait` seconds passed).
-async fn snapshot(
-    State(app): State<App>,
-    headers: HeaderMap,
-    p: Params,
-) -> ApiResult<Json<Snapshot>> {
-    check_node(&app, &headers)?;
+/// Waits until the store's revision is past `after` (`after` and `wait` from the query:
+/// at most `wait` seconds).
+async fn past(app: &App, p: &Params) -> ApiResult<i64> {
     let after = p.int("after", "EndPoint.0002")?.unwrap_or(-1);
     let wait = p
         .int("wait", "EndPoint.0002")?
@@ -125,7 +155,7 @@ async fn snapshot(
     loop {
         let current = app.store.revision().await? as i64;
         if current > after || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(app.store.snapshot().await?));
+            return Ok(after);
         }
         // Other processes (`vpcep admin`) commit without telling us: look again now and then.
         let _ = tokio::time::timeout_at(
@@ -133,6 +163,41 @@ async fn snapshot(
             rev.changed(),
         )
         .await;
+    }
+}
+
+/// The snapshot, once the store's revision is past `after` (or `wait` seconds passed).
+async fn snapshot(
+    State(app): State<App>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult<Json<Snapshot>> {
+    check_node(&app, &headers)?;
+    past(&app, &p).await?;
+    Ok(Json(app.store.snapshot().await?))
+}
+
+/// What changed after revision `after`, once there is something (or `wait` seconds
+/// passed); 410 when that is no longer known (the node reads the snapshot then).
+async fn changes(
+    State(app): State<App>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult<Json<SnapshotDelta>> {
+    check_node(&app, &headers)?;
+    let after = past(&app, &p).await?;
+    let Ok(from) = u64::try_from(after) else {
+        return Err(ApiError::param("after: the revision the node applied last"));
+    };
+    match app.store.changes_since(from).await? {
+        Some(delta) => Ok(Json(delta)),
+        None => Err(ApiError::new(
+            StatusCode::GONE,
+            "APIGW.0410",
+            format!(
+                "the changes since revision {from} are not kept here; read /internal/v1/snapshot"
+            ),
+        )),
     }
 }
 
@@ -145,6 +210,12 @@ async fn status(
     if report.node.is_empty() || report.node.len() > 64 {
         return Err(ApiError::param("node: 1-64 characters"));
     }
-    app.reports.record(report);
+    app.reports.record(report).map_err(|NeedFull| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "APIGW.0409",
+            "this node's earlier report is not known here; send a full one",
+        )
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,8 @@
 //! `vpcep gateway --control-plane URL`: a data-plane node on its own. It long-polls the
-//! control plane for the desired-state snapshot, applies it with the same `Node` that
-//! `vpcep serve` runs in-process, and reports which endpoints are live; the control
-//! plane's controller turns those reports into statuses.
+//! control plane for the desired state — whole at start, then what changed since the
+//! revision it applied — applies it with the same `Node` that `vpcep serve` runs
+//! in-process, and reports which endpoints are live (everything first, then what
+//! changed); the control plane's controller turns those reports into statuses.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,9 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::sync::watch;
 use vpcep_api::StatusReport;
-use vpcep_model::Snapshot;
+use vpcep_model::{Snapshot, SnapshotDelta};
 
 use crate::serve::SubstrateKind;
+use vpcep_dataplane::Node;
 
 /// How long one snapshot request may wait for a change (the server caps it at 60 s). A
 /// node reports at least this often, which keeps its report fresh.
@@ -37,20 +39,30 @@ struct Link {
     http: reqwest::Client,
 }
 
+/// What the control plane answered to a report.
+enum Reported {
+    Taken,
+    /// It does not know this node's earlier report: it needs everything.
+    NeedFull,
+}
+
 impl Link {
-    async fn snapshot(&self, after: i64) -> Result<Snapshot> {
+    async fn get(&self, what: &str, after: i64) -> Result<reqwest::Response> {
         let url = format!(
-            "{}/internal/v1/snapshot?after={after}&wait={POLL_SECS}",
+            "{}/internal/v1/{what}?after={after}&wait={POLL_SECS}",
             self.base
         );
-        let resp = self
-            .http
+        self.http
             .get(&url)
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(POLL_SECS + 15))
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .with_context(|| format!("cannot reach {}", self.base))
+    }
+
+    async fn snapshot(&self, after: i64) -> Result<Snapshot> {
+        let resp = self.get("snapshot", after).await?;
         if !resp.status().is_success() {
             bail!(
                 "{}: {}",
@@ -61,14 +73,12 @@ impl Link {
         Ok(resp.json().await?)
     }
 
-    async fn report(&self, report: &StatusReport) -> Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/internal/v1/status", self.base))
-            .bearer_auth(&self.token)
-            .json(report)
-            .send()
-            .await?;
+    /// What changed after `after`; `None` when the control plane no longer knows.
+    async fn changes(&self, after: i64) -> Result<Option<SnapshotDelta>> {
+        let resp = self.get("changes", after).await?;
+        if resp.status() == reqwest::StatusCode::GONE {
+            return Ok(None);
+        }
         if !resp.status().is_success() {
             bail!(
                 "{}: {}",
@@ -76,7 +86,85 @@ impl Link {
                 resp.text().await.unwrap_or_default()
             );
         }
-        Ok(())
+        Ok(Some(resp.json().await?))
+    }
+
+    async fn report(&self, report: &StatusReport) -> Result<Reported> {
+        let resp = self
+            .http
+            .post(format!("{}/internal/v1/status", self.base))
+            .bearer_auth(&self.token)
+            .json(report)
+            .send()
+            .await?;
+        if resp.status() == reqwest::StatusCode::CONFLICT {
+            return Ok(Reported::NeedFull);
+        }
+        if !resp.status().is_success() {
+            bail!(
+                "{}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(Reported::Taken)
+    }
+}
+
+/// What the control plane was told: every endpoint the node runs, and how it is.
+#[derive(Default)]
+struct Told(HashMap<String, Option<String>>);
+
+impl Told {
+    /// Everything, after a whole snapshot: a full report.
+    fn all(&mut self, node: &Node, ids: Vec<String>, name: &str, revision: u64) -> StatusReport {
+        self.0 = ids
+            .into_iter()
+            .filter_map(|id| node.endpoint_outcome(&id).map(|o| (id, o.err())))
+            .collect();
+        self.full(name, revision)
+    }
+
+    fn full(&self, name: &str, revision: u64) -> StatusReport {
+        StatusReport {
+            node: name.to_owned(),
+            revision,
+            endpoints: self.0.clone(),
+            gone: Vec::new(),
+            full: true,
+        }
+    }
+
+    /// What changed among the endpoints `ids`: a report of changes (maybe empty).
+    fn changes(
+        &mut self,
+        node: &Node,
+        ids: Vec<String>,
+        name: &str,
+        revision: u64,
+    ) -> StatusReport {
+        let mut report = StatusReport {
+            node: name.to_owned(),
+            revision,
+            endpoints: HashMap::new(),
+            gone: Vec::new(),
+            full: false,
+        };
+        for id in ids {
+            match node.endpoint_outcome(&id).map(|o| o.err()) {
+                Some(now) if self.0.get(&id) != Some(&now) => {
+                    self.0.insert(id.clone(), now.clone());
+                    report.endpoints.insert(id, now);
+                }
+                Some(_) => {}
+                None => {
+                    if self.0.remove(&id).is_some() {
+                        report.gone.push(id);
+                    }
+                }
+            }
+        }
+        report
     }
 }
 
@@ -102,34 +190,50 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
         http: reqwest::Client::new(),
     };
     let mut after = -1i64;
+    let (mut told, mut lost) = (Told::default(), false);
     let mut backoff = Duration::from_millis(200);
     loop {
+        // What changed since the revision applied, or everything at first.
         let got = tokio::select! {
             _ = shutdown.changed() => break,
-            r = link.snapshot(after) => r,
-        };
-        match got {
-            Ok(snap) => {
-                backoff = Duration::from_millis(200);
+            r = async {
+                if node.applied_revision().is_some() {
+                    if let Some(delta) = link.changes(after).await? {
+                        let revision = delta.revision;
+                        let ids: Vec<String> = delta.endpoints.iter().map(|e| e.id.clone()).chain(delta.endpoints_gone.iter().cloned()).collect();
+                        if node.apply_delta(delta).await {
+                            return Ok((revision, told.changes(&node, ids, &cfg.name, revision)));
+                        }
+                    }
+                }
+                let snap = link.snapshot(after).await?;
                 let revision = snap.revision;
                 let ids: Vec<String> = snap.endpoints.iter().map(|e| e.id.clone()).collect();
                 node.apply(snap).await;
-                let endpoints: HashMap<String, Option<String>> = ids
-                    .into_iter()
-                    .filter_map(|id| node.endpoint_outcome(&id).map(|o| (id, o.err())))
-                    .collect();
-                let report = StatusReport {
-                    node: cfg.name.clone(),
-                    revision,
-                    endpoints,
+                Ok::<_, anyhow::Error>((revision, told.all(&node, ids, &cfg.name, revision)))
+            } => r,
+        };
+        match got {
+            Ok((revision, report)) => {
+                backoff = Duration::from_millis(200);
+                // After a report that did not arrive, only everything says it all again.
+                let report = if lost {
+                    told.full(&cfg.name, revision)
+                } else {
+                    report
                 };
-                if let Err(e) = link.report(&report).await {
+                let sent = match link.report(&report).await {
+                    Ok(Reported::NeedFull) => link.report(&told.full(&cfg.name, revision)).await,
+                    other => other,
+                };
+                lost = sent.is_err();
+                if let Err(e) = sent {
                     tracing::warn!(error = %e, "status report failed");
                 }
                 after = revision as i64;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "snapshot request failed; retrying");
+                tracing::warn!(error = %e, "following the control plane failed; retrying");
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(backoff) => {}

@@ -326,6 +326,38 @@ async fn a_remote_gateway_node_carries_the_traffic() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    // The node protocol: changes since a revision the store never had are not known (410),
+    // and a report of changes from a node the control plane has no report of is refused
+    // until it reports everything (409).
+    let http = reqwest::Client::new();
+    let internal = |path: &str| format!("http://{}/internal/v1/{path}", app.addr);
+    let unknown = http
+        .get(internal("changes?after=1000000&wait=0"))
+        .bearer_auth("node-token-for-tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 410);
+    let changes = http
+        .get(internal("changes?after=0&wait=0"))
+        .bearer_auth("node-token-for-tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changes.status(), 200);
+    let delta: Value = changes.json().await.unwrap();
+    assert_eq!(delta["from"], 0);
+    let report = |full: bool| json!({"node": "probe", "revision": 0, "endpoints": {}, "full": full});
+    for (full, want) in [(false, 409), (true, 204), (false, 204)] {
+        let r = http
+            .post(internal("status"))
+            .bearer_auth("node-token-for-tests")
+            .json(&report(full))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "report with full = {full}");
+    }
     let (stop, rx) = tokio::sync::watch::channel(false);
     let node = tokio::spawn(vpcep::gateway::run(
         vpcep::gateway::GatewayConfig {
