@@ -310,12 +310,11 @@ fn remove_netns_etc(ns: &str) {
 /// calling thread enters the namespace and the child starts there (a process is made in
 /// its parent thread's namespaces), which spares `ip netns exec` and its remounts.
 fn run_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
-    use std::io::Write;
     use std::process::Stdio;
     // Opened afresh: a namespace removed and made again under its name is another one.
     let target = File::open(format!("/run/netns/{ns}"))
         .map_err(|e| io::Error::new(e.kind(), format!("namespace {ns}: {e}")))?;
-    let mut child = entered(&target, || {
+    let child = entered(&target, || {
         Command::new(program)
             .args(args)
             .stdin(if stdin.is_some() {
@@ -328,10 +327,7 @@ fn run_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> io::Re
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {program}: {e}")))
     })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
+    let out = feed_and_wait(child, stdin.unwrap_or_default())?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{program} {} in {ns}: {}",
@@ -350,15 +346,31 @@ fn answers(t: Tolerate) -> &'static [&'static str] {
     }
 }
 
+/// Writes `input` to the child's stdin while its stdout and stderr are read, then waits
+/// for it: a child that answers as it reads (`ip -batch` reports each failed line) would
+/// otherwise fill its output pipe and stop reading while its input is still being written.
+fn feed_and_wait(mut child: std::process::Child, input: &str) -> io::Result<std::process::Output> {
+    use std::io::Write;
+    let pipe = child.stdin.take();
+    std::thread::scope(|scope| {
+        if let Some(mut pipe) = pipe {
+            // A child that exits early closes its end; what it says explains why.
+            scope.spawn(move || {
+                let _ = pipe.write_all(input.as_bytes());
+            });
+        }
+        child.wait_with_output()
+    })
+}
+
 /// Sends `lines` to `ip -n NS -batch -` in one process; a line that fails with one of its
 /// tolerated answers counts as done, any other failure is the error.
 fn ip_batch(ns: &str, lines: &[IpLine]) -> io::Result<()> {
-    use std::io::Write;
     use std::process::Stdio;
     if lines.is_empty() {
         return Ok(());
     }
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["-n", ns, "-force", "-batch", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -366,10 +378,7 @@ fn ip_batch(ns: &str, lines: &[IpLine]) -> io::Result<()> {
         .spawn()
         .map_err(|e| io::Error::other(format!("cannot run ip: {e}")))?;
     let script: String = lines.iter().map(|l| format!("{}\n", l.line)).collect();
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(script.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
+    let out = feed_and_wait(child, &script)?;
     if out.status.success() {
         return Ok(());
     }
@@ -405,4 +414,26 @@ fn ip_batch(ns: &str, lines: &[IpLine]) -> io::Result<()> {
         said.clear();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_child_that_answers_as_it_reads_is_fed_to_the_end() {
+        // `ip -batch` reports each failed line on stderr while it reads: once its
+        // output pipe is full it stops reading, and feeding it first would never end.
+        let child = Command::new("sh")
+            .args(["-c", "cat >&2"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = "Error: ipv4: Address not found.\n".repeat(40_000);
+        let out = super::feed_and_wait(child, &input).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stderr.len(), input.len());
+    }
 }

@@ -347,7 +347,8 @@ async fn a_remote_gateway_node_carries_the_traffic() {
     assert_eq!(changes.status(), 200);
     let delta: Value = changes.json().await.unwrap();
     assert_eq!(delta["from"], 0);
-    let report = |full: bool| json!({"node": "probe", "revision": 0, "endpoints": {}, "full": full});
+    let report =
+        |full: bool| json!({"node": "probe", "revision": 0, "endpoints": {}, "full": full});
     for (full, want) in [(false, 409), (true, 204), (false, 204)] {
         let r = http
             .post(internal("status"))

@@ -314,3 +314,56 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
     app.stop().await;
     drop(guard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_addresses_away() {
+    let Some((app, guard)) = netns_app(ForwardingMode::Userspace).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let (cvpc, csub, _) = bob.network().await;
+    let client = host(&bob, &cvpc, &csub, "192.168.0.20", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    let body = json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "port_ip": "192.168.0.50"});
+    bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
+    all_accepted(&bob, 1).await;
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    // The userspace path holds the endpoint's address on the subnet's bridge; the
+    // kernel path must take it off, or the router would answer for it itself (and
+    // nothing listens there any more).
+    let ns = vpc_ns(&app, &cvpc);
+    let (_, addrs) = run_in(&ns, &["ip", "-o", "-4", "addr", "show"]).await;
+    assert!(addrs.contains("192.168.0.50/32"), "{addrs}");
+    let (dir, mut config) = (app.dir.clone(), app.config.clone());
+    app.stop().await;
+    // A stop hands the address back; a userspace path that was killed leaves it.
+    let bridge = format!(
+        "br-{}",
+        csub.chars()
+            .filter(|c| *c != '-')
+            .take(8)
+            .collect::<String>()
+    );
+    run_in(
+        &ns,
+        &["ip", "addr", "add", "192.168.0.50/32", "dev", &bridge],
+    )
+    .await;
+    config.forwarding = ForwardingMode::Auto;
+    let app = crate::support::spawn_with(dir, config).await;
+    within_5s("the address leaves the bridge", async || {
+        !run_in(&ns, &["ip", "-o", "-4", "addr", "show"])
+            .await
+            .1
+            .contains("192.168.0.50/32")
+    })
+    .await;
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("path=\"kernel\""), "{metrics}");
+    app.stop().await;
+    drop(guard);
+}

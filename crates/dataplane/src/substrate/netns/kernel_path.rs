@@ -102,6 +102,20 @@ impl Netns {
             .collect())
     }
 
+    /// The IPv4 addresses of `ns` with their devices.
+    fn addresses(&self, ns: &str) -> io::Result<Vec<(Ipv4Addr, String)>> {
+        let out = self.run_in(ns, "ip", &["-o", "-4", "addr", "show"], None)?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace().skip(1);
+                let dev = words.next()?.to_owned();
+                let addr = words.skip_while(|w| *w != "inet").nth(1)?;
+                Some((addr.split('/').next()?.parse().ok()?, dev))
+            })
+            .collect())
+    }
+
     /// The link marks our policy rules in `ns` route.
     fn our_marks(&self, ns: &str) -> io::Result<BTreeSet<u32>> {
         let out = self.run_in(
@@ -243,7 +257,29 @@ impl KernelPath for Netns {
             )
             .collect();
         let stale: Vec<&Item> = stale.iter().collect();
-        self.ip_batch(&ns, &kernel::ip_lines(items, &stale))
+        // Addresses an earlier run's userspace path left where a route now answers are
+        // taken off — those that are there, not every route's on the off chance.
+        let mut lines: Vec<IpLine> = kernel::ip_lines(items, &stale)
+            .into_iter()
+            .filter(|l| !l.line.starts_with("address del"))
+            .collect();
+        let clears: BTreeSet<(Ipv4Addr, &str)> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Route {
+                    dest,
+                    clear: Some(dev),
+                    ..
+                } => Some((*dest, dev.as_str())),
+                _ => None,
+            })
+            .collect();
+        for (addr, dev) in self.addresses(&ns)? {
+            if clears.contains(&(addr, dev.as_str())) {
+                lines.push(line(format!("address del {addr}/32 dev {dev}")));
+            }
+        }
+        self.ip_batch(&ns, &lines)
     }
 
     fn drift(&self, vpc: &str, want: &Shape) -> io::Result<Option<String>> {
