@@ -102,25 +102,37 @@ pub(crate) fn client(url: &str, acct: &Value) -> ApiClient {
 }
 
 pub(crate) async fn network(c: &ApiClient) -> Result<(String, String)> {
+    network_of(c, "10.1.0.0/16", "10.1.0.0/24").await
+}
+
+/// A VPC `cidr` with one subnet `subnet`: (VPC id, subnet id).
+pub(crate) async fn network_of(
+    c: &ApiClient,
+    cidr: &str,
+    subnet: &str,
+) -> Result<(String, String)> {
     let vpc = c
         .call(
             "POST",
             "/v1/{p}/vpcs",
-            Some(&json!({"vpc": {"name": "bench", "cidr": "10.1.0.0/16"}})),
+            Some(&json!({"vpc": {"name": "bench", "cidr": cidr}})),
         )
         .await?;
     let vpc = vpc["vpc"]["id"].as_str().unwrap_or_default().to_owned();
+    let sub = subnet_in(c, &vpc, subnet).await?;
+    Ok((vpc, sub))
+}
+
+/// A subnet `cidr` in VPC `vpc`: its id.
+pub(crate) async fn subnet_in(c: &ApiClient, vpc: &str, cidr: &str) -> Result<String> {
     let sub = c
         .call(
             "POST",
             "/v1/{p}/subnets",
-            Some(&json!({"subnet": {"name": "s", "cidr": "10.1.0.0/24", "vpc_id": vpc}})),
+            Some(&json!({"subnet": {"name": "s", "cidr": cidr, "vpc_id": vpc}})),
         )
         .await?;
-    Ok((
-        vpc,
-        sub["subnet"]["id"].as_str().unwrap_or_default().to_owned(),
-    ))
+    Ok(sub["subnet"]["id"].as_str().unwrap_or_default().to_owned())
 }
 
 pub(crate) async fn host(
@@ -473,16 +485,7 @@ pub(crate) async fn run(
     // The direct path the data-plane issue names is routed: a client in another subnet
     // of the provider VPC, whose packets the VPC router forwards (the same-subnet client
     // above is only switched by the subnet's bridge).
-    let psub2 = pa
-        .call(
-            "POST",
-            "/v1/{p}/subnets",
-            Some(&json!({"subnet": {"name": "s2", "cidr": "10.1.1.0/24", "vpc_id": pvpc}})),
-        )
-        .await?["subnet"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let psub2 = subnet_in(&pa, &pvpc, "10.1.1.0/24").await?;
     let routed = host(&pa, &pvpc, &psub2, "10.1.1.20", "routed").await?;
     let (cvpc, csub) = network(&pb).await?;
     let cl = host(&pb, &cvpc, &csub, "10.1.0.20", "client").await?;

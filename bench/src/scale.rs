@@ -14,12 +14,12 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
 
 use crate::dataplane::{
-    admin, client, host, in_ns, meminfo_kb, rss_kb, scratch_netns, spawn_serve, Procs,
+    admin, client, host, in_ns, meminfo_kb, network_of, rss_kb, scratch_netns, spawn_serve, Procs,
 };
 
 #[derive(clap::Args)]
@@ -280,26 +280,7 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
     let providers = (max + opts.samples).div_ceil(PER_PROVIDER).max(1);
     let mut services = Vec::new();
     for i in 0..providers {
-        let vpc = pa
-            .call(
-                "POST",
-                "/v1/{p}/vpcs",
-                Some(&json!({"vpc": {"name": format!("p{i}"), "cidr": "10.1.0.0/16"}})),
-            )
-            .await?["vpc"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let sub = pa
-            .call(
-                "POST",
-                "/v1/{p}/subnets",
-                Some(&json!({"subnet": {"name": "s", "cidr": "10.1.0.0/24", "vpc_id": vpc}})),
-            )
-            .await?["subnet"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let (vpc, sub) = network_of(&pa, "10.1.0.0/16", "10.1.0.0/24").await?;
         let backend = host(&pa, &vpc, &sub, "10.1.0.10", &format!("backend{i}")).await?;
         let ns = backend["netns"].as_str().unwrap_or_default().to_owned();
         host_up(&ns, "10.1.0.10").await?;
@@ -319,26 +300,7 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
         services.push(crate::dataplane::publish(&pa, body, &b).await?);
     }
     // The consumer: one VPC, a subnet with room for every endpoint, one client host.
-    let cvpc = pb
-        .call(
-            "POST",
-            "/v1/{p}/vpcs",
-            Some(&json!({"vpc": {"name": "c", "cidr": "10.0.0.0/16"}})),
-        )
-        .await?["vpc"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let csub = pb
-        .call(
-            "POST",
-            "/v1/{p}/subnets",
-            Some(&json!({"subnet": {"name": "c", "cidr": "10.0.0.0/17", "vpc_id": cvpc}})),
-        )
-        .await?["subnet"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (cvpc, csub) = network_of(&pb, "10.0.0.0/16", "10.0.0.0/17").await?;
     let cl = host(&pb, &cvpc, &csub, "10.0.127.200", "client").await?;
     let client_ns = cl["netns"].as_str().unwrap_or_default().to_owned();
     host_up(&client_ns, "10.0.127.200").await?;
@@ -518,37 +480,9 @@ async fn vpcs_run(bin: &Path, n: usize) -> Result<()> {
     let mut lat = Vec::new();
     for i in 0..n {
         let t = Instant::now();
-        let vpc = c
-            .call(
-                "POST",
-                "/v1/{p}/vpcs",
-                Some(&json!({"vpc": {"name": format!("v{i}"), "cidr": "192.168.0.0/16"}})),
-            )
-            .await?["vpc"]["id"]
-            .as_str()
-            .context("vpc id")?
-            .to_owned();
-        let sub = c
-            .call(
-                "POST",
-                "/v1/{p}/subnets",
-                Some(&json!({"subnet": {"name": "s", "cidr": "192.168.0.0/24", "vpc_id": vpc}})),
-            )
-            .await?["subnet"]["id"]
-            .as_str()
-            .context("subnet id")?
-            .to_owned();
+        let (vpc, sub) = network_of(&c, "192.168.0.0/16", "192.168.0.0/24").await?;
         let h = host(&c, &vpc, &sub, "192.168.0.10", &format!("h{i}")).await?;
-        // The host is up when its namespace has its address.
-        let ns = h["netns"].as_str().unwrap_or_default().to_owned();
-        for _ in 0..2000 {
-            if in_ns(&ns, &["ip", "-4", "-o", "addr", "show", "eth0"])
-                .is_ok_and(|o| o.contains("192.168.0.10"))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        host_up(h["netns"].as_str().unwrap_or_default(), "192.168.0.10").await?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         if (i + 1) % 100 == 0 {
             eprintln!("{} VPCs ({:.0} s)", i + 1, t0.elapsed().as_secs_f64());

@@ -503,11 +503,18 @@ const CHAINS: [Chain; 8] = [
         "type nat hook prerouting priority -100; policy accept;",
         &["ct mark != 0 dnat ip to ip daddr . meta l4proto . th dport map @dnat_of"],
     ),
-    // Nothing new enters from a link, neither through the router nor to it.
+    // Nothing new enters from a link, neither through the router nor to it. A new
+    // session to an endpoint's address that was not translated (a port that is not
+    // mapped, an endpoint that is gone) would leave on `lo`: it is dropped here, before
+    // conntrack keeps it — a kept entry would hold the client's next try, on an endpoint
+    // that took the address meanwhile, for minutes.
     (
         "ep_guard",
         "type filter hook forward priority 0; policy accept;",
-        &["ct state new iifname \"kc-*\" drop"],
+        &[
+            "ct state new iifname \"kc-*\" drop",
+            "ct state new oifname \"lo\" drop",
+        ],
     ),
     (
         "ep_guard_in",

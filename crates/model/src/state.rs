@@ -72,6 +72,33 @@ fn gone<'a, T>(held: &BTreeMap<String, T>, next: impl Iterator<Item = &'a str>) 
         .collect()
 }
 
+/// How an item becomes a change (removed, or added).
+type ToChange<'a, T> = fn(&'a T) -> Change<'a>;
+
+/// The changes of one kind of item that is removed and added again when it changes: what
+/// goes (the held version of what changed, and what is gone) into `out`, and returns
+/// what comes.
+fn replaced<'a, T: PartialEq>(
+    (held, next, gone): (&'a BTreeMap<String, T>, &'a [T], &'a [String]),
+    id: impl Fn(&T) -> &String,
+    (remove, add): (ToChange<'a, T>, ToChange<'a, T>),
+    out: &mut Vec<Change<'a>>,
+) -> Vec<Change<'a>> {
+    let mut added = Vec::new();
+    for item in next {
+        match held.get(id(item)) {
+            Some(old) if old == item => {}
+            Some(old) => {
+                out.push(remove(old));
+                added.push(add(item));
+            }
+            None => added.push(add(item)),
+        }
+    }
+    out.extend(gone.iter().filter_map(|g| held.get(g)).map(remove));
+    added
+}
+
 impl State {
     /// The delta that makes this state equal to `next`: everything of `next`, and the ids
     /// of what `next` no longer has.
@@ -123,41 +150,19 @@ impl State {
                 None => endpoints.push(Change::AddEndpoint(e)),
             }
         }
-        let (mut hosts, mut idcs, mut vpcs) = (Vec::new(), Vec::new(), Vec::new());
-        for h in &delta.hosts {
-            match self.hosts.get(&h.port_id) {
-                Some(old) if old == h => {}
-                Some(old) => {
-                    out.push(Change::RemoveHost(old));
-                    hosts.push(Change::AddHost(h));
-                }
-                None => hosts.push(Change::AddHost(h)),
-            }
-        }
-        out.extend(
-            delta
-                .hosts_gone
-                .iter()
-                .filter_map(|id| self.hosts.get(id))
-                .map(Change::RemoveHost),
+        let hosts = replaced(
+            (&self.hosts, &delta.hosts, &delta.hosts_gone),
+            |h| &h.port_id,
+            (Change::RemoveHost, Change::AddHost),
+            &mut out,
         );
-        for i in &delta.idcs {
-            match self.idcs.get(&i.id) {
-                Some(old) if old == i => {}
-                Some(old) => {
-                    out.push(Change::RemoveIdc(old));
-                    idcs.push(Change::AddIdc(i));
-                }
-                None => idcs.push(Change::AddIdc(i)),
-            }
-        }
-        out.extend(
-            delta
-                .idcs_gone
-                .iter()
-                .filter_map(|id| self.idcs.get(id))
-                .map(Change::RemoveIdc),
+        let idcs = replaced(
+            (&self.idcs, &delta.idcs, &delta.idcs_gone),
+            |i| &i.id,
+            (Change::RemoveIdc, Change::AddIdc),
+            &mut out,
         );
+        let mut vpcs = Vec::new();
         out.extend(
             delta
                 .vpcs_gone

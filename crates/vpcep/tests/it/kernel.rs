@@ -53,24 +53,11 @@ async fn all_accepted(c: &Client, n: usize) -> Vec<(String, String)> {
     panic!("{n} endpoints never all accepted; last seen: {last}");
 }
 
-/// A consumer VPC 10.0.0.0/16 with the subnet 10.0.0.0/22 (room for 1,000 endpoints).
-async fn wide_network(c: &Client) -> (String, String) {
-    let vpc = c
-        .ok(
-            "POST",
-            "/v1/{p}/vpcs",
-            Some(json!({"vpc": {"name": "wide", "cidr": "10.0.0.0/16"}})),
-        )
-        .await;
-    let vpc_id = vpc["vpc"]["id"].as_str().unwrap().to_owned();
-    let sub = c
-        .ok(
-            "POST",
-            "/v1/{p}/subnets",
-            Some(json!({"subnet": {"name": "wide", "cidr": "10.0.0.0/22", "vpc_id": vpc_id}})),
-        )
-        .await;
-    (vpc_id, sub["subnet"]["id"].as_str().unwrap().to_owned())
+/// Deletes an endpoint and waits until it is gone.
+async fn delete_endpoint(c: &Client, id: &Value) {
+    let path = format!("/v1/{{p}}/vpc-endpoints/{}", id.as_str().unwrap());
+    c.ok("DELETE", &path, None).await;
+    c.wait(&path, "gone").await;
 }
 
 /// `nft list …` of our table inside a namespace (empty when it fails).
@@ -105,7 +92,8 @@ async fn one_more_endpoint_among_300_is_added_without_rewriting_the_table() {
         .unwrap();
     let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
     guard.spawn_py(&web_ns, HTTP);
-    let (vpc, sub) = wide_network(&bob).await;
+    // Room for 1,000 endpoints.
+    let (vpc, sub) = bob.network_of("10.0.0.0/16", "10.0.0.0/22").await;
     let client = host(&bob, &vpc, &sub, "10.0.3.200", "client").await;
     let client_ns = client["netns"].as_str().unwrap().to_owned();
     let create = |ip: String| {
@@ -280,17 +268,7 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
     // A deleted endpoint leaves no element, set, chain or route behind; the last one takes
     // the table with it.
     let marker = eps[0]["marker_id"].as_u64().unwrap();
-    bob.ok(
-        "DELETE",
-        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[0]["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
-    bob.wait(
-        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[0]["id"].as_str().unwrap()),
-        "gone",
-    )
-    .await;
+    delete_endpoint(&bob, &eps[0]["id"]).await;
     let table = nft_list(&ns, &["table", "ip", "vpcep"]).await;
     for gone in [format!("{marker:#010x}"), "192.168.0.50 ".into()] {
         assert!(!table.contains(&gone), "{gone} left in {table}");
@@ -298,17 +276,7 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
     assert!(table.contains("192.168.0.51 . tcp . 8080"), "{table}");
     let (_, routes) = run_in(&ns, &["ip", "route", "show", "proto", "199"]).await;
     assert!(!routes.contains("192.168.0.50"), "{routes}");
-    bob.ok(
-        "DELETE",
-        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[1]["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
-    bob.wait(
-        &format!("/v1/{{p}}/vpc-endpoints/{}", eps[1]["id"].as_str().unwrap()),
-        "gone",
-    )
-    .await;
+    delete_endpoint(&bob, &eps[1]["id"]).await;
     let (has_table, _) = run_in(&ns, &["nft", "list", "table", "ip", "vpcep"]).await;
     assert!(!has_table, "the table outlives its last endpoint");
     app.stop().await;

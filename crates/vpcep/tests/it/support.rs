@@ -224,22 +224,7 @@ impl Client {
 
     /// A VPC 192.168.0.0/16 with subnet 192.168.0.0/24 and one VM port: (vpc, subnet, port).
     pub(crate) async fn network(&self) -> (String, String, String) {
-        let vpc = self
-            .ok(
-                "POST",
-                "/v1/{p}/vpcs",
-                Some(json!({"vpc": {"name": "v", "cidr": "192.168.0.0/16"}})),
-            )
-            .await;
-        let vpc_id = vpc["vpc"]["id"].as_str().unwrap().to_owned();
-        let sub = self
-            .ok(
-                "POST",
-                "/v1/{p}/subnets",
-                Some(json!({"subnet": {"name": "s", "cidr": "192.168.0.0/24", "vpc_id": vpc_id}})),
-            )
-            .await;
-        let sub_id = sub["subnet"]["id"].as_str().unwrap().to_owned();
+        let (vpc_id, sub_id) = self.network_of("192.168.0.0/16", "192.168.0.0/24").await;
         let port = self
             .ok(
                 "POST",
@@ -252,6 +237,26 @@ impl Client {
             sub_id,
             port["port"]["id"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// A VPC `cidr` with one subnet `subnet`: (vpc, subnet).
+    pub(crate) async fn network_of(&self, cidr: &str, subnet: &str) -> (String, String) {
+        let vpc = self
+            .ok(
+                "POST",
+                "/v1/{p}/vpcs",
+                Some(json!({"vpc": {"name": "v", "cidr": cidr}})),
+            )
+            .await;
+        let vpc_id = vpc["vpc"]["id"].as_str().unwrap().to_owned();
+        let sub = self
+            .ok(
+                "POST",
+                "/v1/{p}/subnets",
+                Some(json!({"subnet": {"name": "s", "cidr": subnet, "vpc_id": vpc_id}})),
+            )
+            .await;
+        (vpc_id, sub["subnet"]["id"].as_str().unwrap().to_owned())
     }
 
     /// A service with approval as given, already `available`.
