@@ -51,6 +51,8 @@ const PER_PROVIDER: usize = 4000;
 struct AtSize {
     size: usize,
     create_ms: Vec<f64>,
+    /// Of which the API's answer to the create.
+    answered_ms: Vec<f64>,
     first_conn_ms: Vec<f64>,
     delete_ms: Vec<f64>,
     conn_per_s: f64,
@@ -206,18 +208,32 @@ async fn wait_gone(c: &ApiClient, path: &str) -> Result<()> {
     bail!("{path} never went")
 }
 
-/// Creates an endpoint and polls it every 2 ms until accepted: (id, ip, milliseconds).
-async fn create(c: &ApiClient, body: &Value) -> Result<(String, String, f64)> {
+/// An endpoint created and accepted, and how long the API took to answer the create and
+/// the endpoint to be accepted (ms).
+struct Created {
+    id: String,
+    ip: String,
+    answered_ms: f64,
+    accepted_ms: f64,
+}
+
+/// Creates an endpoint and polls it every 2 ms until accepted.
+async fn create(c: &ApiClient, body: &Value) -> Result<Created> {
     let t0 = Instant::now();
     let ep = c.call("POST", "/v1/{p}/vpc-endpoints", Some(body)).await?;
+    let answered_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let id = ep["id"].as_str().unwrap_or_default().to_owned();
     let path = format!("/v1/{{p}}/vpc-endpoints/{id}");
     loop {
         let v = c.call("GET", &path, None).await?;
         match v["status"].as_str() {
             Some("accepted") => {
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                return Ok((id, v["ip"].as_str().unwrap_or_default().to_owned(), ms));
+                return Ok(Created {
+                    ip: v["ip"].as_str().unwrap_or_default().to_owned(),
+                    id,
+                    answered_ms,
+                    accepted_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                });
             }
             Some("failed") => bail!("endpoint failed: {}", v["error"]),
             _ if t0.elapsed() > Duration::from_secs(120) => bail!("{id} never accepted"),
@@ -339,7 +355,7 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
             }
             for t in tasks {
                 match t.await? {
-                    Ok((_, ip, _)) if first_ip.is_empty() => first_ip = ip,
+                    Ok(c) if first_ip.is_empty() => first_ip = c.ip,
                     Ok(_) => {}
                     Err(e) => {
                         run.failed = Some(format!("at {} endpoints: {e}", have));
@@ -369,8 +385,14 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
         // One more endpoint at a time: create → accepted → first connection; delete →
         // traffic stopped.
         for i in 0..opts.samples {
-            let (id, ip, ms) = create(&pb, &body_for(i)).await?;
+            let Created {
+                id,
+                ip,
+                answered_ms,
+                accepted_ms: ms,
+            } = create(&pb, &body_for(i)).await?;
             at.create_ms.push(ms);
+            at.answered_ms.push(answered_ms);
             let addr: SocketAddr = format!("{ip}:8080").parse()?;
             let t0 = Instant::now();
             prober.ask(addr, true).recv()?;
@@ -404,8 +426,8 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0);
         eprintln!(
-            "{path} at {size}: create→accepted p50 {:.1} p99 {:.1} ms, delete→stopped p50 {:.1} p99 {:.1} ms, {:.0} conn/s",
-            pct(&at.create_ms, 0.5), pct(&at.create_ms, 0.99), pct(&at.delete_ms, 0.5), pct(&at.delete_ms, 0.99), at.conn_per_s
+            "{path} at {size}: create→accepted p50 {:.1} p99 {:.1} ms (API answer p50 {:.1}), delete→stopped p50 {:.1} p99 {:.1} ms, {:.0} conn/s",
+            pct(&at.create_ms, 0.5), pct(&at.create_ms, 0.99), pct(&at.answered_ms, 0.5), pct(&at.delete_ms, 0.5), pct(&at.delete_ms, 0.99), at.conn_per_s
         );
         run.sizes.push(at);
         // Let wrk's TIME_WAIT states go before the next round's connections.
@@ -539,21 +561,22 @@ pub(crate) async fn run(bin: &Path, opts: Opts) -> Result<()> {
     for path in &opts.paths {
         runs.push(endpoints_run(bin, path, &opts).await?);
     }
-    println!("| path | endpoints | create → accepted p50 / p99 ms | → first connection p50 / p99 ms | delete → stopped p50 / p99 ms | new conn/s (one endpoint) | MemAvailable / slab / vpcep RSS per endpoint (B) | fill s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| path | endpoints | create → accepted p50 / p99 ms | of which the API's answer p50 / p99 ms | → first connection p50 / p99 ms | delete → stopped p50 / p99 ms | new conn/s (one endpoint) | MemAvailable / slab / vpcep RSS per endpoint (B) | fill s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         for s in &r.sizes {
             println!(
-                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} |",
+                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} |",
                 r.path, s.size,
                 pct(&s.create_ms, 0.5), pct(&s.create_ms, 0.99),
+                pct(&s.answered_ms, 0.5), pct(&s.answered_ms, 0.99),
                 pct(&s.first_conn_ms, 0.5), pct(&s.first_conn_ms, 0.99),
                 pct(&s.delete_ms, 0.5), pct(&s.delete_ms, 0.99),
                 s.conn_per_s, s.kernel_bytes, s.slab_bytes, s.rss_bytes, s.fill_s
             );
         }
         if let Some(why) = &r.failed {
-            println!("| {} | stopped | {why} | | | | | |", r.path);
+            println!("| {} | stopped | {why} | | | | | | |", r.path);
         }
     }
     println!();

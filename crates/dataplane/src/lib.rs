@@ -626,17 +626,13 @@ impl Node {
         }
     }
 
-    /// Ends the kernel-path sessions of an endpoint at once.
+    /// Ends the kernel-path sessions of an endpoint at once. They are tracked, and
+    /// marked, in the consumer's namespace only: the provider's router just routes.
     async fn forget(&self, e: &EndpointSpec) {
-        let (sub, c, p, m) = (
-            self.substrate.clone(),
-            e.consumer_vpc.clone(),
-            e.provider_vpc.clone().unwrap_or_default(),
-            e.marker_id,
-        );
+        let (sub, c, m) = (self.substrate.clone(), e.consumer_vpc.clone(), e.marker_id);
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(k) = sub.kernel() {
-                k.forget(&[&c, &p], m);
+                k.forget(&c, m);
             }
         })
         .await;

@@ -37,8 +37,9 @@ pub trait KernelPath: Send + Sync {
     fn rewrite(&self, vpc: &str, items: &[&Item], links: &[Link]) -> io::Result<()>;
     /// What differs between the namespace of VPC `vpc` and `want`, if anything.
     fn drift(&self, vpc: &str, want: &Shape) -> io::Result<Option<String>>;
-    /// Ends the sessions of an endpoint at once (its conntrack entries, by marker id).
-    fn forget(&self, vpc_ids: &[&str], marker_id: u32);
+    /// Ends the sessions of an endpoint at once (its conntrack entries in its consumer
+    /// VPC's namespace, by marker id).
+    fn forget(&self, vpc_id: &str, marker_id: u32);
     /// The kernel path's counters in a VPC namespace: `{set}_{marker}` (and
     /// `to_backend_{marker}`, `to_client_{marker}`) → (packets, bytes).
     fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)>;

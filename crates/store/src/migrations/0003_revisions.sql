@@ -30,7 +30,7 @@ CREATE TABLE gone (
     rev INTEGER NOT NULL,
     PRIMARY KEY (kind, id)
 );
-CREATE INDEX gone_rev ON gone (rev);
+CREATE INDEX gone_rev ON gone (kind, rev);
 -- Tombstones older than this revision were pruned: a reader further behind reads whole.
 INSERT INTO meta (k, v) VALUES ('gone_floor', 0);
 

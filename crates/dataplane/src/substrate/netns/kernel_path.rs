@@ -315,16 +315,14 @@ impl KernelPath for Netns {
         Ok(None)
     }
 
-    fn forget(&self, vpc_ids: &[&str], marker_id: u32) {
-        for id in vpc_ids {
-            // "0 flow entries" is an exit status of 1 for conntrack; nothing to report.
-            let _ = self.run_in(
-                &self.vpc_ns(id),
-                "conntrack",
-                &["-D", "-m", &marker_id.to_string()],
-                None,
-            );
-        }
+    fn forget(&self, vpc_id: &str, marker_id: u32) {
+        // "0 flow entries" is an exit status of 1 for conntrack; nothing to report.
+        let _ = self.run_in(
+            &self.vpc_ns(vpc_id),
+            "conntrack",
+            &["-D", "-m", &marker_id.to_string()],
+            None,
+        );
     }
 
     fn counters(&self, vpc_id: &str) -> HashMap<String, (u64, u64)> {
