@@ -80,7 +80,11 @@ pub(crate) fn spawn_serve(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Chil
         .args(args)
         .arg("--data-dir")
         .arg(dir)
-        .env("VPCEP_LOG", "warn")
+        // The server logs what the bench is asked to (warnings by default).
+        .env(
+            "VPCEP_LOG",
+            std::env::var("VPCEP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;

@@ -61,6 +61,8 @@ struct AtSize {
     slab_bytes: f64,
     rss_bytes: f64,
     fill_s: f64,
+    /// The node's mean apply while the samples were created and deleted (ms).
+    apply_ms: f64,
 }
 
 struct PathRun {
@@ -91,7 +93,7 @@ struct Prober {
 impl Prober {
     /// A prober in namespace `ns`. `up` probes wait until a connection succeeds, down
     /// probes until one fails (no answer within 25 ms); both answer the milliseconds
-    /// since they were asked.
+    /// from being asked to the success, or to the start of the attempt that failed.
     fn new(ns: &str) -> Result<Prober> {
         let target = File::open(format!("/run/netns/{ns}"))?;
         let (tx, rx) = mpsc::channel::<(SocketAddr, bool, mpsc::Sender<f64>)>();
@@ -101,9 +103,13 @@ impl Prober {
             }
             for (addr, up, answer) in rx {
                 let t0 = Instant::now();
-                let deadline = t0 + Duration::from_secs(30);
-                while Instant::now() < deadline {
+                let mut at = t0;
+                while t0.elapsed() < Duration::from_secs(30) {
+                    let tried = Instant::now();
                     let ok = TcpStream::connect_timeout(&addr, Duration::from_millis(25)).is_ok();
+                    // Up: when the connection succeeded; down: when the first attempt
+                    // that found nothing began (not when its wait ran out).
+                    at = if up { Instant::now() } else { tried };
                     if ok == up {
                         break;
                     }
@@ -111,7 +117,7 @@ impl Prober {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
-                let _ = answer.send(t0.elapsed().as_secs_f64() * 1000.0);
+                let _ = answer.send(at.duration_since(t0).as_secs_f64() * 1000.0);
             }
         });
         Ok(Prober { tx })
@@ -383,7 +389,18 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
             ..Default::default()
         };
         // One more endpoint at a time: create → accepted → first connection; delete →
-        // traffic stopped.
+        // traffic stopped. The node's own share: its applies meanwhile.
+        let applied = |url: String| async move {
+            (
+                metric(&url, "vpcep_node_apply_seconds_total")
+                    .await
+                    .unwrap_or(0.0),
+                metric(&url, "vpcep_node_applies_total")
+                    .await
+                    .unwrap_or(0.0),
+            )
+        };
+        let before = applied(url.clone()).await;
         for i in 0..opts.samples {
             let Created {
                 id,
@@ -404,6 +421,8 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
             at.delete_ms.push(stopped.recv()?);
             wait_gone(&pb, &format!("/v1/{{p}}/vpc-endpoints/{id}")).await?;
         }
+        let after = applied(url.clone()).await;
+        at.apply_ms = (after.0 - before.0) * 1000.0 / (after.1 - before.1).max(1.0);
         // New connections through one endpoint (nginx, a connection per request).
         let out = in_ns(
             &client_ns,
@@ -426,8 +445,8 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0);
         eprintln!(
-            "{path} at {size}: create→accepted p50 {:.1} p99 {:.1} ms (API answer p50 {:.1}), delete→stopped p50 {:.1} p99 {:.1} ms, {:.0} conn/s",
-            pct(&at.create_ms, 0.5), pct(&at.create_ms, 0.99), pct(&at.answered_ms, 0.5), pct(&at.delete_ms, 0.5), pct(&at.delete_ms, 0.99), at.conn_per_s
+            "{path} at {size}: create→accepted p50 {:.1} p99 {:.1} ms (API answer p50 {:.1}, node apply mean {:.1}), delete→stopped p50 {:.1} p99 {:.1} ms, {:.0} conn/s",
+            pct(&at.create_ms, 0.5), pct(&at.create_ms, 0.99), pct(&at.answered_ms, 0.5), at.apply_ms, pct(&at.delete_ms, 0.5), pct(&at.delete_ms, 0.99), at.conn_per_s
         );
         run.sizes.push(at);
         // Let wrk's TIME_WAIT states go before the next round's connections.
@@ -561,22 +580,23 @@ pub(crate) async fn run(bin: &Path, opts: Opts) -> Result<()> {
     for path in &opts.paths {
         runs.push(endpoints_run(bin, path, &opts).await?);
     }
-    println!("| path | endpoints | create → accepted p50 / p99 ms | of which the API's answer p50 / p99 ms | → first connection p50 / p99 ms | delete → stopped p50 / p99 ms | new conn/s (one endpoint) | MemAvailable / slab / vpcep RSS per endpoint (B) | fill s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| path | endpoints | create → accepted p50 / p99 ms | of which the API's answer p50 / p99 ms | the node's apply, mean ms | → first connection p50 / p99 ms | delete → stopped p50 / p99 ms | new conn/s (one endpoint) | MemAvailable / slab / vpcep RSS per endpoint (B) | fill s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         for s in &r.sizes {
             println!(
-                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} |",
+                "| {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} |",
                 r.path, s.size,
                 pct(&s.create_ms, 0.5), pct(&s.create_ms, 0.99),
                 pct(&s.answered_ms, 0.5), pct(&s.answered_ms, 0.99),
+                s.apply_ms,
                 pct(&s.first_conn_ms, 0.5), pct(&s.first_conn_ms, 0.99),
                 pct(&s.delete_ms, 0.5), pct(&s.delete_ms, 0.99),
                 s.conn_per_s, s.kernel_bytes, s.slab_bytes, s.rss_bytes, s.fill_s
             );
         }
         if let Some(why) = &r.failed {
-            println!("| {} | stopped | {why} | | | | | | |", r.path);
+            println!("| {} | stopped | {why} | | | | | | | |", r.path);
         }
     }
     println!();

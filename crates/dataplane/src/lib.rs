@@ -403,12 +403,14 @@ impl Node {
                 }
             }
         }
+        let kernel_began = std::time::Instant::now();
         if self.kernel_on() {
             self.apply_kernel(current, &vpcs, first, step, &failed_vpcs)
                 .await;
         } else if first && self.substrate.kernel().is_some() {
             self.clear_kernel(&vpcs.ids(), &delta.endpoints).await;
         }
+        let kernel_took = kernel_began.elapsed();
         if first {
             // Nothing is known to be held, whatever an earlier run left.
             touched.routes.extend(vpcs.ids());
@@ -438,6 +440,12 @@ impl Node {
             self.publish_names(dns, current, &state, touched);
         }
         let took = began.elapsed().as_micros() as u64;
+        tracing::debug!(
+            revision = state.revision,
+            ms = took as f64 / 1e3,
+            kernel_ms = kernel_took.as_secs_f64() * 1e3,
+            "applied"
+        );
         self.applied_revision
             .store(state.revision, Ordering::Relaxed);
         self.applies.fetch_add(1, Ordering::Relaxed);

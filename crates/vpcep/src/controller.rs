@@ -104,14 +104,23 @@ async fn feed(store: &dyn Store, node: &Node) -> vpcep_store::Result<()> {
 }
 
 async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
+    let began = std::time::Instant::now();
     if let Some(node) = &w.local {
         feed(w.store.as_ref(), node).await?;
     }
+    let fed = began.elapsed();
     let t = w.store.transitional().await?;
     if t.is_empty() {
         return Ok(0);
     }
-    step(w.store.as_ref(), w.plane.as_ref(), t).await
+    let moved = step(w.store.as_ref(), w.plane.as_ref(), t).await?;
+    tracing::debug!(
+        moved,
+        fed_ms = fed.as_secs_f64() * 1e3,
+        settled_ms = (began.elapsed() - fed).as_secs_f64() * 1e3,
+        "controller pass"
+    );
+    Ok(moved)
 }
 
 /// Runs until `shutdown` turns true: after every commit, every node report, and once a

@@ -351,9 +351,12 @@ fn init_tracing() {
             "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
         )
     });
+    // Colours only for a person at a terminal: a log file or a collector gets plain text.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -268,12 +268,28 @@ impl SqliteStore {
     /// not known any more (tombstones pruned) or `from` is not a revision of this store.
     pub(crate) async fn changes_since(&self, from: u64) -> Result<Option<SnapshotDelta>> {
         let mut tx = self.pool.begin().await?;
-        let meta: Vec<(String, i64)> =
-            sqlx::query_as("SELECT k, v FROM meta WHERE k IN ('revision', 'gone_floor')")
-                .fetch_all(&mut *tx)
-                .await?;
-        let get = |k: &str| meta.iter().find(|(m, _)| m == k).map_or(0, |(_, v)| *v);
-        let (revision, floor) = (get("revision"), get("gone_floor"));
+        // One look at which tables changed (each the last entry of its `rev` index), so
+        // that a change of one endpoint reads the endpoints and nothing else.
+        let last: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT v FROM meta WHERE k = 'revision'), (SELECT v FROM meta WHERE k = 'gone_floor'), \
+             COALESCE((SELECT MAX(rev) FROM vpcs), 0), COALESCE((SELECT MAX(rev) FROM subnets), 0), \
+             COALESCE((SELECT MAX(rev) FROM ports), 0), COALESCE((SELECT MAX(rev) FROM idcs), 0), \
+             COALESCE((SELECT MAX(rev) FROM route_tables), 0), COALESCE((SELECT MAX(rev) FROM services), 0), \
+             COALESCE((SELECT MAX(rev) FROM endpoints), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let (
+            revision,
+            floor,
+            vpcs_at,
+            subnets_at,
+            ports_at,
+            idcs_at,
+            tables_at,
+            services_at,
+            endpoints_at,
+        ) = last;
         let after = from as i64;
         if after > revision || after < floor {
             return Ok(None);
@@ -286,19 +302,61 @@ impl SqliteStore {
         if after == revision {
             return Ok(Some(delta));
         }
-        let gone = |kind: &str| format!("SELECT id FROM gone WHERE kind = '{kind}' AND rev > ?");
-        let changed_vpcs = ids(&mut tx, "SELECT id FROM vpcs WHERE rev > ? UNION SELECT vpc_id FROM subnets WHERE rev > ? UNION SELECT parent FROM gone WHERE kind = 'subnets' AND rev > ?", after).await?;
+        let gone: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT kind, id, parent FROM gone WHERE kind IN ('vpcs', 'subnets', 'ports', 'idcs', 'route_tables', 'services', 'endpoints') AND rev > ?",
+        )
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let went = |kind: &'static str| gone.iter().filter(move |(k, _, _)| k == kind);
+        let ids_of =
+            |kind: &'static str| went(kind).map(|(_, id, _)| id.clone()).collect::<Vec<_>>();
+        let changed = |at: i64| at > after;
+
+        let mut changed_vpcs: BTreeSet<String> =
+            went("subnets").map(|(_, _, vpc)| vpc.clone()).collect();
+        if changed(vpcs_at) || changed(subnets_at) {
+            changed_vpcs.extend(
+                ids(&mut tx, "SELECT id FROM vpcs WHERE rev > ? UNION SELECT vpc_id FROM subnets WHERE rev > ?", after).await?,
+            );
+        }
         if !changed_vpcs.is_empty() {
             delta.vpcs = vpcs(&mut tx, Rows::Only(&json_text(&changed_vpcs))).await?;
         }
-        delta.vpcs_gone = ids(&mut tx, &gone("vpcs"), after).await?;
-        delta.hosts = hosts(&mut tx, after).await?;
-        delta.hosts_gone = ids(&mut tx, &gone("ports"), after).await?;
-        delta.idcs = idcs(&mut tx, after).await?;
-        delta.idcs_gone = ids(&mut tx, &gone("idcs"), after).await?;
+        delta.vpcs_gone = ids_of("vpcs");
+        if changed(ports_at) {
+            delta.hosts = hosts(&mut tx, after).await?;
+        }
+        delta.hosts_gone = ids_of("ports");
+        if changed(idcs_at) {
+            delta.idcs = idcs(&mut tx, after).await?;
+        }
+        delta.idcs_gone = ids_of("idcs");
+
         // An endpoint's spec follows its row, its service's row and, for gateway
         // endpoints, what its VPC's route tables serve.
-        let candidates = ids(&mut tx, "SELECT id FROM endpoints WHERE rev > ? UNION SELECT e.id FROM endpoints e JOIN services s ON s.id = e.service_id WHERE s.rev > ? UNION SELECT id FROM endpoints WHERE service_type = 'gateway' AND vpc_id IN (SELECT vpc_id FROM subnets WHERE rev > ? UNION SELECT vpc_id FROM idcs WHERE rev > ? UNION SELECT vpc_id FROM route_tables WHERE rev > ? UNION SELECT parent FROM gone WHERE kind IN ('subnets', 'idcs', 'route_tables') AND rev > ?)", after).await?;
+        let mut candidates = BTreeSet::new();
+        if changed(endpoints_at) {
+            candidates.extend(ids(&mut tx, "SELECT id FROM endpoints WHERE rev > ?", after).await?);
+        }
+        if changed(services_at) {
+            candidates.extend(ids(&mut tx, "SELECT e.id FROM endpoints e JOIN services s ON s.id = e.service_id WHERE s.rev > ?", after).await?);
+        }
+        let mut routed: BTreeSet<String> = gone
+            .iter()
+            .filter(|(k, _, _)| ["subnets", "idcs", "route_tables"].contains(&k.as_str()))
+            .map(|(_, _, vpc)| vpc.clone())
+            .collect();
+        if changed(subnets_at) || changed(idcs_at) || changed(tables_at) {
+            routed.extend(ids(&mut tx, "SELECT vpc_id FROM subnets WHERE rev > ? UNION SELECT vpc_id FROM idcs WHERE rev > ? UNION SELECT vpc_id FROM route_tables WHERE rev > ?", after).await?);
+        }
+        if !routed.is_empty() {
+            let found: Vec<String> = sqlx::query_scalar("SELECT id FROM endpoints WHERE service_type = 'gateway' AND vpc_id IN (SELECT value FROM json_each(?))")
+                .bind(json_text(&routed))
+                .fetch_all(&mut *tx)
+                .await?;
+            candidates.extend(found);
+        }
         if !candidates.is_empty() {
             delta.endpoints = endpoints(&mut tx, Rows::Only(&json_text(&candidates))).await?;
             // A candidate that does not forward (any more) goes.
@@ -310,10 +368,16 @@ impl SqliteStore {
                 .cloned()
                 .collect();
         }
-        delta
-            .endpoints_gone
-            .extend(ids(&mut tx, &gone("endpoints"), after).await?);
-        let names_changed = !ids(&mut tx, "SELECT id FROM services WHERE is_public = 1 AND rev > ? UNION SELECT id FROM gone WHERE kind = 'services' AND rev > ?", after).await?.is_empty();
+        delta.endpoints_gone.extend(ids_of("endpoints"));
+        let names_changed = went("services").next().is_some()
+            || (changed(services_at)
+                && !ids(
+                    &mut tx,
+                    "SELECT id FROM services WHERE is_public = 1 AND rev > ?",
+                    after,
+                )
+                .await?
+                .is_empty());
         if names_changed {
             delta.cloud_names = Some(cloud_names(&mut tx).await?);
         }

@@ -184,3 +184,22 @@ async fn the_cli_drives_every_resource() {
             && String::from_utf8_lossy(&completion.stdout).contains("vpcep")
     );
 }
+
+#[test]
+fn logs_written_to_a_file_are_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args(["admin", "account", "create", "alice", "--data-dir"])
+        .arg(dir.path())
+        // Debug makes the store log its statements: something to look at.
+        .env("VPCEP_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("DEBUG"), "nothing was logged: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a log file: {logs}"
+    );
+}
