@@ -791,6 +791,21 @@ mod tests {
         assert_eq!((gw.listeners(), gw.descriptors.taken()), (0, 0));
     }
 
+    /// Reads from `s` until `enough` says what came is enough; what came.
+    async fn read_until(s: &mut TcpStream, enough: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !enough(&got) {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the backend got {got:?} and then the end");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
     /// With PROXY v2, the header goes first and intact, and the client's bytes follow it
     /// unchanged, whether they left in the header's write or after it.
     #[tokio::test]
@@ -805,26 +820,12 @@ mod tests {
             let mut client = TcpStream::connect(node).await.unwrap();
             client.write_all(b"hello, backend").await.unwrap();
             let (mut s, _) = backend.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 512];
-            let header = loop {
-                if let Some((h, n)) = proxy_v2::decode(&got) {
-                    if got.len() >= n + 14 {
-                        break (h, n);
-                    }
-                }
-                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(n > 0, "the backend got {got:?} and then the end");
-                got.extend_from_slice(&buf[..n]);
-            };
-            let (h, n) = header;
-            assert_eq!(
-                h.src,
-                client.local_addr().unwrap().to_string().parse().unwrap()
-            );
+            let got = read_until(&mut s, |g| {
+                proxy_v2::decode(g).is_some_and(|(_, n)| g.len() >= n + 14)
+            })
+            .await;
+            let (h, n) = proxy_v2::decode(&got).unwrap();
+            assert_eq!(SocketAddr::V4(h.src), client.local_addr().unwrap());
             assert_eq!(h.dst, SocketAddrV4::new(spec.ip, 7100));
             assert_eq!(
                 (h.endpoint_id.as_str(), h.marker_id),
@@ -835,16 +836,7 @@ mod tests {
         // A client that waits for the server to speak first: the header goes alone.
         let _silent = TcpStream::connect(node).await.unwrap();
         let (mut s, _) = backend.accept().await.unwrap();
-        let mut got = Vec::new();
-        while proxy_v2::decode(&got).is_none() {
-            let mut buf = [0u8; 512];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "the backend got {got:?} and then the end");
-            got.extend_from_slice(&buf[..n]);
-        }
+        read_until(&mut s, |g| proxy_v2::decode(g).is_some()).await;
         gw.stop_all().await;
     }
 }
