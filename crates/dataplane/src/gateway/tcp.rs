@@ -422,18 +422,18 @@ fn open(
             }
         }
     }
+    // The session goes as far as it can at once, and only then are its sockets watched:
+    // registering reports what is ready already, so a session with work left is taken up
+    // again by the events that follow.
     let slot = port.sessions.vacant_entry().key();
-    let drive = s.drive(&ctx.stats);
-    let outcome = drive.and_then(|d| {
+    let outcome = s.drive(&ctx.stats).and_then(|d| {
         if d != Drive::Done {
             let (c, b) = (token(p, slot, Side::Client), token(p, slot, Side::Backend));
             let both = Interest::READABLE | Interest::WRITABLE;
-            registry
-                .register(&mut s.client, c, both)
-                .map_err(|e| (Side::Client, e))?;
-            registry
-                .register(&mut s.backend, b, both)
-                .map_err(|e| (Side::Client, e))?;
+            // Failing to watch a socket is the gateway's failure, not the backend's.
+            let ours = |e| (Side::Client, e);
+            registry.register(&mut s.client, c, both).map_err(ours)?;
+            registry.register(&mut s.backend, b, both).map_err(ours)?;
         }
         Ok(d)
     });
@@ -442,11 +442,7 @@ fn open(
     match outcome {
         Ok(Drive::Done) => end(port, slot, None),
         Err(e) => end(port, slot, Some(e)),
-        // Registering reports what is ready already, so a session with work left is
-        // taken up again by the events that follow.
-        Ok(Drive::Waiting | Drive::More) if !connected => {
-            return Some((Instant::now() + CONNECT_TIMEOUT, p, slot, serial))
-        }
+        Ok(_) if !connected => return Some((Instant::now() + CONNECT_TIMEOUT, p, slot, serial)),
         Ok(_) => {}
     }
     None
