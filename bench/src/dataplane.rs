@@ -422,7 +422,7 @@ struct Path_ {
 fn measure(p: &Path_, secs: u64) -> Result<Row> {
     eprintln!("measuring {} …", p.name);
     let url = format!("http://{}:{}/", p.addr, p.http_port);
-    Ok(Row {
+    let row = Row {
         one: p
             .plain
             .then(|| iperf(&p.ns, &p.addr, secs, 1))
@@ -437,7 +437,24 @@ fn measure(p: &Path_, secs: u64) -> Result<Row> {
             .plain
             .then(|| idle(&p.ns, &p.backend_ns, &p.addr, IDLE_SESSIONS, p.forwarder))
             .transpose()?,
-    })
+    };
+    // Each round's figures, so that a median can be read against its spread.
+    let w = |w: &Option<Wrk>| {
+        w.as_ref()
+            .map(|w| format!("{:.0}/s p99 {:.2} ms", w.rps, w.p99_ms))
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "  Gbit/s {} / {}; new conn {}; keep-alive {}; idle slab / RSS B {}",
+        cell(row.one, 2),
+        cell(row.eight, 2),
+        w(&row.new_conn),
+        w(&row.keep),
+        row.idle
+            .map(|(a, b)| format!("{a:.0} / {b:.0}"))
+            .unwrap_or_else(|| "-".into())
+    );
+    Ok(row)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
