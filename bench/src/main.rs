@@ -5,6 +5,7 @@
 
 mod dataplane;
 mod dns;
+mod endpoints;
 mod resolvers;
 mod scale;
 mod sessions;
@@ -413,6 +414,16 @@ enum Bench {
         #[arg(long, value_parser = ["userspace", "auto"])]
         explore: Option<String>,
     },
+    /// The userspace gateway with many single-port endpoints (loopback substrate, no
+    /// root): start and stop cost as endpoints accumulate, and the listeners' descriptors.
+    Endpoints {
+        /// Endpoints to start.
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one::<u32>())]
+        count: u32,
+        /// Endpoints per row of the table.
+        #[arg(long, default_value_t = 1_000, value_parser = at_least_one::<u32>())]
+        batch: u32,
+    },
     /// (root) Idle sessions held through one node's kernel path.
     Sessions {
         /// Sessions to open.
@@ -458,6 +469,7 @@ async fn main() -> Result<()> {
             repeats,
             explore,
         } => dataplane::run(&bin, secs, repeats, explore.as_deref()).await,
+        Bench::Endpoints { count, batch } => endpoints::run(count, batch).await,
         Bench::Sessions { target } => sessions::run(&bin, target).await,
         Bench::Dns(opts) => dns::run(&bin, opts).await,
         Bench::Scale(opts) => scale::run(&bin, opts).await,

@@ -1,8 +1,9 @@
 //! The userspace L4 gateway: for every endpoint that must forward, listeners at the
 //! endpoint address inside the consumer VPC and connections out of the provider VPC from
 //! the endpoint's SNAT address, TCP (with PROXY v2 on request) and UDP. Each endpoint
-//! runs under its own stop signal, so changing one never disturbs another, and stopping
-//! one ends its listeners and its live sessions at once.
+//! is stopped on its own, so changing one never disturbs another, and stopping one ends
+//! its listeners and its live sessions at once. Listeners count against the node's
+//! descriptor budget like sessions do.
 
 pub mod limits;
 mod pool;
@@ -61,6 +62,8 @@ pub(crate) struct Ctx {
     substrate: Arc<dyn Substrate>,
     descriptors: Arc<Slots>,
     descriptor_budget: u64,
+    /// Ends the UDP listener's and sessions' tasks (TCP ones end with their worker's
+    /// port).
     stop: watch::Receiver<bool>,
     /// Unconnected TCP sockets already made in the provider VPC and bound to the SNAT
     /// address, so most sessions need no trip into the namespace.
@@ -188,60 +191,56 @@ impl Ctx {
     }
 }
 
-/// The threads that run TCP listeners and their sessions: one single-threaded runtime
-/// per core, each with its own listener on every port (`SO_REUSEPORT`), so a session
-/// lives on the thread that accepted it and its wake-ups never cross threads. Should no
-/// worker start, the caller's runtime serves instead.
-fn workers() -> Vec<tokio::runtime::Handle> {
-    static WORKERS: std::sync::OnceLock<Vec<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+/// The threads that run TCP listeners and their sessions, one per core, each an event
+/// loop of its own (`tcp.rs`): a session lives on the thread that accepted it.
+fn workers() -> Result<&'static [tcp::Worker], String> {
+    static WORKERS: std::sync::OnceLock<Vec<tcp::Worker>> = std::sync::OnceLock::new();
     let started = WORKERS.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         (0..n)
             .filter_map(|i| {
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::Builder::new()
-                    .name(format!("vpcep-gw-{i}"))
-                    .spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build();
-                        match rt {
-                            Ok(rt) => {
-                                let _ = tx.send(Some(rt.handle().clone()));
-                                rt.block_on(std::future::pending::<()>());
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "gateway worker cannot start");
-                                let _ = tx.send(None);
-                            }
-                        }
-                    })
-                    .ok()?;
-                rx.recv().ok().flatten()
+                tcp::Worker::spawn(format!("vpcep-gw-{i}"))
+                    .inspect_err(|e| tracing::error!(error = %e, "gateway worker cannot start"))
+                    .ok()
             })
             .collect()
     });
     if started.is_empty() {
-        vec![tokio::runtime::Handle::current()]
+        Err("no gateway worker thread could start".into())
     } else {
-        started.clone()
+        Ok(started)
     }
 }
+
+/// Listeners take one descriptor per core for each TCP port (the kernel spreads a port's
+/// connections over the workers) while all listeners together hold at most this share
+/// of the descriptor budget; beyond it, a port gets one listener, on the workers in turn,
+/// so that 10,000 endpoints still leave most of the budget to sessions.
+const PER_CORE_SHARE: u64 = 8;
 
 /// A metric: name, type, help, and how to read it from an endpoint's counters.
 type Series = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
 
 struct Running {
+    /// Ends the UDP tasks.
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// This start's TCP listeners and sessions: its key, and the workers holding them.
+    key: u64,
+    workers: Vec<usize>,
+    /// Descriptors held by its listeners.
+    listeners: u64,
     ctx: Arc<Ctx>,
 }
 
 pub struct Gateway {
     substrate: Arc<dyn Substrate>,
     running: Mutex<HashMap<String, Running>>,
+    /// Descriptors held by listeners, sessions and spare backend sockets.
     descriptors: Arc<Slots>,
     descriptor_budget: u64,
+    /// Descriptors held by listeners alone.
+    listeners: Slots,
 }
 
 impl Gateway {
@@ -256,6 +255,7 @@ impl Gateway {
             running: Mutex::default(),
             descriptors: Arc::default(),
             descriptor_budget: descriptors,
+            listeners: Slots::default(),
         }
     }
 
@@ -311,53 +311,128 @@ impl Gateway {
             stop: stop_rx,
             spare: Mutex::default(),
         });
-        let mut tasks = Vec::new();
+        match self.open_ports(&ctx, consumer, listen, stop_tx) {
+            Ok(running) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(spec.id.clone(), running);
+                Ok(())
+            }
+            Err(e) => {
+                self.release_addresses(&ctx);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the endpoint's listeners, within the descriptor budget, and hands them to
+    /// the workers (TCP) or the runtime (UDP). Every socket is made before any is handed
+    /// over, so a failure leaves nothing running.
+    fn open_ports(
+        &self,
+        ctx: &Arc<Ctx>,
+        consumer: &VpcSpec,
+        listen: Ipv4Addr,
+        stop: watch::Sender<bool>,
+    ) -> Result<Running, String> {
+        let workers = workers()?;
+        let spec = &ctx.spec;
+        let tcp = spec
+            .ports
+            .iter()
+            .filter(|m| m.protocol == Protocol::Tcp)
+            .count() as u64;
+        let cores = workers.len() as u64;
+        let each =
+            if self.listeners.taken() + tcp * cores <= self.descriptor_budget / PER_CORE_SHARE {
+                cores
+            } else {
+                1
+            };
+        let need = tcp * each + (spec.ports.len() as u64 - tcp);
+        if !self.descriptors.try_take(need, self.descriptor_budget) {
+            return Err(format!(
+                "no descriptors left for {need} listeners ({} of {} in use)",
+                self.descriptors.taken(),
+                self.descriptor_budget
+            ));
+        }
+        self.listeners.try_take(need, u64::MAX);
+        // Numbers each start among all gateways of the process (they share the workers),
+        // and picks the worker of each single listener in turn.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let key = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut tcp_listeners = Vec::new();
+        let mut udp_sockets = Vec::new();
         for m in &spec.ports {
             let addr = SocketAddr::from(SocketAddrV4::new(listen, m.client_port));
-            let started = match m.protocol {
-                Protocol::Tcp => workers().iter().try_for_each(|rt| {
-                    let s = self.listener(consumer, addr, Type::STREAM, SockProto::TCP)?;
-                    // Registered with the worker's own reactor.
-                    let l = {
-                        let _in = rt.enter();
-                        tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))?
-                    };
-                    tasks.push(rt.spawn(tcp::serve(l, m.server_port, ctx.clone())));
-                    Ok(())
-                }),
+            let made = match m.protocol {
+                Protocol::Tcp => {
+                    let header: Arc<[u8]> = proxy_v2::encode(&proxy_v2::Header {
+                        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                        dst: SocketAddrV4::new(spec.ip, m.client_port),
+                        endpoint_id: spec.id.clone(),
+                        marker_id: spec.marker_id,
+                        service_id: spec.service_id.clone(),
+                    })
+                    .into();
+                    (0..each).try_for_each(|i| {
+                        let worker = if each == cores { i } else { key % cores } as usize;
+                        let s = self.listener(consumer, addr, Type::STREAM, SockProto::TCP)?;
+                        let listen = tcp::Listen {
+                            key,
+                            listener: std::net::TcpListener::from(s),
+                            server_port: m.server_port,
+                            ctx: ctx.clone(),
+                            header: header.clone(),
+                        };
+                        tcp_listeners.push((worker, listen));
+                        Ok(())
+                    })
+                }
                 Protocol::Udp => self
                     .listener(consumer, addr, Type::DGRAM, SockProto::UDP)
                     .and_then(|s| {
                         let u = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))?;
-                        tasks.push(tokio::spawn(udp::serve(u, m.server_port, ctx.clone())));
+                        udp_sockets.push((u, m.server_port));
                         Ok(())
                     }),
             };
-            match started {
-                Ok(()) => {}
-                Err(e) => {
-                    let _ = stop_tx.send(true);
-                    for t in tasks {
-                        t.abort();
-                        let _ = t.await;
-                    }
-                    self.release_addresses(&ctx);
-                    return Err(format!("listener {addr}/{}: {e}", m.protocol));
-                }
+            if let Err(e) = made {
+                self.give_listeners(need);
+                return Err(format!("listener {addr}/{}: {e}", m.protocol));
             }
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                spec.id.clone(),
-                Running {
-                    stop: stop_tx,
-                    tasks,
-                    ctx,
-                },
-            );
-        Ok(())
+        let mut used = Vec::new();
+        for (worker, listen) in tcp_listeners {
+            workers[worker].listen(listen);
+            if !used.contains(&worker) {
+                used.push(worker);
+            }
+        }
+        let tasks = udp_sockets
+            .into_iter()
+            .map(|(u, server_port)| tokio::spawn(udp::serve(u, server_port, ctx.clone())))
+            .collect();
+        Ok(Running {
+            stop,
+            tasks,
+            key,
+            workers: used,
+            listeners: need,
+            ctx: ctx.clone(),
+        })
+    }
+
+    fn give_listeners(&self, n: u64) {
+        self.listeners.give(n);
+        self.descriptors.give(n);
+    }
+
+    /// Descriptors held by listeners now.
+    pub fn listeners(&self) -> u64 {
+        self.listeners.taken()
     }
 
     fn listener(
@@ -371,7 +446,8 @@ impl Gateway {
             let s = Socket::new(Domain::IPV4, kind, Some(proto))?;
             s.set_reuse_address(true)?;
             if kind == Type::STREAM {
-                // One listener per worker thread; the kernel spreads new connections.
+                // A port may have a listener on each worker; the kernel spreads new
+                // connections over them.
                 s.set_reuse_port(true)?;
             }
             s.bind(&addr.into())?;
@@ -435,10 +511,19 @@ impl Gateway {
             .remove(id);
         if let Some(r) = gone {
             let _ = r.stop.send(true);
+            let closing: Vec<_> = match workers() {
+                Ok(all) => r.workers.iter().map(|&w| all[w].stop(r.key)).collect(),
+                Err(_) => Vec::new(),
+            };
+            for c in closing {
+                // A worker that is gone has closed everything of its own already.
+                let _ = c.await;
+            }
             for t in r.tasks {
                 t.abort();
                 let _ = t.await;
             }
+            self.give_listeners(r.listeners);
             self.release_addresses(&r.ctx);
             tracing::debug!(endpoint = %id, "endpoint stopped");
         }
@@ -528,7 +613,8 @@ impl Gateway {
                 let _ = writeln!(out, "{metric}{{endpoint=\"{id}\",path=\"kernel\"}} {value}");
             }
         }
-        let _ = writeln!(out, "# HELP vpcep_gateway_descriptors_used Descriptors held by sessions.\n# TYPE vpcep_gateway_descriptors_used gauge\nvpcep_gateway_descriptors_used {}", self.descriptors.taken());
+        let _ = writeln!(out, "# HELP vpcep_gateway_descriptors_used Descriptors held by listeners and sessions.\n# TYPE vpcep_gateway_descriptors_used gauge\nvpcep_gateway_descriptors_used {}", self.descriptors.taken());
+        let _ = writeln!(out, "# HELP vpcep_gateway_listeners Descriptors held by listeners.\n# TYPE vpcep_gateway_listeners gauge\nvpcep_gateway_listeners {}", self.listeners.taken());
         out
     }
 }
@@ -576,12 +662,46 @@ mod tests {
         );
     }
 
+    fn vpcs() -> HashMap<String, VpcSpec> {
+        [
+            ("c".to_string(), vpc("c", 1)),
+            ("p".to_string(), vpc("p", 2)),
+        ]
+        .into()
+    }
+
+    /// An endpoint of VPC `c` (at 10.0.0.5) towards the backend 10.0.0.9 of VPC `p`.
+    fn endpoint(id: &str, client_port: u16, server_port: u16, tcp_proxy: TcpProxy) -> EndpointSpec {
+        EndpointSpec {
+            id: id.into(),
+            service_id: "svc".into(),
+            marker_id: 0x0100_0000,
+            consumer_vpc: "c".into(),
+            subnet_id: "c-s".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            provider_vpc: Some("p".into()),
+            backend_ip: Ipv4Addr::new(10, 0, 0, 9),
+            ports: vec![PortMapping {
+                client_port,
+                server_port,
+                protocol: Protocol::Tcp,
+            }],
+            tcp_proxy,
+            whitelist: None,
+            max_connections: 3000,
+            snat_ip: Ipv4Addr::new(198, 19, 128, 1),
+            dns_name: None,
+            route: None,
+        }
+    }
+
     /// Out of descriptors, the gateway refuses new sessions cleanly, counts them, and keeps
     /// serving the ones it has.
     #[tokio::test]
     async fn refuses_when_the_descriptor_budget_is_spent() {
-        // Blocks 200+ of 127/8 keep clear of other tests.
-        let gw = Gateway::with_budget(Arc::new(Loopback::new(200)), 4);
+        // Blocks 200+ of 127/8 keep clear of other tests. The budget holds the one
+        // listener (a budget this small gives none per core) and two sessions.
+        let gw = Gateway::with_budget(Arc::new(Loopback::new(200)), 5);
         let backend = TcpListener::bind("127.202.0.9:0").await.unwrap();
         let port = backend.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -597,33 +717,8 @@ mod tests {
                 });
             }
         });
-        let vpcs: HashMap<String, VpcSpec> = [
-            ("c".to_string(), vpc("c", 1)),
-            ("p".to_string(), vpc("p", 2)),
-        ]
-        .into();
-        let spec = EndpointSpec {
-            id: "ep".into(),
-            service_id: "svc".into(),
-            marker_id: 0x0100_0000,
-            consumer_vpc: "c".into(),
-            subnet_id: "c-s".into(),
-            ip: Ipv4Addr::new(10, 0, 0, 5),
-            provider_vpc: Some("p".into()),
-            backend_ip: Ipv4Addr::new(10, 0, 0, 9),
-            ports: vec![PortMapping {
-                client_port: 7000,
-                server_port: port,
-                protocol: Protocol::Tcp,
-            }],
-            tcp_proxy: TcpProxy::Close,
-            whitelist: None,
-            max_connections: 3000,
-            snat_ip: Ipv4Addr::new(198, 19, 128, 1),
-            dns_name: None,
-            route: None,
-        };
-        gw.start(&spec, &vpcs).await.unwrap();
+        let spec = endpoint("ep", 7000, port, TcpProxy::Close);
+        gw.start(&spec, &vpcs()).await.unwrap();
         let node = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(127, 201, 0, 5), 7000));
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -650,5 +745,98 @@ mod tests {
         drop(held);
         gw.stop_all().await;
         assert!(TcpStream::connect(node).await.is_err());
+    }
+
+    /// Listeners count against the descriptor budget: one per core for each port while
+    /// they hold a small share of it, then one per port; a start that would exceed the
+    /// budget fails and leaves nothing behind, and stopping gives everything back.
+    #[tokio::test]
+    async fn listeners_stay_within_the_descriptor_budget() {
+        let budget = 400;
+        let gw = Gateway::with_budget(Arc::new(Loopback::new(206)), budget);
+        let cores = workers().unwrap().len() as u64;
+        let mut started = Vec::new();
+        for i in 0..budget {
+            let id = format!("ep{i}");
+            let before = gw.listeners();
+            match gw
+                .start(
+                    &endpoint(&id, 20000 + i as u16, 9, TcpProxy::Close),
+                    &vpcs(),
+                )
+                .await
+            {
+                Ok(()) => started.push(gw.listeners() - before),
+                Err(e) => {
+                    assert!(e.contains("no descriptors left"), "{e}");
+                    assert_eq!(gw.listeners(), before, "a failed start holds nothing");
+                    assert!(!gw.running().contains(&id));
+                    break;
+                }
+            }
+        }
+        assert_eq!(gw.listeners(), started.iter().sum::<u64>());
+        assert_eq!(
+            gw.listeners(),
+            budget,
+            "every descriptor went to a listener"
+        );
+        assert_eq!(gw.descriptors.taken(), budget);
+        if cores > 1 {
+            let per_core = started.iter().take_while(|&&n| n == cores).count();
+            assert_eq!(per_core as u64, budget / PER_CORE_SHARE / cores);
+            assert!(started[per_core..].iter().all(|&n| n == 1));
+        }
+        gw.stop_all().await;
+        assert_eq!((gw.listeners(), gw.descriptors.taken()), (0, 0));
+    }
+
+    /// Reads from `s` until `enough` says what came is enough; what came.
+    async fn read_until(s: &mut TcpStream, enough: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !enough(&got) {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the backend got {got:?} and then the end");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// With PROXY v2, the header goes first and intact, and the client's bytes follow it
+    /// unchanged, whether they left in the header's write or after it.
+    #[tokio::test]
+    async fn the_proxy_header_precedes_the_clients_bytes() {
+        let gw = Gateway::with_budget(Arc::new(Loopback::new(210)), 64);
+        let backend = TcpListener::bind("127.212.0.9:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        let spec = endpoint("pp", 7100, port, TcpProxy::ProxyOpen);
+        gw.start(&spec, &vpcs()).await.unwrap();
+        let node = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(127, 211, 0, 5), 7100));
+        for _ in 0..20 {
+            let mut client = TcpStream::connect(node).await.unwrap();
+            client.write_all(b"hello, backend").await.unwrap();
+            let (mut s, _) = backend.accept().await.unwrap();
+            let got = read_until(&mut s, |g| {
+                proxy_v2::decode(g).is_some_and(|(_, n)| g.len() >= n + 14)
+            })
+            .await;
+            let (h, n) = proxy_v2::decode(&got).unwrap();
+            assert_eq!(SocketAddr::V4(h.src), client.local_addr().unwrap());
+            assert_eq!(h.dst, SocketAddrV4::new(spec.ip, 7100));
+            assert_eq!(
+                (h.endpoint_id.as_str(), h.marker_id),
+                ("pp", spec.marker_id)
+            );
+            assert_eq!(&got[n..], b"hello, backend");
+        }
+        // A client that waits for the server to speak first: the header goes alone.
+        let _silent = TcpStream::connect(node).await.unwrap();
+        let (mut s, _) = backend.accept().await.unwrap();
+        read_until(&mut s, |g| proxy_v2::decode(g).is_some()).await;
+        gw.stop_all().await;
     }
 }

@@ -34,24 +34,32 @@ fn sub(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
 
 /// Encodes a PROXY v2 `PROXY` command for TCP over IPv4 with the vpcep TLV.
 pub fn encode(h: &Header) -> Vec<u8> {
-    let mut tlv = Vec::new();
-    sub(&mut tlv, SUB_ENDPOINT_ID, h.endpoint_id.as_bytes());
-    sub(&mut tlv, SUB_MARKER_ID, &h.marker_id.to_be_bytes());
-    sub(&mut tlv, SUB_SERVICE_ID, h.service_id.as_bytes());
-    let mut out = Vec::with_capacity(16 + 12 + 3 + tlv.len());
+    let ids = [h.endpoint_id.as_bytes(), h.service_id.as_bytes()];
+    let tlv = 3 * 3 + 4 + ids.iter().map(|v| v.len()).sum::<usize>();
+    let len = 12 + 3 + tlv;
+    let mut out = Vec::with_capacity(16 + len);
     out.extend_from_slice(&SIGNATURE);
     out.push(0x21); // version 2, command PROXY
     out.push(0x11); // AF_INET, STREAM
-    let len = 12 + 3 + tlv.len();
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(&h.src.ip().octets());
     out.extend_from_slice(&h.dst.ip().octets());
     out.extend_from_slice(&h.src.port().to_be_bytes());
     out.extend_from_slice(&h.dst.port().to_be_bytes());
     out.push(TLV_VPCEP);
-    out.extend_from_slice(&(tlv.len() as u16).to_be_bytes());
-    out.extend_from_slice(&tlv);
+    out.extend_from_slice(&(tlv as u16).to_be_bytes());
+    sub(&mut out, SUB_ENDPOINT_ID, ids[0]);
+    sub(&mut out, SUB_MARKER_ID, &h.marker_id.to_be_bytes());
+    sub(&mut out, SUB_SERVICE_ID, ids[1]);
     out
+}
+
+/// Rewrites the source address of an encoded header in place: everything else in an
+/// endpoint's headers is the same for every session of one port, so the gateway encodes
+/// it once and patches six bytes per session.
+pub fn set_source(header: &mut [u8], src: SocketAddrV4) {
+    header[16..20].copy_from_slice(&src.ip().octets());
+    header[24..26].copy_from_slice(&src.port().to_be_bytes());
 }
 
 fn be16(b: &[u8]) -> usize {
@@ -133,5 +141,21 @@ mod tests {
         assert_eq!(decode(&with_payload).unwrap().1, bytes.len());
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode(b"GET / HTTP/1.1\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn a_new_source_makes_the_header_of_that_source() {
+        let mut h = Header {
+            src: "10.0.0.5:40000".parse().unwrap(),
+            dst: "192.168.0.4:8080".parse().unwrap(),
+            endpoint_id: "e0c1".into(),
+            marker_id: 0x0100_0007,
+            service_id: "s9".into(),
+        };
+        let mut bytes = encode(&h);
+        h.src = "172.16.9.200:1".parse().unwrap();
+        set_source(&mut bytes, h.src);
+        assert_eq!(bytes, encode(&h));
+        assert_eq!(decode(&bytes).unwrap().0, h);
     }
 }
