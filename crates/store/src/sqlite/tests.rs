@@ -5,6 +5,7 @@ use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerTy
 use super::SqliteStore;
 use crate::*;
 
+mod alloc;
 mod desired;
 mod snat;
 
@@ -86,6 +87,24 @@ fn web_service(vpc_id: &str, port_id: &str) -> NewService {
         tags: vec![],
         connection_limit: 3000,
     }
+}
+
+/// An available service (no approval) on a VM in a VPC of its own.
+async fn service(store: &SqliteStore, caller: &Caller) -> Service {
+    let (vpc, subnet) = vpc_with_subnet(store, caller, "192.168.0.0/16", "192.168.0.0/16").await;
+    let port = store
+        .create_port(caller.clone(), vm_port(&subnet.id, "vm", None))
+        .await
+        .unwrap();
+    let svc = store
+        .create_service(caller.clone(), web_service(&vpc.id, &port.id))
+        .await
+        .unwrap();
+    store
+        .settle_services(vec![(svc.id.clone(), Ok(()))])
+        .await
+        .unwrap();
+    svc
 }
 
 /// An interface endpoint of `service_id` in `subnet_id`, with nothing optional.

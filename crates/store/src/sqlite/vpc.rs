@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
+use super::runs::{hold, lowest_free, release, Pool};
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
 use crate::secrets::random_bytes;
 use crate::{
@@ -118,14 +119,15 @@ async fn insert_address(
     ip: Ipv4Addr,
     owner: &str,
 ) -> Result<()> {
+    let n = i64::from(u32::from(ip));
     sqlx::query("INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)")
         .bind(subnet_id)
-        .bind(u32::from(ip) as i64)
+        .bind(n)
         .bind(ip.to_string())
         .bind(owner)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(())
+    hold(conn, Pool::Subnet(subnet_id), n).await
 }
 
 /// Marks a new subnet's network, broadcast and gateway addresses and its first two host
@@ -153,7 +155,8 @@ async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Resu
 }
 
 /// Claims an address in a subnet for `owner`: the requested one after checking it, or
-/// the lowest free one (the first gap after a taken address, found by the index).
+/// the lowest free one (the network address is always held, so it is the one after the
+/// subnet's first run of held addresses).
 pub(super) async fn claim_address(
     conn: &mut SqliteConnection,
     subnet: &Subnet,
@@ -193,16 +196,10 @@ pub(super) async fn claim_address(
             }
         }
         None => {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT a.ip_num + 1 FROM addresses a WHERE a.subnet_id = ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM addresses b WHERE b.subnet_id = ?1 AND b.ip_num = a.ip_num + 1) \
-                 ORDER BY a.ip_num LIMIT 1",
-            )
-            .bind(&subnet.id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match next.and_then(|n| u32::try_from(n).ok()).map(Ipv4Addr::from) {
-                Some(ip) if net.contains(&ip) && ip != net.broadcast() => ip,
+            let first = i64::from(u32::from(net.network()));
+            let next = lowest_free(&mut *conn, Pool::Subnet(&subnet.id), first).await?;
+            match u32::try_from(next).ok().map(Ipv4Addr::from) {
+                Some(ip) if net.contains(&ip) && ip != net.network() && ip != net.broadcast() => ip,
                 _ => {
                     return reject(
                         Reason::SubnetFull,
@@ -216,11 +213,17 @@ pub(super) async fn claim_address(
     Ok(ip)
 }
 
+/// Frees the addresses `owner` holds: a port's or an endpoint's, or a subnet's reserved
+/// ones when it goes.
 pub(super) async fn release_address(conn: &mut SqliteConnection, owner: &str) -> Result<()> {
-    sqlx::query("DELETE FROM addresses WHERE owner_id = ?")
-        .bind(owner)
-        .execute(conn)
-        .await?;
+    let freed: Vec<(String, i64)> =
+        sqlx::query_as("DELETE FROM addresses WHERE owner_id = ? RETURNING subnet_id, ip_num")
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (subnet, n) in freed {
+        release(&mut *conn, Pool::Subnet(&subnet), n).await?;
+    }
     Ok(())
 }
 
