@@ -7,7 +7,7 @@ use vpcep_model::{
     Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
 };
 
-use super::runs::{hold, lowest_free, release, Pool};
+use super::runs::{release, take_lowest, Pool};
 use super::services::{connectable_service, quota_of};
 use super::tags::{insert_tags, kind_str, load_tags};
 use super::vpc::{claim_address, find_subnet, find_vpc, release_address};
@@ -203,13 +203,7 @@ async fn check_route_tables(
 /// Claims the lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards
 /// `provider_vpc` holds, or `None` when all of them are held.
 async fn claim_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
-    let pool = Pool::Snat(provider_vpc);
-    let next = lowest_free(&mut *conn, pool, 1).await?;
-    if next > i64::from(SNAT_SIZE) {
-        return Ok(None);
-    }
-    hold(conn, pool, next).await?;
-    Ok(Some(next))
+    take_lowest(conn, Pool::Snat(provider_vpc), 1, i64::from(SNAT_SIZE)).await
 }
 
 /// Removes an endpoint whose deletion is complete, with its tags, freeing its address

@@ -68,30 +68,36 @@ const SET_HI: &str = "UPDATE held_runs SET hi = ?4 WHERE kind = ?1 AND pool = ?2
 /// A run (by its lo) goes.
 const DELETE: &str = "DELETE FROM held_runs WHERE kind = ? AND pool = ? AND lo = ?";
 
-/// The lowest number of the pool that it does not hold, where `first` is the pool's
-/// first number (nothing below it is ever held). It may lie past the pool's last one:
-/// the caller knows where the pool ends.
-pub(super) async fn lowest_free(
+/// Takes the lowest number of the pool that it does not hold, or `None` when it holds
+/// them all. The pool's numbers are `first..=last`: nothing outside is ever held.
+pub(super) async fn take_lowest(
     conn: &mut SqliteConnection,
     pool: Pool<'_>,
     first: i64,
-) -> Result<i64> {
+    last: i64,
+) -> Result<Option<i64>> {
     let (kind, id) = pool.key();
-    let run: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT lo, hi FROM held_runs WHERE kind = ? AND pool = ? ORDER BY lo LIMIT 1",
+    // The first run tells the number, and the second (or the first) the run it touches.
+    let runs: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT lo, hi FROM held_runs WHERE kind = ? AND pool = ? ORDER BY lo LIMIT 2",
     )
     .bind(kind)
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(match run {
-        Some((lo, hi)) if lo <= first => hi + 1,
-        _ => first,
-    })
+    let (n, below) = match runs.first() {
+        Some(&(lo, hi)) if lo <= first => (hi + 1, Some(lo)),
+        _ => (first, None),
+    };
+    if n > last {
+        return Ok(None);
+    }
+    let above = runs.iter().find(|&&(lo, _)| lo == n + 1).map(|&(_, hi)| hi);
+    join(conn, pool, n, below, above).await?;
+    Ok(Some(n))
 }
 
-/// Records that the pool holds `n`, which it must not hold yet: `n` joins the runs that
-/// end right below it and start right above it.
+/// Records that the pool holds `n`, which it must not hold yet.
 pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) -> Result<()> {
     let (kind, id) = pool.key();
     let below = run_from_below(conn, pool, n).await?;
@@ -107,6 +113,19 @@ pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) ->
             .bind(n + 1)
             .fetch_optional(&mut *conn)
             .await?;
+    let below = below.filter(|&(_, hi)| hi == n - 1).map(|(lo, _)| lo);
+    join(conn, pool, n, below, above).await
+}
+
+/// Makes the free number `n` held: it joins the run starting at `below` (which ends at
+/// n - 1) and the run ending at `above` (which starts at n + 1), where there are such.
+async fn join(
+    conn: &mut SqliteConnection,
+    pool: Pool<'_>,
+    n: i64,
+    below: Option<i64>,
+    above: Option<i64>,
+) -> Result<()> {
     let hi = match above {
         Some(hi) => {
             write(conn, pool, DELETE, &[n + 1]).await?;
@@ -115,8 +134,8 @@ pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) ->
         None => n,
     };
     match below {
-        Some((lo, end)) if end == n - 1 => write(conn, pool, SET_HI, &[lo, hi]).await,
-        _ => write(conn, pool, INSERT, &[n, hi]).await,
+        Some(lo) => write(conn, pool, SET_HI, &[lo, hi]).await,
+        None => write(conn, pool, INSERT, &[n, hi]).await,
     }
 }
 

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
-use super::runs::{hold, lowest_free, release, Pool};
+use super::runs::{hold, release, take_lowest, Pool};
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
 use crate::secrets::random_bytes;
 use crate::{
@@ -113,21 +113,25 @@ pub(super) async fn find_port(
     row.as_ref().map(port_row).transpose()
 }
 
+/// The row of `ip` held by `owner`; the caller has recorded it in the subnet's runs.
 async fn insert_address(
     conn: &mut SqliteConnection,
     subnet_id: &str,
     ip: Ipv4Addr,
     owner: &str,
 ) -> Result<()> {
-    let n = i64::from(u32::from(ip));
     sqlx::query("INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)")
         .bind(subnet_id)
-        .bind(n)
+        .bind(ip_num(ip))
         .bind(ip.to_string())
         .bind(owner)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    hold(conn, Pool::Subnet(subnet_id), n).await
+    Ok(())
+}
+
+fn ip_num(ip: Ipv4Addr) -> i64 {
+    i64::from(u32::from(ip))
 }
 
 /// Marks a new subnet's network, broadcast and gateway addresses and its first two host
@@ -149,14 +153,14 @@ async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Resu
     reserved.sort();
     reserved.dedup();
     for ip in reserved {
+        hold(&mut *conn, Pool::Subnet(&subnet.id), ip_num(ip)).await?;
         insert_address(&mut *conn, &subnet.id, ip, &subnet.id).await?;
     }
     Ok(())
 }
 
 /// Claims an address in a subnet for `owner`: the requested one after checking it, or
-/// the lowest free one (the network address is always held, so it is the one after the
-/// subnet's first run of held addresses).
+/// the lowest free one.
 pub(super) async fn claim_address(
     conn: &mut SqliteConnection,
     subnet: &Subnet,
@@ -164,6 +168,7 @@ pub(super) async fn claim_address(
     owner: &str,
 ) -> Result<Ipv4Addr> {
     let net = parse_cidr("cidr", &subnet.cidr)?;
+    let pool = Pool::Subnet(&subnet.id);
     let ip = match requested {
         Some(ip) => {
             if !net.contains(&ip) {
@@ -176,7 +181,7 @@ pub(super) async fn claim_address(
                 "SELECT owner_id FROM addresses WHERE subnet_id = ? AND ip_num = ?",
             )
             .bind(&subnet.id)
-            .bind(u32::from(ip) as i64)
+            .bind(ip_num(ip))
             .fetch_optional(&mut *conn)
             .await?;
             match holder {
@@ -192,15 +197,18 @@ pub(super) async fn claim_address(
                         format!("port_ip: {ip} is already in use"),
                     )
                 }
-                None => ip,
+                None => {
+                    hold(&mut *conn, pool, ip_num(ip)).await?;
+                    ip
+                }
             }
         }
+        // The network and broadcast addresses are held (reserved), so never taken.
         None => {
-            let first = i64::from(u32::from(net.network()));
-            let next = lowest_free(&mut *conn, Pool::Subnet(&subnet.id), first).await?;
-            match u32::try_from(next).ok().map(Ipv4Addr::from) {
-                Some(ip) if net.contains(&ip) && ip != net.network() && ip != net.broadcast() => ip,
-                _ => {
+            let (first, last) = (ip_num(net.network()), ip_num(net.broadcast()));
+            match take_lowest(&mut *conn, pool, first, last).await? {
+                Some(n) => Ipv4Addr::from(n as u32),
+                None => {
                     return reject(
                         Reason::SubnetFull,
                         format!("subnet {net} has no free address"),
