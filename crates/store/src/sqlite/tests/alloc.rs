@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use vpcep_model::Reason;
 
 use super::super::migrate::LATEST;
-use super::{new_endpoint, reason, service, setup, vm_port};
+use super::{new_endpoint, reason, service, setup, subnet, vm_port, vpc};
 use crate::*;
 
 /// The lowest free address as version 4 found it: the first gap after a held address.
@@ -77,42 +78,6 @@ async fn assert_runs_match_rows(store: &SqliteStore) {
         }
     }
     assert_eq!(kept, runs, "held_runs against the rows");
-}
-
-async fn vpc(store: &SqliteStore, caller: &Caller, cidr: &str) -> Vpc {
-    store
-        .create_vpc(
-            caller.clone(),
-            NewVpc {
-                name: "v".into(),
-                cidr: cidr.into(),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap()
-}
-
-async fn subnet(
-    store: &SqliteStore,
-    caller: &Caller,
-    vpc: &Vpc,
-    cidr: &str,
-    gateway: Option<&str>,
-) -> Subnet {
-    store
-        .create_subnet(
-            caller.clone(),
-            NewSubnet {
-                vpc_id: vpc.id.clone(),
-                name: "s".into(),
-                cidr: cidr.into(),
-                gateway_ip: gateway.map(str::to_owned),
-                description: String::new(),
-            },
-        )
-        .await
-        .unwrap()
 }
 
 async fn port(
@@ -478,4 +443,36 @@ async fn a_version_4_database_with_holes_allocates_as_before() {
     ];
     assert_eq!(got, want.map(|(ip, host)| (ip.to_owned(), host)));
     assert_runs_match_rows(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_through_two_handles_take_distinct_lowest_numbers() {
+    let (dir, store, alice) = setup().await;
+    let svc = service(&store, &alice).await;
+    let v = vpc(&store, &alice, "10.0.0.0/24").await;
+    let s = subnet(&store, &alice, &v, "10.0.0.0/24", None).await;
+    // A second handle on the same database, as `vpcep admin` beside a running server:
+    // the two meet only at SQLite's lock.
+    let stores = [
+        Arc::new(store),
+        Arc::new(SqliteStore::open(dir.path()).await.unwrap()),
+    ];
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = stores[i % 2].clone();
+        let new = new_endpoint(&svc.id, &v.id, &s.id);
+        let alice = alice.clone();
+        creates.spawn(async move { store.create_endpoint(alice, new).await.unwrap() });
+    }
+    let mut ips = BTreeSet::new();
+    let mut hosts = BTreeSet::new();
+    while let Some(e) = creates.join_next().await {
+        let e = e.unwrap();
+        ips.insert(e.ip.parse::<Ipv4Addr>().unwrap());
+        hosts.insert(snat_host(&stores[0], &e.id).await);
+    }
+    let want: BTreeSet<Ipv4Addr> = (3..43).map(|n| Ipv4Addr::new(10, 0, 0, n)).collect();
+    assert_eq!(ips, want);
+    assert_eq!(hosts, (1..=40).collect());
+    assert_runs_match_rows(&stores[0]).await;
 }
