@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo build --release -p vpcep -p vpcep-bench && target/release/vpcep-bench api`
 
+mod alloc;
 mod dataplane;
 mod dns;
 mod endpoints;
@@ -437,6 +438,9 @@ enum Bench {
     Scale(scale::Opts),
     /// Threads and descriptors of a node as VPCs (and their resolvers) come.
     Resolvers(resolvers::Opts),
+    /// The store's endpoint create with 10 to 10,000 endpoints in one subnet (address
+    /// and SNAT allocation), `--baseline` for another build in the same rounds.
+    Alloc(alloc::Opts),
     /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
     /// round-robin over the targets and holds them.
     #[command(hide = true)]
@@ -474,6 +478,7 @@ async fn main() -> Result<()> {
         Bench::Dns(opts) => dns::run(&bin, opts).await,
         Bench::Scale(opts) => scale::run(&bin, opts).await,
         Bench::Resolvers(opts) => resolvers::run(&bin, opts).await,
+        Bench::Alloc(opts) => alloc::run(opts).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }

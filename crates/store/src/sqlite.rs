@@ -10,6 +10,7 @@ mod dns;
 mod endpoints;
 mod idcs;
 mod migrate;
+mod runs;
 mod services;
 mod tags;
 mod vpc;

@@ -2,9 +2,9 @@
 
 use vpcep_model::EndpointStatus;
 
+use super::endpoints::remove_deleted_endpoint;
 use super::services::orphan_endpoints;
 use super::tags::kind_str;
-use super::vpc::release_address;
 use super::{now_micros, SqliteStore};
 use crate::{Outcome, ResourceKind, Result, Transitional};
 
@@ -76,18 +76,7 @@ impl SqliteStore {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         for id in endpoints {
-            let gone = sqlx::query("DELETE FROM endpoints WHERE id = ? AND status = 'deleting'")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            if gone.rows_affected() > 0 {
-                release_address(&mut tx, &id).await?;
-                sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
-                    .bind(kind_str(ResourceKind::Endpoint))
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            remove_deleted_endpoint(&mut tx, &id).await?;
         }
         for id in services {
             let gone = sqlx::query("DELETE FROM services WHERE id = ? AND status = 'deleting'")

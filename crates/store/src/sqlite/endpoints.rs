@@ -7,9 +7,10 @@ use vpcep_model::{
     Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
 };
 
+use super::runs::{release, take_lowest, Pool};
 use super::services::{connectable_service, quota_of};
-use super::tags::{insert_tags, load_tags};
-use super::vpc::{claim_address, find_subnet, find_vpc};
+use super::tags::{insert_tags, kind_str, load_tags};
+use super::vpc::{claim_address, find_subnet, find_vpc, release_address};
 use super::{
     from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject,
     SqliteStore,
@@ -199,57 +200,33 @@ async fn check_route_tables(
     Ok(tables)
 }
 
-/// The lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards `provider_vpc`
-/// holds, or `None` when all of them are held. Usually numbers 1 to n are all held and
-/// the answer is n + 1, which counting the index range shows; otherwise the index is
-/// walked to the first gap, probing for each held number's successor (slower: it runs
-/// only after a deletion left a gap).
-async fn free_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
-    let next: i64 = sqlx::query_scalar(
-        "SELECT CASE WHEN COUNT(*) = COALESCE(MAX(snat_host), 0) THEN COUNT(*) + 1 \
-                     WHEN MIN(snat_host) > 1 THEN 1 \
-                     ELSE (SELECT e.snat_host + 1 FROM endpoints e WHERE e.snat_vpc_id = ?1 AND e.snat_host IS NOT NULL \
-                           AND NOT EXISTS (SELECT 1 FROM endpoints f WHERE f.snat_vpc_id = ?1 AND f.snat_host = e.snat_host + 1) \
-                           ORDER BY e.snat_host LIMIT 1) END \
-         FROM endpoints WHERE snat_vpc_id = ?1 AND snat_host IS NOT NULL",
-    )
-    .bind(provider_vpc)
-    .fetch_one(conn)
-    .await?;
-    Ok((next <= i64::from(SNAT_SIZE)).then_some(next))
+/// Claims the lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards
+/// `provider_vpc` holds, or `None` when all of them are held.
+async fn claim_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
+    take_lowest(conn, Pool::Snat(provider_vpc), 1, i64::from(SNAT_SIZE)).await
 }
 
-/// Migration 2's row work: the endpoints that lost their address to a collision take the
-/// lowest free one, in the order the migration ranked them. Should none be left (more
-/// endpoints towards one VPC than addresses, which version 1 allowed), the endpoint
-/// holds none and fails, unless it is already on its way out.
-pub(super) async fn assign_snat_addresses(conn: &mut SqliteConnection) -> Result<()> {
-    let waiting: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, snat_vpc_id FROM endpoints WHERE snat_vpc_id IS NOT NULL AND snat_host IS NULL \
-         ORDER BY CASE WHEN status = 'accepted' THEN 0 ELSE 1 END, marker_id",
+/// Removes an endpoint whose deletion is complete, with its tags, freeing its address
+/// and its SNAT address; nothing happens unless it is being deleted.
+pub(super) async fn remove_deleted_endpoint(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+    let gone: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "DELETE FROM endpoints WHERE id = ? AND status = 'deleting' RETURNING snat_vpc_id, snat_host",
     )
-    .fetch_all(&mut *conn)
+    .bind(id)
+    .fetch_optional(&mut *conn)
     .await?;
-    for (id, vpc) in waiting {
-        match free_snat_host(conn, &vpc).await? {
-            Some(host) => {
-                sqlx::query("UPDATE endpoints SET snat_host = ? WHERE id = ?")
-                    .bind(host)
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            None => {
-                sqlx::query("UPDATE endpoints SET snat_vpc_id = NULL, status = CASE WHEN status = 'deleting' THEN status ELSE ? END, error = ?, updated_at = ? WHERE id = ?")
-                    .bind(EndpointStatus::Failed.as_str())
-                    .bind(format!("no source address left in {SNAT_RANGE} towards the endpoint service's VPC"))
-                    .bind(now_micros())
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
+    let Some(snat) = gone else {
+        return Ok(());
+    };
+    if let (Some(vpc), Some(host)) = snat {
+        release(&mut *conn, Pool::Snat(&vpc), host).await?;
     }
+    release_address(&mut *conn, id).await?;
+    sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
+        .bind(kind_str(ResourceKind::Endpoint))
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -371,7 +348,7 @@ impl SqliteStore {
         let snat = if svc.is_public {
             None
         } else {
-            let host = free_snat_host(&mut tx, &svc.vpc_id).await?.ok_or_else(|| {
+            let host = claim_snat_host(&mut tx, &svc.vpc_id).await?.ok_or_else(|| {
                 Rejection::new(
                     Reason::QuotaExceeded,
                     format!(

@@ -3,8 +3,9 @@
 //! the version reached recorded in `meta` (`k = 'schema'`).
 
 use sqlx::SqliteConnection;
+use vpcep_model::{EndpointStatus, SNAT_RANGE, SNAT_SIZE};
 
-use super::endpoints::assign_snat_addresses;
+use super::now_micros;
 use crate::{BoxFuture, Result, StoreError};
 
 /// Row work that SQL alone cannot say, run right after a migration's script.
@@ -20,6 +21,7 @@ const MIGRATIONS: &[(&str, Option<RowWork>)] = &[
     ),
     (include_str!("../migrations/0003_revisions.sql"), None),
     (include_str!("../migrations/0004_named_endpoints.sql"), None),
+    (include_str!("../migrations/0005_held_runs.sql"), None),
 ];
 
 /// The schema version this binary writes.
@@ -69,6 +71,50 @@ pub(super) async fn migrate(conn: &mut SqliteConnection, target: i64) -> Result<
             .execute(&mut *conn)
             .await?;
         tracing::info!(from = found, to = target, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// Migration 2's row work: the endpoints that lost their address to a collision take the
+/// lowest free one, in the order the migration ranked them. Should none be left (more
+/// endpoints towards one VPC than addresses, which version 1 allowed), the endpoint
+/// holds none and fails, unless it is already on its way out.
+async fn assign_snat_addresses(conn: &mut SqliteConnection) -> Result<()> {
+    let waiting: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, snat_vpc_id FROM endpoints WHERE snat_vpc_id IS NOT NULL AND snat_host IS NULL \
+         ORDER BY CASE WHEN status = 'accepted' THEN 0 ELSE 1 END, marker_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, vpc) in waiting {
+        // The runs of held numbers come with version 5, so this walks the held numbers
+        // to the first gap (once, on the upgrade from version 1).
+        let next: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN COUNT(*) = COALESCE(MAX(snat_host), 0) THEN COUNT(*) + 1 \
+                         WHEN MIN(snat_host) > 1 THEN 1 \
+                         ELSE (SELECT e.snat_host + 1 FROM endpoints e WHERE e.snat_vpc_id = ?1 AND e.snat_host IS NOT NULL \
+                               AND NOT EXISTS (SELECT 1 FROM endpoints f WHERE f.snat_vpc_id = ?1 AND f.snat_host = e.snat_host + 1) \
+                               ORDER BY e.snat_host LIMIT 1) END \
+             FROM endpoints WHERE snat_vpc_id = ?1 AND snat_host IS NOT NULL",
+        )
+        .bind(&vpc)
+        .fetch_one(&mut *conn)
+        .await?;
+        if next <= i64::from(SNAT_SIZE) {
+            sqlx::query("UPDATE endpoints SET snat_host = ? WHERE id = ?")
+                .bind(next)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+        } else {
+            sqlx::query("UPDATE endpoints SET snat_vpc_id = NULL, status = CASE WHEN status = 'deleting' THEN status ELSE ? END, error = ?, updated_at = ? WHERE id = ?")
+                .bind(EndpointStatus::Failed.as_str())
+                .bind(format!("no source address left in {SNAT_RANGE} towards the endpoint service's VPC"))
+                .bind(now_micros())
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }

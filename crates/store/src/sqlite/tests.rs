@@ -5,6 +5,7 @@ use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerTy
 use super::SqliteStore;
 use crate::*;
 
+mod alloc;
 mod desired;
 mod snat;
 
@@ -34,14 +35,8 @@ fn vm_port(subnet: &str, name: &str, ip: Option<&str>) -> NewPort {
     }
 }
 
-/// A VPC of `caller` with one subnet.
-async fn vpc_with_subnet(
-    store: &SqliteStore,
-    caller: &Caller,
-    cidr: &str,
-    subnet: &str,
-) -> (Vpc, Subnet) {
-    let vpc = store
+async fn vpc(store: &SqliteStore, caller: &Caller, cidr: &str) -> Vpc {
+    store
         .create_vpc(
             caller.clone(),
             NewVpc {
@@ -51,21 +46,42 @@ async fn vpc_with_subnet(
             },
         )
         .await
-        .unwrap();
-    let subnet = store
+        .unwrap()
+}
+
+/// A subnet of `vpc`, with the given gateway or the default one (network + 1).
+async fn subnet(
+    store: &SqliteStore,
+    caller: &Caller,
+    vpc: &Vpc,
+    cidr: &str,
+    gateway: Option<&str>,
+) -> Subnet {
+    store
         .create_subnet(
             caller.clone(),
             NewSubnet {
                 vpc_id: vpc.id.clone(),
                 name: "s".into(),
-                cidr: subnet.into(),
-                gateway_ip: None,
+                cidr: cidr.into(),
+                gateway_ip: gateway.map(str::to_owned),
                 description: String::new(),
             },
         )
         .await
-        .unwrap();
-    (vpc, subnet)
+        .unwrap()
+}
+
+/// A VPC of `caller` with one subnet.
+async fn vpc_with_subnet(
+    store: &SqliteStore,
+    caller: &Caller,
+    cidr: &str,
+    subnet_cidr: &str,
+) -> (Vpc, Subnet) {
+    let v = vpc(store, caller, cidr).await;
+    let s = subnet(store, caller, &v, subnet_cidr, None).await;
+    (v, s)
 }
 
 /// Service "web" (port 80 to 8080, no approval) on a VM port.
@@ -86,6 +102,24 @@ fn web_service(vpc_id: &str, port_id: &str) -> NewService {
         tags: vec![],
         connection_limit: 3000,
     }
+}
+
+/// An available service (no approval) on a VM in a VPC of its own.
+async fn service(store: &SqliteStore, caller: &Caller) -> Service {
+    let (vpc, subnet) = vpc_with_subnet(store, caller, "192.168.0.0/16", "192.168.0.0/16").await;
+    let port = store
+        .create_port(caller.clone(), vm_port(&subnet.id, "vm", None))
+        .await
+        .unwrap();
+    let svc = store
+        .create_service(caller.clone(), web_service(&vpc.id, &port.id))
+        .await
+        .unwrap();
+    store
+        .settle_services(vec![(svc.id.clone(), Ok(()))])
+        .await
+        .unwrap();
+    svc
 }
 
 /// An interface endpoint of `service_id` in `subnet_id`, with nothing optional.

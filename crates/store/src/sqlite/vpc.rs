@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
+use super::runs::{hold, release, take_lowest, Pool};
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
 use crate::secrets::random_bytes;
 use crate::{
@@ -112,6 +113,7 @@ pub(super) async fn find_port(
     row.as_ref().map(port_row).transpose()
 }
 
+/// The row of `ip` held by `owner`; the caller has recorded it in the subnet's runs.
 async fn insert_address(
     conn: &mut SqliteConnection,
     subnet_id: &str,
@@ -120,12 +122,16 @@ async fn insert_address(
 ) -> Result<()> {
     sqlx::query("INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)")
         .bind(subnet_id)
-        .bind(u32::from(ip) as i64)
+        .bind(ip_num(ip))
         .bind(ip.to_string())
         .bind(owner)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+fn ip_num(ip: Ipv4Addr) -> i64 {
+    i64::from(u32::from(ip))
 }
 
 /// Marks a new subnet's network, broadcast and gateway addresses and its first two host
@@ -147,13 +153,14 @@ async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Resu
     reserved.sort();
     reserved.dedup();
     for ip in reserved {
+        hold(&mut *conn, Pool::Subnet(&subnet.id), ip_num(ip)).await?;
         insert_address(&mut *conn, &subnet.id, ip, &subnet.id).await?;
     }
     Ok(())
 }
 
 /// Claims an address in a subnet for `owner`: the requested one after checking it, or
-/// the lowest free one (the first gap after a taken address, found by the index).
+/// the lowest free one.
 pub(super) async fn claim_address(
     conn: &mut SqliteConnection,
     subnet: &Subnet,
@@ -161,6 +168,7 @@ pub(super) async fn claim_address(
     owner: &str,
 ) -> Result<Ipv4Addr> {
     let net = parse_cidr("cidr", &subnet.cidr)?;
+    let pool = Pool::Subnet(&subnet.id);
     let ip = match requested {
         Some(ip) => {
             if !net.contains(&ip) {
@@ -173,7 +181,7 @@ pub(super) async fn claim_address(
                 "SELECT owner_id FROM addresses WHERE subnet_id = ? AND ip_num = ?",
             )
             .bind(&subnet.id)
-            .bind(u32::from(ip) as i64)
+            .bind(ip_num(ip))
             .fetch_optional(&mut *conn)
             .await?;
             match holder {
@@ -189,21 +197,18 @@ pub(super) async fn claim_address(
                         format!("port_ip: {ip} is already in use"),
                     )
                 }
-                None => ip,
+                None => {
+                    hold(&mut *conn, pool, ip_num(ip)).await?;
+                    ip
+                }
             }
         }
+        // The network and broadcast addresses are held (reserved), so never taken.
         None => {
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT a.ip_num + 1 FROM addresses a WHERE a.subnet_id = ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM addresses b WHERE b.subnet_id = ?1 AND b.ip_num = a.ip_num + 1) \
-                 ORDER BY a.ip_num LIMIT 1",
-            )
-            .bind(&subnet.id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match next.and_then(|n| u32::try_from(n).ok()).map(Ipv4Addr::from) {
-                Some(ip) if net.contains(&ip) && ip != net.broadcast() => ip,
-                _ => {
+            let (first, last) = (ip_num(net.network()), ip_num(net.broadcast()));
+            match take_lowest(&mut *conn, pool, first, last).await? {
+                Some(n) => Ipv4Addr::from(n as u32),
+                None => {
                     return reject(
                         Reason::SubnetFull,
                         format!("subnet {net} has no free address"),
@@ -216,11 +221,17 @@ pub(super) async fn claim_address(
     Ok(ip)
 }
 
+/// Frees the addresses `owner` holds: a port's or an endpoint's, or a subnet's reserved
+/// ones when it goes.
 pub(super) async fn release_address(conn: &mut SqliteConnection, owner: &str) -> Result<()> {
-    sqlx::query("DELETE FROM addresses WHERE owner_id = ?")
-        .bind(owner)
-        .execute(conn)
-        .await?;
+    let freed: Vec<(String, i64)> =
+        sqlx::query_as("DELETE FROM addresses WHERE owner_id = ? RETURNING subnet_id, ip_num")
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (subnet, n) in freed {
+        release(&mut *conn, Pool::Subnet(&subnet), n).await?;
+    }
     Ok(())
 }
 
