@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, Option<RowWork>)] = &[
     (include_str!("../migrations/0003_revisions.sql"), None),
     (include_str!("../migrations/0004_named_endpoints.sql"), None),
     (include_str!("../migrations/0005_held_runs.sql"), None),
+    (
+        include_str!("../migrations/0006_endpoints_by_service_status.sql"),
+        None,
+    ),
 ];
 
 /// The schema version this binary writes.

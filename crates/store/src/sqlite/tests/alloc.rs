@@ -405,9 +405,9 @@ async fn a_version_4_database_with_holes_allocates_as_before() {
         )
         .await
         .unwrap();
-    // Migration 5 only adds held_runs: without it, and with version 4 in meta, this is
-    // the database that version 4 left after the same requests.
-    sqlx::raw_sql("DROP TABLE held_runs; UPDATE meta SET v = 4 WHERE k = 'schema';")
+    // Migration 5 only adds held_runs, and 6 swaps an index: without them, and with
+    // version 4 in meta, this is the database that version 4 left after the same requests.
+    sqlx::raw_sql("DROP TABLE held_runs; DROP INDEX endpoints_service_status; CREATE INDEX endpoints_service ON endpoints (service_id); UPDATE meta SET v = 4 WHERE k = 'schema';")
         .execute(&store.pool)
         .await
         .unwrap();
