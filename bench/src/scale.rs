@@ -317,8 +317,15 @@ async fn endpoints_run(bin: &Path, path: &str, opts: &Opts) -> Result<PathRun> {
         procs
             .0
             .push(crate::dataplane::spawn_in(&ns, &["python3", "-c", ECHO])?);
+        // The kernel path's endpoints also map the echo port, for the session held
+        // through a restart; the userspace path's map one port, since each of its
+        // endpoints' ports costs a listener, within the process's 20,000 descriptors.
+        let mut ports = vec![json!({"client_port": 8080, "server_port": 80, "protocol": "TCP"})];
+        if path == "kernel" {
+            ports.push(json!({"client_port": 9000, "server_port": 9000, "protocol": "TCP"}));
+        }
         let body = json!({"vpc_id": vpc, "port_id": backend["port_id"], "server_type": "VM", "approval_enabled": false,
-            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 9000, "server_port": 9000, "protocol": "TCP"}]});
+            "ports": ports});
         services.push(crate::dataplane::publish(&pa, body, &b).await?);
     }
     // The consumer: one VPC, a subnet with room for every endpoint, one client host.

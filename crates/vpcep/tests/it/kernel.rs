@@ -155,6 +155,18 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
     all_accepted(&bob, 2).await;
     backend_sees_snat(&client_ns, "192.168.0.50").await;
     let ns = vpc_ns(&app, &cvpc);
+    // The bridge answers ARP for endpoint addresses at once (the kernel's default for
+    // proxied answers is a random delay of up to 0.8 s, a new endpoint's first
+    // connection would wait for it).
+    let bridge = format!(
+        "br-{}",
+        csub.chars()
+            .filter(|c| *c != '-')
+            .take(8)
+            .collect::<String>()
+    );
+    let delay = format!("/proc/sys/net/ipv4/neigh/{bridge}/proxy_delay");
+    assert_eq!(run_in(&ns, &["cat", &delay]).await.1.trim(), "0");
 
     // An unmapped port of the endpoint is not translated and goes nowhere, even where the
     // provider's space has a host at the endpoint's own address.

@@ -61,13 +61,13 @@ impl Substrate for Netns {
         }
         self.ip_batch(&ns, &lines)?;
         // The bridges answer ARP for the kernel path's endpoint addresses, which are
-        // routed elsewhere (only addresses routed off the bridge are answered).
+        // routed elsewhere (only addresses routed off the bridge are answered), and at
+        // once: the kernel delays a proxied answer by up to 0.8 s by default, which a
+        // client's first connection to a new endpoint would wait for.
         for s in &vpc.subnets {
-            self.sysctl(
-                &ns,
-                &format!("net/ipv4/conf/br-{}/proxy_arp", short(&s.id)),
-                "1",
-            )?;
+            let br = format!("br-{}", short(&s.id));
+            self.sysctl(&ns, &format!("net/ipv4/conf/{br}/proxy_arp"), "1")?;
+            self.sysctl(&ns, &format!("net/ipv4/neigh/{br}/proxy_delay"), "0")?;
         }
         Ok(())
     }
