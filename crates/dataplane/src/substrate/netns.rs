@@ -11,7 +11,7 @@
 //!
 //! This file holds what every part shares (names, entering a namespace, running `ip`);
 //! `topology` makes VPCs, hosts and data centres, `kernel_path` the links and tables of
-//! the kernel fast path, `gso` the one rtnetlink message iproute2 cannot send.
+//! the kernel fast path, `rtnl` the few rtnetlink requests sent without `ip`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,8 +25,8 @@ use vpcep_model::VpcSpec;
 
 use crate::kernel::{IpLine, Tolerate};
 
-mod gso;
 mod kernel_path;
+mod rtnl;
 mod topology;
 
 pub use topology::{route_table_script, IDC_HOP, ROUTE_TABLE};
@@ -235,7 +235,8 @@ impl Netns {
         let set = || -> io::Result<()> {
             let target = File::open(format!("/run/netns/{ns}"))?;
             entered(&target, || {
-                devs.iter().try_for_each(|d| gso::set_max(d, gso::BIG))
+                devs.iter()
+                    .try_for_each(|d| rtnl::set_gso_max(d, rtnl::BIG))
             })
         };
         if let Err(e) = set() {

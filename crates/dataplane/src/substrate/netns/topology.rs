@@ -11,7 +11,7 @@ use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
 use crate::kernel::{IpLine, Tolerate};
 
 use super::{
-    ip, prefix_len, remove_netns_etc, short, KernelPath, Local, MakeSocket, Netns, Substrate,
+    ip, prefix_len, remove_netns_etc, rtnl, short, KernelPath, Local, MakeSocket, Netns, Substrate,
     EXISTS, GONE,
 };
 
@@ -184,17 +184,13 @@ impl Substrate for Netns {
         addr: Ipv4Addr,
         kind: Local,
     ) -> io::Result<Option<Ipv4Addr>> {
-        let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
             Local::Endpoint if !subnet_id.is_empty() => {
                 format!("br-{}", short(&Self::subnet(vpc, subnet_id)?.id))
             }
             Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
-        ip(
-            &["-n", &ns, "addr", "add", &format!("{addr}/32"), "dev", &dev],
-            EXISTS,
-        )?;
+        self.in_vpc(vpc, || rtnl::address(true, &dev, addr))?;
         Ok(Some(addr))
     }
 
@@ -205,15 +201,11 @@ impl Substrate for Netns {
         addr: Ipv4Addr,
         kind: Local,
     ) -> io::Result<()> {
-        let ns = self.vpc_ns(&vpc.id);
         let dev = match kind {
             Local::Endpoint if !subnet_id.is_empty() => format!("br-{}", short(subnet_id)),
             Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
-        ip(
-            &["-n", &ns, "addr", "del", &format!("{addr}/32"), "dev", &dev],
-            GONE,
-        )
+        self.in_vpc(vpc, || rtnl::address(false, &dev, addr))
     }
 
     fn map_remote(&self, _: &VpcSpec, addr: Ipv4Addr) -> Ipv4Addr {
