@@ -49,6 +49,9 @@ pub const CONSUMER_MAC: &str = "02:76:70:63:00:01";
 pub const PROVIDER_MAC: &str = "02:76:70:63:00:02";
 /// Routes of the kernel path carry this protocol number, so they can be listed and pruned.
 pub const ROUTE_PROTO: &str = "199";
+/// The userspace path's local addresses are `local` routes in the local table with this
+/// protocol number; the kernel path takes an endpoint's off where an earlier run left it.
+pub const LOCAL_PROTO: u8 = 198;
 /// The preference of the policy rules that route marked packets over links.
 pub const LINK_RULE_PREF: &str = "100";
 
@@ -186,8 +189,8 @@ pub enum Item {
     /// `n`, shared by every endpoint with that limit.
     Limit(u32),
     /// A /32 route of ours (`proto 199`), via `hop` on a link or straight onto `dev`.
-    /// When it is added, the address is also taken off `clear`, where the userspace path
-    /// of an earlier run may have left it (it would answer instead of the route).
+    /// When it is added, the userspace path's local route of the address on `clear` goes,
+    /// where an earlier run may have left it (it would answer instead of the route).
     Route {
         dest: Ipv4Addr,
         dev: String,
@@ -740,7 +743,9 @@ pub fn ip_lines(added: &[&Item], removed: &[&Item]) -> Vec<IpLine> {
                 ));
                 if let Some(clear) = clear {
                     out.push(line(
-                        format!("address del {dest}/32 dev {clear}"),
+                        format!(
+                            "route del local {dest}/32 dev {clear} table local proto {LOCAL_PROTO}"
+                        ),
                         Tolerate::Gone,
                     ));
                 }

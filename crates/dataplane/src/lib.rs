@@ -408,7 +408,7 @@ impl Node {
             self.apply_kernel(current, &vpcs, first, step, &failed_vpcs)
                 .await;
         } else if first && self.substrate.kernel().is_some() {
-            self.clear_kernel(&vpcs.ids(), &delta.endpoints).await;
+            self.clear_kernel(&vpcs.ids()).await;
         }
         let kernel_took = kernel_began.elapsed();
         if first {
@@ -649,14 +649,14 @@ impl Node {
     /// Forced to userspace on a node that may hold kernel state from an earlier run:
     /// clear it, or its routes would take the endpoints' traffic, and end its sessions,
     /// whose conntrack entries would otherwise clash with the new ones.
-    async fn clear_kernel(&self, vpcs: &[String], endpoints: &[EndpointSpec]) {
+    async fn clear_kernel(&self, vpcs: &[String]) {
         let vpcs = vpcs.to_vec();
         let sub = self.substrate.clone();
-        let rewritten = tokio::task::spawn_blocking(move || {
+        let cleared = tokio::task::spawn_blocking(move || {
             let Some(k) = sub.kernel() else { return 0 };
             let mut n = 0;
             for vpc in vpcs {
-                match k.rewrite(&vpc, &[], &[]) {
+                match k.clear(&vpc) {
                     Ok(()) => n += 1,
                     Err(e) => tracing::warn!(vpc = %vpc, error = %e, "kernel-path leftovers could not be cleared"),
                 }
@@ -665,10 +665,7 @@ impl Node {
         })
         .await
         .unwrap_or(0);
-        self.rewrites.fetch_add(rewritten, Ordering::Relaxed);
-        for e in endpoints.iter().filter(|e| kernel::eligible(e)) {
-            self.forget(e).await;
-        }
+        self.rewrites.fetch_add(cleared, Ordering::Relaxed);
     }
 
     /// Rewrites the kernel-path namespaces whose last change failed, and those whose

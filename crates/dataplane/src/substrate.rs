@@ -37,6 +37,11 @@ pub trait KernelPath: Send + Sync {
     fn rewrite(&self, vpc: &str, items: &[&Item], links: &[Link]) -> io::Result<()>;
     /// What differs between the namespace of VPC `vpc` and `want`, if anything.
     fn drift(&self, vpc: &str, want: &Shape) -> io::Result<Option<String>>;
+    /// Takes everything of the kernel path out of the namespace of VPC `vpc` (a node
+    /// forced onto the userspace path, after an earlier run on the kernel path) and, if
+    /// its table was there, ends the sessions the table translated: their translations
+    /// would outlive it in conntrack.
+    fn clear(&self, vpc: &str) -> io::Result<()>;
     /// Ends the sessions of an endpoint at once (its conntrack entries in its consumer
     /// VPC's namespace, by marker id).
     fn forget(&self, vpc_id: &str, marker_id: u32);

@@ -331,7 +331,7 @@ fn routes_and_marks_as_ip_lines() {
         lines,
         vec![
             "route replace 192.168.0.4/32 dev lo proto 199",
-            "address del 192.168.0.4/32 dev br-5ubnet1",
+            "route del local 192.168.0.4/32 dev br-5ubnet1 table local proto 198",
             "rule add pref 200 lookup local",
             "rule del pref 0 lookup local",
             "route replace default via 169.254.0.2 dev kc-pppppppp onlink table 2147483652",

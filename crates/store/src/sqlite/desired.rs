@@ -122,10 +122,11 @@ async fn idcs(c: &mut SqliteConnection, after: i64) -> Result<Vec<IdcSpec>> {
 }
 
 /// The endpoints among `rows` that must forward: accepted, or being created without
-/// approval. A gateway endpoint's route serves the subnets (and data centres) of its VPC
+/// approval. (`+e.status` keeps SQLite off the status index: a few listed ids are found
+/// by their key, not by walking every accepted endpoint — 2.6 ms per change at 10,000.) A gateway endpoint's route serves the subnets (and data centres) of its VPC
 /// when the VPC's default route table is one of the endpoint's.
 async fn endpoints(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<EndpointSpec>> {
-    let sql = rows.sql("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, e.snat_host, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE (e.status = 'accepted' OR (e.status = 'creating' AND s.approval_enabled = 0)){only} ORDER BY e.created_at, e.id", "e.id");
+    let sql = rows.sql("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, e.snat_host, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE (+e.status = 'accepted' OR (+e.status = 'creating' AND s.approval_enabled = 0)){only} ORDER BY e.created_at, e.id", "e.id");
     let found = match rows {
         Rows::All => sqlx::query(&sql).fetch_all(&mut *c).await?,
         Rows::Only(ids) => sqlx::query(&sql).bind(ids).fetch_all(&mut *c).await?,

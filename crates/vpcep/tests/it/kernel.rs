@@ -300,7 +300,7 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_addresses_away() {
+async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_local_routes_away() {
     let Some((app, guard)) = netns_app(ForwardingMode::Userspace).await else {
         return;
     };
@@ -315,12 +315,15 @@ async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_addresses_away
     bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
     all_accepted(&bob, 1).await;
     backend_sees_snat(&client_ns, "192.168.0.50").await;
-    // The userspace path holds the endpoint's address on the subnet's bridge; the
-    // kernel path must take it off, or the router would answer for it itself (and
-    // nothing listens there any more).
+    // The userspace path holds the endpoint's address on the subnet's bridge (a local
+    // route of its own); the kernel path must take it off, or the router would answer
+    // for it itself (and nothing listens there any more).
     let ns = vpc_ns(&app, &cvpc);
-    let (_, addrs) = run_in(&ns, &["ip", "-o", "-4", "addr", "show"]).await;
-    assert!(addrs.contains("192.168.0.50/32"), "{addrs}");
+    let locals = [
+        "ip", "-o", "route", "show", "table", "local", "proto", "198",
+    ];
+    let (_, routes) = run_in(&ns, &locals).await;
+    assert!(routes.contains("192.168.0.50 dev br-"), "{routes}");
     let (dir, mut config) = (app.dir.clone(), app.config.clone());
     app.stop().await;
     // A stop hands the address back; a userspace path that was killed leaves it.
@@ -331,23 +334,68 @@ async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_addresses_away
             .take(8)
             .collect::<String>()
     );
-    run_in(
-        &ns,
-        &["ip", "addr", "add", "192.168.0.50/32", "dev", &bridge],
-    )
-    .await;
+    let add = "ip route add local 192.168.0.50/32 table local proto 198 dev";
+    let mut leftover: Vec<&str> = add.split(' ').collect();
+    leftover.push(&bridge);
+    run_in(&ns, &leftover).await;
+    assert!(run_in(&ns, &locals).await.1.contains("192.168.0.50"));
     config.forwarding = ForwardingMode::Auto;
     let app = crate::support::spawn_with(dir, config).await;
     within_5s("the address leaves the bridge", async || {
-        !run_in(&ns, &["ip", "-o", "-4", "addr", "show"])
-            .await
-            .1
-            .contains("192.168.0.50/32")
+        !run_in(&ns, &locals).await.1.contains("192.168.0.50")
     })
     .await;
     backend_sees_snat(&client_ns, "192.168.0.50").await;
     let metrics = app.metrics().await;
     assert!(metrics.contains("path=\"kernel\""), "{metrics}");
+    app.stop().await;
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_onto_the_userspace_path_clears_the_kernel_path_and_its_sessions() {
+    let Some((app, guard)) = netns_app(ForwardingMode::Auto).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
+    guard.spawn_py(&web_ns, HTTP);
+    let (cvpc, csub, _) = bob.network().await;
+    let client = host(&bob, &cvpc, &csub, "192.168.0.20", "client").await;
+    let client_ns = client["netns"].as_str().unwrap().to_owned();
+    let body = json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "port_ip": "192.168.0.50"});
+    bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
+    all_accepted(&bob, 1).await;
+    // A session through the kernel path leaves its translation in conntrack (marked).
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    let ns = vpc_ns(&app, &cvpc);
+    let marked = async |ns: &str| {
+        run_in(ns, &["conntrack", "-L", "-d", "192.168.0.50"])
+            .await
+            .1
+            .lines()
+            .filter(|l| l.contains("mark=") && !l.contains("mark=0 "))
+            .count()
+    };
+    assert!(marked(&ns).await > 0, "no marked conntrack entry");
+    let table = ["nft", "-t", "list", "table", "ip", "vpcep"];
+    assert!(run_in(&ns, &table).await.0);
+    let (dir, mut config) = (app.dir.clone(), app.config.clone());
+    app.stop().await;
+    config.forwarding = ForwardingMode::Userspace;
+    let app = crate::support::spawn_with(dir, config).await;
+    within_5s("the kernel path's table leaves", async || {
+        !run_in(&ns, &table).await.0
+    })
+    .await;
+    within_5s("the kernel path's sessions end with it", async || {
+        marked(&ns).await == 0
+    })
+    .await;
+    backend_sees_snat(&client_ns, "192.168.0.50").await;
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("path=\"userspace\""), "{metrics}");
     app.stop().await;
     drop(guard);
 }

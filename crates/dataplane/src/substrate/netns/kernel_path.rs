@@ -102,16 +102,18 @@ impl Netns {
             .collect())
     }
 
-    /// The IPv4 addresses of `ns` with their devices.
-    fn addresses(&self, ns: &str) -> io::Result<Vec<(Ipv4Addr, String)>> {
-        let out = self.run_in(ns, "ip", &["-o", "-4", "addr", "show"], None)?;
+    /// The userspace path's local addresses in `ns` (its `local` routes) with their devices.
+    fn local_routes(&self, ns: &str) -> io::Result<Vec<(Ipv4Addr, String)>> {
+        let proto = kernel::LOCAL_PROTO.to_string();
+        let args = ["-o", "route", "show", "table", "local", "proto", &proto];
+        let out = self.run_in(ns, "ip", &args, None)?;
         Ok(out
             .lines()
             .filter_map(|l| {
-                let mut words = l.split_whitespace().skip(1);
-                let dev = words.next()?.to_owned();
-                let addr = words.skip_while(|w| *w != "inet").nth(1)?;
-                Some((addr.split('/').next()?.parse().ok()?, dev))
+                let mut words = l.split_whitespace().skip_while(|w| *w == "local");
+                let addr = words.next()?.split('/').next()?.parse().ok()?;
+                let dev = words.skip_while(|w| *w != "dev").nth(1)?;
+                Some((addr, dev.to_owned()))
             })
             .collect())
     }
@@ -257,11 +259,11 @@ impl KernelPath for Netns {
             )
             .collect();
         let stale: Vec<&Item> = stale.iter().collect();
-        // Addresses an earlier run's userspace path left where a route now answers are
-        // taken off — those that are there, not every route's on the off chance.
+        // Local addresses an earlier run's userspace path left where a route now answers
+        // are taken off — those that are there, not every route's on the off chance.
         let mut lines: Vec<IpLine> = kernel::ip_lines(items, &stale)
             .into_iter()
-            .filter(|l| !l.line.starts_with("address del"))
+            .filter(|l| !l.line.starts_with("route del local"))
             .collect();
         let clears: BTreeSet<(Ipv4Addr, &str)> = items
             .iter()
@@ -274,9 +276,12 @@ impl KernelPath for Netns {
                 _ => None,
             })
             .collect();
-        for (addr, dev) in self.addresses(&ns)? {
+        for (addr, dev) in self.local_routes(&ns)? {
             if clears.contains(&(addr, dev.as_str())) {
-                lines.push(line(format!("address del {addr}/32 dev {dev}")));
+                lines.push(line(format!(
+                    "route del local {addr}/32 dev {dev} table local proto {}",
+                    kernel::LOCAL_PROTO
+                )));
             }
         }
         self.ip_batch(&ns, &lines)
@@ -313,6 +318,25 @@ impl KernelPath for Netns {
             )));
         }
         Ok(None)
+    }
+
+    fn clear(&self, vpc: &str) -> io::Result<()> {
+        let ns = self.vpc_ns(vpc);
+        // Listed without its elements: only whether it is there matters.
+        let held = match self.run_in(&ns, "nft", &["-t", "list", "table", "ip", TABLE], None) {
+            Ok(_) => true,
+            Err(e) if e.to_string().contains("No such file") => false,
+            Err(e) => return Err(e),
+        };
+        self.rewrite(vpc, &[], &[])?;
+        if held {
+            // One flush of the VPC router's conntrack table rather than a `conntrack -D`
+            // per endpoint (a table dump each: 10,000 endpoints took a minute). What
+            // else the router tracks, routed flows between its subnets, is picked up
+            // again by the next packet.
+            self.run_in(&ns, "conntrack", &["-F"], None)?;
+        }
+        Ok(())
     }
 
     fn forget(&self, vpc_id: &str, marker_id: u32) {

@@ -190,7 +190,7 @@ impl Substrate for Netns {
             }
             Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
-        self.in_vpc(vpc, || rtnl::address(true, &dev, addr))?;
+        self.in_vpc(vpc, || rtnl::local_route(true, &dev, addr))?;
         Ok(Some(addr))
     }
 
@@ -205,7 +205,7 @@ impl Substrate for Netns {
             Local::Endpoint if !subnet_id.is_empty() => format!("br-{}", short(subnet_id)),
             Local::Endpoint | Local::Snat => "lo".to_owned(),
         };
-        self.in_vpc(vpc, || rtnl::address(false, &dev, addr))
+        self.in_vpc(vpc, || rtnl::local_route(false, &dev, addr))
     }
 
     fn map_remote(&self, _: &VpcSpec, addr: Ipv4Addr) -> Ipv4Addr {
