@@ -86,18 +86,27 @@ pub(crate) fn serve(
     prefix: &str,
     forwarding: &str,
 ) -> Result<(Child, String)> {
-    spawn_serve(
-        bin,
-        dir,
-        &[
-            "--substrate",
-            "netns",
-            "--netns-prefix",
-            prefix,
-            "--forwarding",
-            forwarding,
-        ],
-    )
+    serve_with(bin, dir, prefix, forwarding, &[])
+}
+
+/// `vpcep serve` on the netns substrate, with `more` arguments.
+pub(crate) fn serve_with(
+    bin: &Path,
+    dir: &Path,
+    prefix: &str,
+    forwarding: &str,
+    more: &[&str],
+) -> Result<(Child, String)> {
+    let mut args = vec![
+        "--substrate",
+        "netns",
+        "--netns-prefix",
+        prefix,
+        "--forwarding",
+        forwarding,
+    ];
+    args.extend_from_slice(more);
+    spawn_serve(bin, dir, &args)
 }
 
 /// Starts `vpcep serve` on a free API port with `args`: the child and the API's URL.

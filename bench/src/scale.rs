@@ -254,20 +254,7 @@ fn serve(bin: &Path, dir: &Path, prefix: &str, path: &str) -> Result<(Child, Str
     } else {
         "userspace"
     };
-    spawn_serve(
-        bin,
-        dir,
-        &[
-            "--substrate",
-            "netns",
-            "--netns-prefix",
-            prefix,
-            "--forwarding",
-            forwarding,
-            "--dns-port",
-            "0",
-        ],
-    )
+    crate::dataplane::serve_with(bin, dir, prefix, forwarding, &["--dns-port", "0"])
 }
 
 async fn wait_applied(url: &str, t0: Instant) -> Result<f64> {

@@ -299,11 +299,10 @@ async fn drift_is_repaired_and_a_deleted_endpoint_leaves_nothing_behind() {
     drop(guard);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_local_routes_away() {
-    let Some((app, guard)) = netns_app(ForwardingMode::Userspace).await else {
-        return;
-    };
+/// One endpoint at 192.168.0.50 (port 8080 to an HTTP backend) and a client host in its
+/// VPC, for the restarts from one path onto the other: (consumer VPC, subnet, client's
+/// namespace).
+async fn one_endpoint(app: &TestApp, guard: &crate::netns::Guard) -> (String, String, String) {
     let alice = app.account("alice").await;
     let bob = app.account("bob").await;
     let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
@@ -314,6 +313,15 @@ async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_local_routes_a
     let body = json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "port_ip": "192.168.0.50"});
     bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
     all_accepted(&bob, 1).await;
+    (cvpc, csub, client_ns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_onto_the_kernel_path_takes_the_userspace_paths_local_routes_away() {
+    let Some((app, guard)) = netns_app(ForwardingMode::Userspace).await else {
+        return;
+    };
+    let (cvpc, csub, client_ns) = one_endpoint(&app, &guard).await;
     backend_sees_snat(&client_ns, "192.168.0.50").await;
     // The userspace path holds the endpoint's address on the subnet's bridge (a local
     // route of its own); the kernel path must take it off, or the router would answer
@@ -357,16 +365,7 @@ async fn a_restart_onto_the_userspace_path_clears_the_kernel_path_and_its_sessio
     let Some((app, guard)) = netns_app(ForwardingMode::Auto).await else {
         return;
     };
-    let alice = app.account("alice").await;
-    let bob = app.account("bob").await;
-    let (svc_id, web_ns) = provider(&alice, &bob, serde_json::from_str(PLAIN).unwrap()).await;
-    guard.spawn_py(&web_ns, HTTP);
-    let (cvpc, csub, _) = bob.network().await;
-    let client = host(&bob, &cvpc, &csub, "192.168.0.20", "client").await;
-    let client_ns = client["netns"].as_str().unwrap().to_owned();
-    let body = json!({"endpoint_service_id": svc_id, "vpc_id": cvpc, "subnet_id": csub, "port_ip": "192.168.0.50"});
-    bob.ok("POST", "/v1/{p}/vpc-endpoints", Some(body)).await;
-    all_accepted(&bob, 1).await;
+    let (cvpc, _, client_ns) = one_endpoint(&app, &guard).await;
     // A session through the kernel path leaves its translation in conntrack (marked).
     backend_sees_snat(&client_ns, "192.168.0.50").await;
     let ns = vpc_ns(&app, &cvpc);
