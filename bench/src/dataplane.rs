@@ -111,8 +111,18 @@ pub(crate) fn serve_with(
 
 /// Starts `vpcep serve` on a free API port with `args`: the child and the API's URL.
 pub(crate) fn spawn_serve(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Child, String)> {
+    spawn_serve_at(bin, dir, "127.0.0.1:0", args)
+}
+
+/// `vpcep serve` listening on `listen` (a fixed port, to be restarted on it).
+pub(crate) fn spawn_serve_at(
+    bin: &Path,
+    dir: &Path,
+    listen: &str,
+    args: &[&str],
+) -> Result<(Child, String)> {
     let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .args(args)
         .arg("--data-dir")
         .arg(dir)

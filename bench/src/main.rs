@@ -10,6 +10,7 @@ mod endpoints;
 mod resolvers;
 mod scale;
 mod sessions;
+mod soak;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -441,6 +442,16 @@ enum Bench {
     /// The store's endpoint create with 10 to 10,000 endpoints in one subnet (address
     /// and SNAT allocation), `--baseline` for another build in the same rounds.
     Alloc(alloc::Opts),
+    /// (root) A control plane and a gateway node under steady endpoint churn while
+    /// 10,000 sessions exchange data: errors, memory and descriptors over time; then
+    /// SIGKILL of each process in the middle of the traffic.
+    Soak(soak::Opts),
+    /// Worker of `soak` (started by it inside the backend host): echoes on a port.
+    #[command(hide = true)]
+    Echo {
+        #[arg(long)]
+        port: u16,
+    },
     /// Worker of `sessions` (started by it inside a namespace): opens COUNT sessions
     /// round-robin over the targets and holds them.
     #[command(hide = true)]
@@ -479,6 +490,8 @@ async fn main() -> Result<()> {
         Bench::Scale(opts) => scale::run(&bin, opts).await,
         Bench::Resolvers(opts) => resolvers::run(&bin, opts).await,
         Bench::Alloc(opts) => alloc::run(opts).await,
+        Bench::Soak(opts) => soak::run(&bin, opts).await,
+        Bench::Echo { port } => soak::echo(port).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),
     }

@@ -86,7 +86,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// Connects from inside a namespace: a thread that entered it answers probes.
-struct Prober {
+pub(crate) struct Prober {
     tx: mpsc::Sender<(SocketAddr, bool, mpsc::Sender<f64>)>,
 }
 
@@ -94,7 +94,7 @@ impl Prober {
     /// A prober in namespace `ns`. `up` probes wait until a connection succeeds, down
     /// probes until one fails (no answer within 25 ms); both answer the milliseconds
     /// from being asked to the success, or to the start of the attempt that failed.
-    fn new(ns: &str) -> Result<Prober> {
+    pub(crate) fn new(ns: &str) -> Result<Prober> {
         let target = File::open(format!("/run/netns/{ns}"))?;
         let (tx, rx) = mpsc::channel::<(SocketAddr, bool, mpsc::Sender<f64>)>();
         std::thread::spawn(move || {
@@ -124,7 +124,7 @@ impl Prober {
     }
 
     /// Asks now; the answer comes when the condition holds.
-    fn ask(&self, addr: SocketAddr, up: bool) -> mpsc::Receiver<f64> {
+    pub(crate) fn ask(&self, addr: SocketAddr, up: bool) -> mpsc::Receiver<f64> {
         let (tx, rx) = mpsc::channel();
         let _ = self.tx.send((addr, up, tx));
         rx
@@ -180,7 +180,7 @@ while True:
 
 /// Waits until host namespace `ns` has its address `ip` (hosts are made by the node
 /// after the API has answered).
-async fn host_up(ns: &str, ip: &str) -> Result<()> {
+pub(crate) async fn host_up(ns: &str, ip: &str) -> Result<()> {
     for _ in 0..2000 {
         if in_ns(ns, &["ip", "-4", "-o", "addr", "show", "eth0"]).is_ok_and(|o| o.contains(ip)) {
             return Ok(());

@@ -37,7 +37,7 @@ const PORTS: [u16; 10] = [
 /// Sessions per endpoint (the API allows 100,000).
 const PER_ENDPOINT: usize = 50_000;
 
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
