@@ -169,6 +169,10 @@ enum HostCmd {
         /// The host stands for a load balancer's VIP (for services with server_type LB).
         #[arg(long)]
         lb: bool,
+        /// Return as soon as the API has it, without waiting (up to 60 s) until the data
+        /// plane has stood it up.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List hosts and data centres.
     List,
@@ -414,20 +418,65 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// A host, or else a data centre, by id or name: (API path, its JSON).
+fn is_404(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<vpcep::client::ApiFailure>()
+        .is_some_and(|f| f.status == 404)
+}
+
+/// A host, or else a data centre, by id or name: (API path, its JSON). Neither is
+/// "host not found" (404, exit 3).
 async fn host_or_idc(api: &ApiClient, key: &str) -> anyhow::Result<(String, Value)> {
     let path = format!("/v1/{{p}}/hosts/{key}");
     match api.call("GET", &path, None).await {
         Ok(v) => Ok((path, v["host"].clone())),
-        Err(e)
-            if e.downcast_ref::<vpcep::client::ApiFailure>()
-                .is_some_and(|f| f.status == 404) =>
-        {
+        Err(e) if is_404(&e) => {
             let path = format!("/v1/{{p}}/idcs/{key}");
-            let v = api.call("GET", &path, None).await?;
-            Ok((path, v["idc"].clone()))
+            match api.call("GET", &path, None).await {
+                Ok(v) => Ok((path, v["idc"].clone())),
+                Err(e) if is_404(&e) => Err(vpcep::client::ApiFailure {
+                    status: 404,
+                    code: "EndPoint.0005".into(),
+                    msg: format!("host {key} not found"),
+                }
+                .into()),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Polls `path` (a host's or data centre's, whose JSON is under `key`) until the data
+/// plane has stood it up: its JSON then. A `status` of null means the data plane runs
+/// on gateway nodes, which this server cannot see: it is returned as it is.
+async fn wait_up(api: &ApiClient, path: &str, key: &str, mut v: Value) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match v["status"].as_str() {
+            Some("creating") => {}
+            Some("failed") => {
+                return Err(vpcep::client::ApiFailure {
+                    status: 500,
+                    code: "EndPoint.0001".into(),
+                    msg: format!(
+                        "{} {} could not be stood up: {}",
+                        key,
+                        v["id"].as_str().unwrap_or("?"),
+                        v["error"].as_str().unwrap_or("no reason given")
+                    ),
+                }
+                .into())
+            }
+            _ => return Ok(v),
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{key} {} is still being created after 60 s (see `vpcep host list`)",
+                v["id"].as_str().unwrap_or("?")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        v = api.call("GET", path, None).await?[key].clone();
     }
 }
 
@@ -439,11 +488,16 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             idc: true,
             cidr,
             name,
+            no_wait,
             ..
         } => {
             let body = json!({"idc": {"vpc_id": vpc, "cidr": cidr, "name": name}});
-            let v = api.call("POST", "/v1/{p}/idcs", Some(&body)).await?;
-            print_json(&v["idc"]);
+            let mut v = api.call("POST", "/v1/{p}/idcs", Some(&body)).await?["idc"].take();
+            if !no_wait {
+                let path = format!("/v1/{{p}}/idcs/{}", v["id"].as_str().unwrap_or_default());
+                v = wait_up(&api, &path, "idc", v).await?;
+            }
+            print_json(&v);
         }
         HostCmd::Create {
             vpc,
@@ -451,11 +505,16 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             ip,
             name,
             lb,
+            no_wait,
             ..
         } => {
             let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb}});
-            let v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?;
-            print_json(&v["host"]);
+            let mut v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?["host"].take();
+            if !no_wait {
+                let path = format!("/v1/{{p}}/hosts/{}", v["id"].as_str().unwrap_or_default());
+                v = wait_up(&api, &path, "host", v).await?;
+            }
+            print_json(&v);
         }
         HostCmd::List => {
             let v = api.call("GET", "/v1/{p}/hosts", None).await?;

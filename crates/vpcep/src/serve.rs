@@ -262,6 +262,15 @@ impl vpcep_api::NodeInfo for NodeView {
     fn idc_netns(&self, idc_id: &str) -> Option<String> {
         self.0.substrate().idc_netns(idc_id)
     }
+
+    fn host_status(&self, id: &str) -> Option<vpcep_api::HostStatus> {
+        use vpcep_api::HostStatus;
+        Some(match self.0.standing(id) {
+            None => HostStatus::Creating,
+            Some(Ok(())) => HostStatus::Up,
+            Some(Err(e)) => HostStatus::Failed(e),
+        })
+    }
 }
 
 /// A built server: store open, substrate checked, listener bound; nothing runs yet.

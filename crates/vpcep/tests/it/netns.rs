@@ -1008,3 +1008,82 @@ fn serve_says_at_start_which_tools_are_missing() {
         "--forwarding userspace needs no conntrack"
     );
 }
+
+/// `vpcep …` as `c`'s account, against its server (no profile file).
+fn cli_as(c: &Client, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args(args)
+        .env("VPCEP_CONFIG", "/nonexistent/vpcep-profile.json")
+        .env("VPCEP_ENDPOINT", &c.base)
+        .env("VPCEP_ACCESS_KEY", &c.acct.ak)
+        .env("VPCEP_SECRET_KEY", &c.acct.sk)
+        .env("VPCEP_PROJECT_ID", &c.acct.project_id)
+        .output()
+        .unwrap()
+}
+
+/// `vpcep host create` returns once the host is up: `host exec` right after it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_create_returns_when_the_host_is_up() {
+    let Some((app, _guard)) = netns_app(ForwardingMode::Auto).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let (vpc, sub) = alice.network_of("10.7.0.0/16", "10.7.1.0/24").await;
+    for i in 0..3 {
+        let name = format!("h{i}");
+        let out = cli_as(
+            &alice,
+            &[
+                "host", "create", "--vpc", &vpc, "--subnet", &sub, "--name", &name,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(h["status"], "up", "{h}");
+        let out = cli_as(
+            &alice,
+            &[
+                "host", "exec", &name, "--", "ip", "-o", "addr", "show", "eth0",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "host exec right after host create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ip = h["ip"].as_str().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains(ip), "{out:?}");
+    }
+    // --no-wait returns what the API answered at once.
+    let out = cli_as(
+        &alice,
+        &[
+            "host",
+            "create",
+            "--vpc",
+            &vpc,
+            "--subnet",
+            &sub,
+            "--no-wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(h["status"] == "creating" || h["status"] == "up", "{h}");
+
+    // An unknown host is a host not found (exit 3), not a missing data centre.
+    let out = cli_as(&alice, &["host", "exec", "nosuch", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("host nosuch not found"), "{err}");
+    assert!(!err.contains("data centre"), "{err}");
+}
