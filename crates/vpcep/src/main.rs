@@ -120,12 +120,16 @@ enum Cmd {
         cmd: cli::SubnetCmd,
     },
     /// Build the user guide's scenario step by step on a fresh data directory and report.
+    /// Its progress and report go to standard output; the embedded server's log lines
+    /// to standard error, warnings only unless VPCEP_LOG says otherwise.
     Demo {
         #[arg(long, value_enum, default_value = "loopback")]
         substrate: SubstrateKind,
         /// Loopback substrate: the demo's VPCs use 127.(BASE+N).0.0/16.
         #[arg(long, default_value_t = 200)]
         loopback_base: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// (Used by the demo.) A tiny HTTP backend.
     #[command(hide = true)]
@@ -196,10 +200,29 @@ struct DataDir {
     region: String,
 }
 
+/// How log lines are written (always to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Text, coloured only at a terminal.
+    Plain,
+    /// One JSON object per line (timestamp, level, target, fields), for collectors.
+    Json,
+}
+
+#[derive(Args, Clone, Copy)]
+struct LogArgs {
+    /// Log lines (on standard error) as plain text or one JSON object per line; their
+    /// level and filters come from VPCEP_LOG.
+    #[arg(long, env = "VPCEP_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     dir: DataDir,
+    #[command(flatten)]
+    log: LogArgs,
     /// Address of the API.
     #[arg(long, env = "VPCEP_LISTEN", default_value = "127.0.0.1:9876")]
     listen: SocketAddr,
@@ -273,6 +296,8 @@ struct GatewayArgs {
     name: String,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -349,19 +374,25 @@ enum PublicServiceCmd {
     },
 }
 
-fn init_tracing() {
+/// Log lines go to standard error, in `format`, at `level` and above unless VPCEP_LOG
+/// says otherwise.
+fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VPCEP_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
-        )
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},hickory_server=warn,hickory_net=warn,hickory_proto=warn"
+        ))
     });
-    // Colours only for a person at a terminal: a log file or a collector gets plain text.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colours only for a person at a terminal: a log file or a collector gets plain text.
+        LogFormat::Plain => {
+            use std::io::IsTerminal;
+            fmt.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -645,6 +676,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo {
             substrate,
             loopback_base,
+            ..
         } => vpcep::demo::run(substrate, loopback_base).await,
         Cmd::DemoBackend { addr } => vpcep::demo::backend(addr).await,
         Cmd::DemoFetch { addr } => {
@@ -785,7 +817,15 @@ fn configure(
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    let (format, level) = match &cli.cmd {
+        Cmd::Serve(a) => (a.log.log_format, "info"),
+        Cmd::Gateway(a) => (a.log.log_format, "info"),
+        // The demo's own lines are its output; the server it embeds keeps quiet unless
+        // something is wrong.
+        Cmd::Demo { log, .. } => (log.log_format, "warn"),
+        _ => (LogFormat::Plain, "info"),
+    };
+    init_tracing(format, level);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
