@@ -287,6 +287,8 @@ async fn a_full_disk_answers_503_and_writes_resume_when_there_is_room() {
         acked.push(r.body["vpc"]["id"].as_str().unwrap().to_owned());
     }
     all_there(&client, &acked).await;
+    // The controller writes again too: a new service is settled `available`.
+    client.service(false, 80).await;
 
     // And nothing acknowledged is lost across a restart.
     drop(proc_);
