@@ -66,6 +66,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The data directory's disk is full or failing: nothing was written, and the same
+    /// request succeeds once the operator has made room (no restart needed).
+    pub fn storage_full() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "EndPoint.0015",
+            "the server's storage is full; nothing was changed; retry later",
+        )
+    }
+}
+
 /// The HTTP status and Huawei error code of each domain reason.
 fn wire(reason: Reason) -> (StatusCode, &'static str) {
     use Reason::*;
@@ -130,6 +142,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(r) => r.into(),
+            StoreError::Storage(detail) => {
+                tracing::error!(error = %detail, "store cannot write: storage full or failing");
+                ApiError::storage_full()
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()

@@ -50,6 +50,23 @@ pub trait NodeInfo: Send + Sync + 'static {
         let _ = idc_id;
         None
     }
+    /// Whether the data plane has stood up host or data centre `id`; `None` when this
+    /// process cannot know (the data plane runs on gateway nodes).
+    fn host_status(&self, id: &str) -> Option<HostStatus> {
+        let _ = id;
+        None
+    }
+}
+
+/// A host's or data centre's `status` in the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostStatus {
+    /// Not yet applied by the data plane.
+    Creating,
+    /// Its namespace (netns) or address (loopback) is there.
+    Up,
+    /// The data plane could not stand it up (why, for the `error` field).
+    Failed(String),
 }
 
 pub struct AppInner {

@@ -44,6 +44,8 @@ pub struct Node {
     /// The first apply prunes leftovers and rewrites the kernel state whatever it was.
     started: std::sync::atomic::AtomicBool,
     outcomes: RwLock<HashMap<String, Outcome>>,
+    /// Hosts and data centres by id: stood up by the substrate, or why not.
+    standing: RwLock<HashMap<String, Result<(), String>>>,
     /// The VPC resolvers and the cloud resolver, when the node serves DNS.
     dns: Option<Dns>,
     /// Kernel-path namespaces rewritten whole: at start, after a failed change, and
@@ -194,6 +196,7 @@ impl Node {
             current: Mutex::default(),
             started: std::sync::atomic::AtomicBool::new(false),
             outcomes: RwLock::default(),
+            standing: RwLock::default(),
             dns: None,
             rewrites: AtomicU64::new(0),
             on_kernel_path: RwLock::default(),
@@ -243,6 +246,21 @@ impl Node {
             Some(o) => outcomes.insert(id.to_owned(), o),
             None => outcomes.remove(id),
         };
+    }
+
+    fn set_standing(&self, id: &str, r: Option<&Result<(), String>>) {
+        let mut standing = self.standing.write().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Some(r) => standing.insert(id.to_owned(), r.clone()),
+            None => standing.remove(id),
+        };
+    }
+
+    /// Whether the host or data centre `id` is up (`Some(Ok)`), could not be stood up
+    /// (`Some(Err)`, why), or is not yet applied (`None`).
+    pub fn standing(&self, id: &str) -> Option<Result<(), String>> {
+        let standing = self.standing.read().unwrap_or_else(|p| p.into_inner());
+        standing.get(id).cloned()
     }
 
     /// The revision of the desired state this node applied last (`None` before the first).
@@ -314,6 +332,7 @@ impl Node {
                     touched.endpoint(current, old, false);
                 }
                 Change::RemoveHost(h) => {
+                    self.set_standing(&h.port_id, None);
                     let h = h.clone();
                     log(blocking(move || sub.remove_host(&h)).await, "remove host")
                 }
@@ -336,6 +355,7 @@ impl Node {
                     }
                 }
                 Change::RemoveIdc(i) => {
+                    self.set_standing(&i.id, None);
                     let i = i.clone();
                     log(
                         blocking(move || sub.remove_idc(&i)).await,
@@ -346,18 +366,19 @@ impl Node {
                     let Some(v) = vpcs.get(&i.vpc_id).cloned() else {
                         continue;
                     };
-                    let i = i.clone();
-                    log(
-                        blocking(move || sub.ensure_idc(&v, &i)).await,
-                        "data centre",
-                    );
+                    let (id, i) = (i.id.clone(), i.clone());
+                    let r = blocking(move || sub.ensure_idc(&v, &i)).await;
+                    self.set_standing(&id, Some(&r));
+                    log(r, "data centre");
                 }
                 Change::AddHost(h) => {
                     let Some(v) = vpcs.get(&h.vpc_id).cloned() else {
                         continue;
                     };
-                    let h = h.clone();
-                    log(blocking(move || sub.ensure_host(&v, &h)).await, "host");
+                    let (id, h) = (h.port_id.clone(), h.clone());
+                    let r = blocking(move || sub.ensure_host(&v, &h)).await;
+                    self.set_standing(&id, Some(&r));
+                    log(r, "host");
                 }
                 Change::UpdateEndpoint { old, new } => {
                     match (self.on_kernel(old), self.on_kernel(new)) {

@@ -22,13 +22,55 @@ pub enum StoreError {
     #[error("{0}")]
     Rejected(#[from] Rejection),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("data directory: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The data directory's file system is full or cannot be written (SQLite's
+    /// `SQLITE_FULL` or `SQLITE_IOERR_*`, `ENOSPC`, `EDQUOT`). The transaction did not
+    /// commit, nothing of it was written, and the same request succeeds once there is
+    /// room again: the connection that met the failure is closed, not reused.
+    #[error("storage full or failing: {0}")]
+    Storage(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("the database has schema version {found}, newer than this vpcep knows ({known}): run the vpcep that wrote it, or restore a backup made for this one")]
     NewerSchema { found: i64, known: i64 },
+}
+
+/// `ENOSPC` and `EDQUOT`: no room left on the file system, or in the user's quota.
+fn io_is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let storage = match &e {
+            // The primary result code is the low byte of SQLite's extended one:
+            // SQLITE_IOERR (10, e.g. a WAL write or an fsync that failed) and
+            // SQLITE_FULL (13).
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 10 | 13)),
+            sqlx::Error::Io(io) => io_is_full(io),
+            _ => false,
+        };
+        if storage {
+            StoreError::Storage(e.to_string())
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if io_is_full(&e) {
+            StoreError::Storage(e.to_string())
+        } else {
+            StoreError::Io(e)
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
@@ -72,6 +72,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_release(|conn, _| Box::pin(reusable(conn)))
             .connect_with(opts)
             .await?;
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -140,6 +141,24 @@ impl SqliteStore {
     async fn read(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
         Ok(self.pool.acquire().await?)
     }
+}
+
+/// Whether a connection given back to the pool may serve again. A transaction whose
+/// COMMIT or ROLLBACK failed — SQLite rolls a transaction back by itself on `SQLITE_FULL`
+/// and some I/O errors, after which sqlx's ROLLBACK fails too — leaves sqlx counting the
+/// connection as inside a transaction, and every later `BEGIN` on it would fail
+/// ("attempted to call begin_with at non-zero transaction depth") until a restart. Such
+/// a connection is closed instead (closing rolls back whatever SQLite still holds) and
+/// the pool opens a fresh one.
+async fn reusable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    // The rollback of a transaction dropped without commit is queued on the
+    // connection's worker; a ping is answered after it.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("a store connection was left inside a failed transaction; closing it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 pub(crate) fn now_micros() -> i64 {

@@ -26,12 +26,14 @@ struct Demo {
 impl Demo {
     fn start(&mut self, what: &str) -> Instant {
         self.step += 1;
-        eprint!("[{}/{}] {what} … ", self.step, self.total);
+        // Progress is the demo's output (standard output); log lines go to standard error.
+        print!("[{}/{}] {what} … ", self.step, self.total);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         Instant::now()
     }
 
     fn done(&mut self, t: Instant, note: &str) {
-        eprintln!(
+        println!(
             "ok ({} ms){}",
             t.elapsed().as_millis(),
             if note.is_empty() {

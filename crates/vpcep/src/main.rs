@@ -120,12 +120,16 @@ enum Cmd {
         cmd: cli::SubnetCmd,
     },
     /// Build the user guide's scenario step by step on a fresh data directory and report.
+    /// Its progress and report go to standard output; the embedded server's log lines
+    /// to standard error, warnings only unless VPCEP_LOG says otherwise.
     Demo {
         #[arg(long, value_enum, default_value = "loopback")]
         substrate: SubstrateKind,
         /// Loopback substrate: the demo's VPCs use 127.(BASE+N).0.0/16.
         #[arg(long, default_value_t = 200)]
         loopback_base: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// (Used by the demo.) A tiny HTTP backend.
     #[command(hide = true)]
@@ -169,6 +173,10 @@ enum HostCmd {
         /// The host stands for a load balancer's VIP (for services with server_type LB).
         #[arg(long)]
         lb: bool,
+        /// Return as soon as the API has it, without waiting (up to 60 s) until the data
+        /// plane has stood it up.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List hosts and data centres.
     List,
@@ -192,10 +200,29 @@ struct DataDir {
     region: String,
 }
 
+/// How log lines are written (always to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Text, coloured only at a terminal.
+    Plain,
+    /// One JSON object per line (timestamp, level, target, fields), for collectors.
+    Json,
+}
+
+#[derive(Args, Clone, Copy)]
+struct LogArgs {
+    /// Log lines (on standard error) as plain text or one JSON object per line; their
+    /// level and filters come from VPCEP_LOG.
+    #[arg(long, env = "VPCEP_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     dir: DataDir,
+    #[command(flatten)]
+    log: LogArgs,
     /// Address of the API.
     #[arg(long, env = "VPCEP_LISTEN", default_value = "127.0.0.1:9876")]
     listen: SocketAddr,
@@ -269,6 +296,8 @@ struct GatewayArgs {
     name: String,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -345,19 +374,25 @@ enum PublicServiceCmd {
     },
 }
 
-fn init_tracing() {
+/// Log lines go to standard error, in `format`, at `level` and above unless VPCEP_LOG
+/// says otherwise.
+fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VPCEP_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
-        )
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},hickory_server=warn,hickory_net=warn,hickory_proto=warn"
+        ))
     });
-    // Colours only for a person at a terminal: a log file or a collector gets plain text.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // Colours only for a person at a terminal: a log file or a collector gets plain text.
+        LogFormat::Plain => {
+            use std::io::IsTerminal;
+            fmt.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -414,20 +449,65 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// A host, or else a data centre, by id or name: (API path, its JSON).
+fn is_404(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<vpcep::client::ApiFailure>()
+        .is_some_and(|f| f.status == 404)
+}
+
+/// A host, or else a data centre, by id or name: (API path, its JSON). Neither is
+/// "host not found" (404, exit 3).
 async fn host_or_idc(api: &ApiClient, key: &str) -> anyhow::Result<(String, Value)> {
     let path = format!("/v1/{{p}}/hosts/{key}");
     match api.call("GET", &path, None).await {
         Ok(v) => Ok((path, v["host"].clone())),
-        Err(e)
-            if e.downcast_ref::<vpcep::client::ApiFailure>()
-                .is_some_and(|f| f.status == 404) =>
-        {
+        Err(e) if is_404(&e) => {
             let path = format!("/v1/{{p}}/idcs/{key}");
-            let v = api.call("GET", &path, None).await?;
-            Ok((path, v["idc"].clone()))
+            match api.call("GET", &path, None).await {
+                Ok(v) => Ok((path, v["idc"].clone())),
+                Err(e) if is_404(&e) => Err(vpcep::client::ApiFailure {
+                    status: 404,
+                    code: "EndPoint.0005".into(),
+                    msg: format!("host {key} not found"),
+                }
+                .into()),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Polls `path` (a host's or data centre's, whose JSON is under `key`) until the data
+/// plane has stood it up: its JSON then. A `status` of null means the data plane runs
+/// on gateway nodes, which this server cannot see: it is returned as it is.
+async fn wait_up(api: &ApiClient, path: &str, key: &str, mut v: Value) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match v["status"].as_str() {
+            Some("creating") => {}
+            Some("failed") => {
+                return Err(vpcep::client::ApiFailure {
+                    status: 500,
+                    code: "EndPoint.0001".into(),
+                    msg: format!(
+                        "{} {} could not be stood up: {}",
+                        key,
+                        v["id"].as_str().unwrap_or("?"),
+                        v["error"].as_str().unwrap_or("no reason given")
+                    ),
+                }
+                .into())
+            }
+            _ => return Ok(v),
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{key} {} is still being created after 60 s (see `vpcep host list`)",
+                v["id"].as_str().unwrap_or("?")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        v = api.call("GET", path, None).await?[key].clone();
     }
 }
 
@@ -439,11 +519,16 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             idc: true,
             cidr,
             name,
+            no_wait,
             ..
         } => {
             let body = json!({"idc": {"vpc_id": vpc, "cidr": cidr, "name": name}});
-            let v = api.call("POST", "/v1/{p}/idcs", Some(&body)).await?;
-            print_json(&v["idc"]);
+            let mut v = api.call("POST", "/v1/{p}/idcs", Some(&body)).await?["idc"].take();
+            if !no_wait {
+                let path = format!("/v1/{{p}}/idcs/{}", v["id"].as_str().unwrap_or_default());
+                v = wait_up(&api, &path, "idc", v).await?;
+            }
+            print_json(&v);
         }
         HostCmd::Create {
             vpc,
@@ -451,11 +536,16 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             ip,
             name,
             lb,
+            no_wait,
             ..
         } => {
             let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb}});
-            let v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?;
-            print_json(&v["host"]);
+            let mut v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?["host"].take();
+            if !no_wait {
+                let path = format!("/v1/{{p}}/hosts/{}", v["id"].as_str().unwrap_or_default());
+                v = wait_up(&api, &path, "host", v).await?;
+            }
+            print_json(&v);
         }
         HostCmd::List => {
             let v = api.call("GET", "/v1/{p}/hosts", None).await?;
@@ -586,6 +676,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo {
             substrate,
             loopback_base,
+            ..
         } => vpcep::demo::run(substrate, loopback_base).await,
         Cmd::DemoBackend { addr } => vpcep::demo::backend(addr).await,
         Cmd::DemoFetch { addr } => {
@@ -726,7 +817,15 @@ fn configure(
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    let (format, level) = match &cli.cmd {
+        Cmd::Serve(a) => (a.log.log_format, "info"),
+        Cmd::Gateway(a) => (a.log.log_format, "info"),
+        // The demo's own lines are its output; the server it embeds keeps quiet unless
+        // something is wrong.
+        Cmd::Demo { log, .. } => (log.log_format, "warn"),
+        _ => (LogFormat::Plain, "info"),
+    };
+    init_tracing(format, level);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

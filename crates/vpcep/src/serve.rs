@@ -28,16 +28,19 @@ pub enum DataplaneMode {
     Remote,
 }
 
-/// The substrate of a data-plane node; `netns` is checked (root, iproute2) here.
+/// The substrate of a data-plane node; `netns` is checked (root, `ip`, `nft`, and
+/// `conntrack` unless forwarding is userspace only) here.
 pub fn substrate(
     kind: SubstrateKind,
     netns_prefix: &str,
     loopback_base: u8,
+    forwarding: ForwardingMode,
 ) -> anyhow::Result<Arc<dyn Substrate>> {
     Ok(match kind {
         SubstrateKind::Loopback => Arc::new(Loopback::new(loopback_base)),
         SubstrateKind::Netns => Arc::new(
-            Netns::new(netns_prefix).map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
+            Netns::with_kernel_path(netns_prefix, forwarding == ForwardingMode::Auto)
+                .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
         ),
     })
 }
@@ -98,7 +101,7 @@ pub fn node(
     dns: &DnsSettings,
 ) -> anyhow::Result<Node> {
     let node = Node::with_forwarding(
-        substrate(kind, netns_prefix, loopback_base)?,
+        substrate(kind, netns_prefix, loopback_base, forwarding)?,
         forwarding.into(),
     );
     Ok(match dns.config(kind) {
@@ -258,6 +261,15 @@ impl vpcep_api::NodeInfo for NodeView {
 
     fn idc_netns(&self, idc_id: &str) -> Option<String> {
         self.0.substrate().idc_netns(idc_id)
+    }
+
+    fn host_status(&self, id: &str) -> Option<vpcep_api::HostStatus> {
+        use vpcep_api::HostStatus;
+        Some(match self.0.standing(id) {
+            None => HostStatus::Creating,
+            Some(Ok(())) => HostStatus::Up,
+            Some(Err(e)) => HostStatus::Failed(e),
+        })
     }
 }
 

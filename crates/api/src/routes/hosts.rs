@@ -13,7 +13,7 @@ use vpcep_store::{Caller, Idc, NewIdc, NewPort, Port, PortFilter, LB_DEVICE_OWNE
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody};
-use crate::App;
+use crate::{App, HostStatus};
 
 pub(super) fn router() -> Router<App> {
     Router::new()
@@ -50,7 +50,27 @@ async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<Value> {
         "netns": node.and_then(|n| n.host_netns(&p.id)),
         "local_ip": local_ip,
         "substrate": node.map(|n| n.substrate()),
+        "status": status_json(app, &p.id),
+        "error": error_json(app, &p.id),
     }))
+}
+
+/// `creating`, `up` or `failed` once the data plane of this process has applied it;
+/// null when the data plane runs on gateway nodes.
+fn status_json(app: &App, id: &str) -> Value {
+    match app.node.as_ref().and_then(|n| n.host_status(id)) {
+        Some(HostStatus::Creating) => json!("creating"),
+        Some(HostStatus::Up) => json!("up"),
+        Some(HostStatus::Failed(_)) => json!("failed"),
+        None => Value::Null,
+    }
+}
+
+fn error_json(app: &App, id: &str) -> Value {
+    match app.node.as_ref().and_then(|n| n.host_status(id)) {
+        Some(HostStatus::Failed(e)) => json!(e),
+        _ => Value::Null,
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,6 +209,8 @@ fn idc_json(app: &App, i: &Idc) -> Value {
         "ip": i.ip,
         "netns": node.and_then(|n| n.idc_netns(&i.id)),
         "substrate": node.map(|n| n.substrate()),
+        "status": status_json(app, &i.id),
+        "error": error_json(app, &i.id),
         "created_at": crate::wire::ts(i.created_at),
     })
 }

@@ -35,7 +35,7 @@ use super::{KernelPath, Local, MakeSocket, Substrate};
 
 pub struct Netns {
     prefix: String,
-    /// Whether `nft` and `conntrack` are there (the kernel fast path needs both).
+    /// Whether `conntrack` is there too (`nft` always is): the kernel fast path needs both.
     kernel: bool,
     /// Open handles to the VPC namespaces, for entering them.
     ns_files: Mutex<HashMap<String, Arc<File>>>,
@@ -108,12 +108,21 @@ const GONE: &[&str] = &[
 ];
 
 impl Netns {
-    /// Checks that this process may manage namespaces, and that `ip` is there.
+    /// Checks that this process may manage namespaces and that its tools are there:
+    /// `ip` and `nft` always (a VPC's route tables are nftables), `conntrack` too (the
+    /// kernel path). See [`Netns::with_kernel_path`].
     pub fn new(prefix: &str) -> io::Result<Netns> {
+        Self::with_kernel_path(prefix, true)
+    }
+
+    /// Like [`Netns::new`]; with `kernel_path` false (`--forwarding userspace`) a missing
+    /// `conntrack` is no error: every endpoint takes the userspace path anyway. A missing
+    /// tool is refused here, naming it and the packages that bring it, rather than at
+    /// every apply afterwards.
+    pub fn with_kernel_path(prefix: &str, kernel_path: bool) -> io::Result<Netns> {
         if !nix::unistd::geteuid().is_root() {
             return Err(io::Error::other("the netns substrate needs root (network namespaces, veth links, addresses); run as root or use --substrate loopback"));
         }
-        ip(&["netns", "list"], &[])?;
         let ok = !prefix.is_empty()
             && prefix.len() <= 24
             && prefix
@@ -124,15 +133,38 @@ impl Netns {
                 "netns prefix {prefix:?}: 1-24 letters, digits or '-'"
             )));
         }
-        let has = |tool: &str| {
+        let runs = |tool: &str, arg: &str| {
             Command::new(tool)
-                .arg("--version")
+                .arg(arg)
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
-        let kernel = has("nft") && has("conntrack");
+        let conntrack = runs("conntrack", "--version");
+        let mut missing: Vec<&str> = [("ip", "-V"), ("nft", "--version")]
+            .into_iter()
+            .filter(|(tool, arg)| !runs(tool, arg))
+            .map(|(tool, _)| tool)
+            .collect();
+        if kernel_path && !conntrack {
+            missing.push("conntrack");
+        }
+        if !missing.is_empty() {
+            let why = if kernel_path {
+                "ip and nft (namespaces, links, route tables) and conntrack (the kernel path; \
+                 with --forwarding userspace it may be absent)"
+            } else {
+                "ip and nft (namespaces, links, route tables)"
+            };
+            return Err(io::Error::other(format!(
+                "the netns substrate needs {why}; missing (not on PATH, or failing): {}; \
+                 install them with `apt-get install nftables conntrack iproute2`",
+                missing.join(", ")
+            )));
+        }
+        ip(&["netns", "list"], &[])?;
+        let kernel = conntrack;
         if !kernel {
-            tracing::warn!("nft or conntrack is missing: every endpoint takes the userspace path");
+            tracing::info!("conntrack is missing: --forwarding userspace, so no endpoint needs it");
         } else {
             kernel_path::raise_conntrack_max();
         }

@@ -352,3 +352,85 @@ async fn service_lifecycle_and_isolation() {
         .await
         .unwrap();
 }
+
+/// Sets `PRAGMA max_page_count` on every connection of the pool (all eight at once, so
+/// none is missed), the way a full disk looks to SQLite: writes fail with `SQLITE_FULL`.
+async fn cap_pages(store: &SqliteStore, pages: i64) {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = store.pool.acquire().await.unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        held.push(c);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_cleanly_and_they_resume_when_there_is_room() {
+    let (_dir, store, alice) = setup().await;
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    cap_pages(&store, pages + 2).await;
+    let mut made = Vec::new();
+    let full = loop {
+        let v = NewVpc {
+            name: format!("v{}", made.len()),
+            cidr: "10.0.0.0/16".into(),
+            description: "x".repeat(200),
+        };
+        match store.create_vpc(alice.clone(), v).await {
+            Ok(v) => made.push(v.id),
+            Err(e) => break e,
+        }
+        assert!(made.len() < 10_000, "the cap never bites");
+    };
+    assert!(matches!(full, StoreError::Storage(_)), "{full:?}");
+    let rev = store.revision().await.unwrap();
+    // Nothing half-written: the acknowledged rows are there, the failed one is not.
+    let vpcs = store.list_vpcs(alice.clone(), None).await.unwrap();
+    assert_eq!(vpcs.len(), made.len());
+
+    // Room again: every connection of the pool writes (a connection left inside the
+    // failed transaction would refuse every BEGIN from then on).
+    cap_pages(&store, 1 << 30).await;
+    for i in 0..24 {
+        let v = NewVpc {
+            name: format!("after{i}"),
+            cidr: "10.0.0.0/16".into(),
+            description: String::new(),
+        };
+        store
+            .create_vpc(alice.clone(), v)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the disk has room again: {e}"));
+    }
+    assert_eq!(store.revision().await.unwrap(), rev + 24);
+}
+
+#[tokio::test]
+async fn a_transaction_sqlite_rolled_back_by_itself_leaves_no_connection_unusable() {
+    let (_dir, store, alice) = setup().await;
+    // SQLite rolls a transaction back by itself when its COMMIT meets a full disk or an
+    // I/O error; sqlx, which counts transactions, does not see it and its ROLLBACK fails
+    // too. A ROLLBACK behind sqlx's back does the same.
+    for _ in 0..3 {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        assert!(store.commit(tx).await.is_err());
+    }
+    for i in 0..24 {
+        let v = NewVpc {
+            name: format!("after{i}"),
+            cidr: "10.0.0.0/16".into(),
+            description: String::new(),
+        };
+        store
+            .create_vpc(alice.clone(), v)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after a failed commit: {e}"));
+    }
+}

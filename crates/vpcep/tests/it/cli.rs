@@ -203,3 +203,83 @@ fn logs_written_to_a_file_are_plain_text() {
         "colour codes in a log file: {logs}"
     );
 }
+
+#[test]
+fn log_lines_can_be_json_and_never_mix_with_a_commands_output() {
+    use std::io::BufRead;
+    // serve --log-format json (or VPCEP_LOG_FORMAT=json): one JSON object per line.
+    for (flag, env) in [(Some("json"), None), (None, Some("json"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpcep"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--dns-port", "0"])
+            .args(["--loopback-base", "250", "--data-dir"])
+            .arg(dir.path())
+            .env("VPCEP_LOG", "debug")
+            .env_remove("VPCEP_LOG_FORMAT")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(f) = flag {
+            cmd.args(["--log-format", f]);
+        }
+        if let Some(e) = env {
+            cmd.env("VPCEP_LOG_FORMAT", e);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        assert!(line.contains("http://127.0.0.1:"), "{line}");
+        let logs = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = logs.lines().collect();
+        assert!(!lines.is_empty(), "nothing was logged");
+        for l in lines {
+            let v: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l:?}"));
+            assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+            assert!(v["fields"].is_object(), "{l}");
+        }
+    }
+
+    // The demo's progress and report are standard output, whole lines, and nothing else;
+    // log lines (at info here, so that there are some) are standard error only.
+    for format in ["plain", "json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vpcep"))
+            .args(["demo", "--loopback-base", "234", "--log-format", format])
+            .env("VPCEP_LOG", "info")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("7 checks passed"), "{stdout}");
+        let progress = stdout.lines().filter(|l| l.starts_with('[')).count();
+        assert_eq!(progress, 13, "{stdout}");
+        for l in stdout.lines().filter(|l| l.starts_with('[')) {
+            assert!(
+                l.contains(" … ok ("),
+                "a progress line cut by something: {l:?}"
+            );
+        }
+        for l in stdout.lines() {
+            assert!(
+                !l.contains("INFO") && !l.contains("\"level\""),
+                "a log line in the demo's output: {l:?}"
+            );
+        }
+        assert!(stderr.contains("VPC resolver listening"), "{stderr}");
+        assert!(!stderr.contains("checks passed"), "{stderr}");
+    }
+    // By default the embedded server only warns: nothing on standard error.
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args(["demo", "--loopback-base", "234"])
+        .env_remove("VPCEP_LOG")
+        .env_remove("VPCEP_LOG_FORMAT")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("INFO"), "{stderr}");
+}

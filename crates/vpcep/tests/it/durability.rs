@@ -20,9 +20,14 @@ impl Drop for Proc {
 }
 
 fn start(dir: &Path) -> (Proc, String) {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vpcep"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .env("VPCEP_LOG", "warn")
         // Above the blocks the in-process test servers use.
         .env("VPCEP_LOOPBACK_BASE", "240")
@@ -143,4 +148,153 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
             )
             .await;
     }
+}
+
+/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop (also when
+/// the test fails). `None` without the right to mount.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("VPCEP_REQUIRE_NETNS").is_none(),
+                    "VPCEP_REQUIRE_NETNS is set, but a tmpfs cannot be mounted: {why}"
+                );
+                eprintln!("skipped: a tmpfs cannot be mounted (needs root): {why}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// Fills the file system under `path` with one file, until the kernel says it is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0x5a_u8; 64 * 1024];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = f.sync_all();
+}
+
+async fn create_vpc(c: &Client, name: &str) -> crate::support::Resp {
+    c.call(
+        "POST",
+        "/v1/{p}/vpcs",
+        Some(&json!({"vpc": {"name": name, "cidr": "10.0.0.0/16"}})),
+    )
+    .await
+}
+
+async fn all_there(c: &Client, acked: &[String]) {
+    let list = c.ok("GET", "/v1/{p}/vpcs?limit=2000", None).await;
+    let have: std::collections::HashSet<&str> = list["vpcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    for id in acked {
+        assert!(have.contains(id.as_str()), "acknowledged VPC {id} is lost");
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_writes_resume_when_there_is_room() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let dir = fs.0.path().join("data");
+    let filler = fs.0.path().join("filler");
+    let acct = admin_account(&dir, "alice");
+    // Declared after the mount, so the server is gone before the unmount.
+    let no_dns = ["--dns-port", "0"];
+    let (proc_, url) = start_with(&dir, &no_dns);
+    let client = Client::new(url, acct.clone());
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let r = create_vpc(&client, &format!("before{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        acked.push(r.body["vpc"]["id"].as_str().unwrap().to_owned());
+    }
+
+    // The disk fills up: creates go on succeeding while the WAL has room, then fail
+    // with 503, the storage code and a message that says what happened.
+    fill(&filler);
+    let refused = loop {
+        let r = create_vpc(&client, &format!("full{}", acked.len())).await;
+        match r.status {
+            200 => acked.push(r.body["vpc"]["id"].as_str().unwrap().to_owned()),
+            _ => break r,
+        }
+        assert!(acked.len() < 20_000, "the disk never filled up");
+    };
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "EndPoint.0015"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("storage is full"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body["request_id"].is_string(), "{}", refused.body);
+    // More writes while the disk stays full: each one is either written whole (SQLite
+    // reuses the room its failed commit had taken in the WAL) or refused the same way.
+    for i in 0..5 {
+        let r = create_vpc(&client, &format!("still-full{i}")).await;
+        match r.status {
+            200 => acked.push(r.body["vpc"]["id"].as_str().unwrap().to_owned()),
+            _ => assert_eq!((r.status, r.code()), (503, "EndPoint.0015"), "{}", r.body),
+        }
+    }
+    all_there(&client, &acked).await;
+
+    // Room again: writes resume at once, on every connection, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    for i in 0..24 {
+        let r = create_vpc(&client, &format!("after{i}")).await;
+        assert_eq!(r.status, 200, "write {i} after freeing space: {}", r.body);
+        acked.push(r.body["vpc"]["id"].as_str().unwrap().to_owned());
+    }
+    all_there(&client, &acked).await;
+    // The controller writes again too: a new service is settled `available`.
+    client.service(false, 80).await;
+
+    // And nothing acknowledged is lost across a restart.
+    drop(proc_);
+    let (_proc2, url2) = start_with(&dir, &no_dns);
+    let client = Client::new(url2, acct);
+    all_there(&client, &acked).await;
+    let r = create_vpc(&client, "after-restart").await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

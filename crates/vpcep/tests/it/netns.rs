@@ -892,3 +892,198 @@ async fn private_names_resolve_in_their_vpc_only() {
     app.stop().await;
     drop(guard);
 }
+
+/// A directory of symlinks to every program on `PATH` except `without`: a machine where
+/// those are not installed.
+fn path_without(without: &[&str]) -> tempfile::TempDir {
+    let bin = tempfile::tempdir().unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if without.iter().any(|w| name == *w) {
+                continue;
+            }
+            // The first on PATH wins, as for the shell.
+            let _ = std::os::unix::fs::symlink(e.path(), bin.path().join(&name));
+        }
+    }
+    bin
+}
+
+/// Runs `vpcep serve --substrate netns` with `PATH` lacking `without`; the exit status
+/// and stderr if it stopped, or `None` once it printed its listening line (then stopped).
+fn serve_without(without: &[&str], extra: &[&str]) -> Option<(Option<i32>, String)> {
+    use std::io::{BufRead, Read};
+    let bin = path_without(without);
+    let data = tempfile::tempdir().unwrap();
+    let prefix = format!(
+        "t{}x{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args(["serve", "--substrate", "netns", "--listen", "127.0.0.1:0"])
+        .args(["--dns-port", "0", "--netns-prefix", &prefix, "--data-dir"])
+        .arg(data.path())
+        .args(extra)
+        .env("PATH", bin.path())
+        .env("VPCEP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let mut guard = ServeGuard(Some(child), prefix);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    if line.contains("http://") {
+        return None;
+    }
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    let code = guard.0.take().unwrap().wait().unwrap().code();
+    Some((code, err))
+}
+
+/// Stops the server (if still running) and removes whatever namespaces its prefix owns.
+struct ServeGuard(Option<Child>, String);
+
+impl Drop for ServeGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(n) = Netns::new(&self.1) {
+            let _ = n.remove_all();
+        }
+    }
+}
+
+#[test]
+fn serve_says_at_start_which_tools_are_missing() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        assert!(
+            std::env::var_os("VPCEP_REQUIRE_NETNS").is_none(),
+            "VPCEP_REQUIRE_NETNS is set, but this is not root"
+        );
+        eprintln!("skipped: the netns substrate needs root");
+        return;
+    }
+    let install = "apt-get install nftables conntrack iproute2";
+    // nft is needed whatever the forwarding: VPC route tables are nftables.
+    for forwarding in ["auto", "userspace"] {
+        let (code, err) = serve_without(&["nft"], &["--forwarding", forwarding])
+            .unwrap_or_else(|| panic!("--forwarding {forwarding}: started without nft"));
+        // A failure that is not the API's: exit 5, as for every other start-up failure.
+        assert_eq!(code, Some(5), "{err}");
+        assert!(
+            err.contains("missing (not on PATH, or failing): nft;"),
+            "{err}"
+        );
+        assert!(err.contains(install), "{err}");
+        assert!(!err.contains("exec of"), "{err}");
+    }
+    // conntrack only for the kernel path.
+    let (code, err) = serve_without(&["conntrack"], &[]).expect("started without conntrack");
+    // A failure that is not the API's: exit 5, as for every other start-up failure.
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("missing (not on PATH, or failing): conntrack;"),
+        "{err}"
+    );
+    assert!(err.contains(install), "{err}");
+    assert!(
+        serve_without(&["conntrack"], &["--forwarding", "userspace"]).is_none(),
+        "--forwarding userspace needs no conntrack"
+    );
+}
+
+/// `vpcep …` as `c`'s account, against its server (no profile file).
+fn cli_as(c: &Client, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args(args)
+        .env("VPCEP_CONFIG", "/nonexistent/vpcep-profile.json")
+        .env("VPCEP_ENDPOINT", &c.base)
+        .env("VPCEP_ACCESS_KEY", &c.acct.ak)
+        .env("VPCEP_SECRET_KEY", &c.acct.sk)
+        .env("VPCEP_PROJECT_ID", &c.acct.project_id)
+        .output()
+        .unwrap()
+}
+
+/// `vpcep host create` returns once the host is up: `host exec` right after it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_create_returns_when_the_host_is_up() {
+    let Some((app, _guard)) = netns_app(ForwardingMode::Auto).await else {
+        return;
+    };
+    let alice = app.account("alice").await;
+    let (vpc, sub) = alice.network_of("10.7.0.0/16", "10.7.1.0/24").await;
+    for i in 0..3 {
+        let name = format!("h{i}");
+        let out = cli_as(
+            &alice,
+            &[
+                "host", "create", "--vpc", &vpc, "--subnet", &sub, "--name", &name,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(h["status"], "up", "{h}");
+        let out = cli_as(
+            &alice,
+            &[
+                "host", "exec", &name, "--", "ip", "-o", "addr", "show", "eth0",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "host exec right after host create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ip = h["ip"].as_str().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains(ip), "{out:?}");
+    }
+    // --no-wait returns what the API answered at once.
+    let out = cli_as(
+        &alice,
+        &[
+            "host",
+            "create",
+            "--vpc",
+            &vpc,
+            "--subnet",
+            &sub,
+            "--no-wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(h["status"] == "creating" || h["status"] == "up", "{h}");
+
+    // An unknown host is a host not found (exit 3), not a missing data centre.
+    let out = cli_as(&alice, &["host", "exec", "nosuch", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("host nosuch not found"), "{err}");
+    assert!(!err.contains("data centre"), "{err}");
+}
