@@ -9,7 +9,8 @@
 //!   source address; the next one is accepted, answered `503` with `Retry-After` and
 //!   closed at once, so the backlog never fills.
 //! - The listen backlog is the kernel's `somaxconn` (not the 128 of `TcpListener::bind`),
-//!   and the accept loop does nothing but accept and hand each connection to its task.
+//!   and the accept loops (one per core) do nothing but accept and hand each connection
+//!   to its task.
 //! - A request body must arrive whole within `body_timeout` (else `408`) and be at most
 //!   `max_body` bytes (else `413`, refused from `Content-Length` before it is read).
 
@@ -141,36 +142,84 @@ static BUSY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     .into_bytes()
 });
 
+/// What the acceptors of one listener share.
+struct Shared {
+    limits: ConnLimits,
+    max: usize,
+    slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    service: TowerToHyperService<Router>,
+    builder: hyper::server::conn::http1::Builder,
+    stats: Arc<EdgeStats>,
+    last_warning: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    /// Logs one line a second at most: a flood must not become a flood of logs.
+    fn warn(&self, what: &str, e: Option<&io::Error>) {
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            match e {
+                Some(e) => tracing::warn!(error = %e, max = self.max, "{what}"),
+                None => tracing::warn!(max = self.max, "{what}"),
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, then lets in-flight requests
-/// finish and waits for every connection to close.
+/// finish and waits for every connection to close. One acceptor per core takes
+/// connections off the backlog, so a flood of them does not overflow it.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
     stats: Arc<EdgeStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max));
-    let per_ip: Arc<PerIp> = Arc::default();
-    let service = TowerToHyperService::new(router);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let builder = Arc::new(builder);
-    let mut last_warning: Option<Instant> = None;
-    let mut warn = |what: &str, e: Option<&io::Error>| {
-        // One line a second at most: a flood must not become a flood of logs.
-        if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            last_warning = Some(Instant::now());
-            match e {
-                Some(e) => tracing::warn!(error = %e, max, "{what}"),
-                None => tracing::warn!(max, "{what}"),
-            }
-        }
-    };
+    let shared = Arc::new(Shared {
+        limits,
+        max,
+        slots: Arc::new(Semaphore::new(max)),
+        per_ip: Arc::default(),
+        service: TowerToHyperService::new(router),
+        builder,
+        stats,
+        last_warning: std::sync::Mutex::new(None),
+    });
+    let listener = Arc::new(listener);
+    let acceptors = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let tasks: Vec<_> = (0..acceptors)
+        .map(|_| {
+            tokio::spawn(accept_loop(
+                listener.clone(),
+                shared.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(listener);
+    // Every permit back means every connection has ended.
+    let _ = shared.slots.acquire_many(max as u32).await;
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stats = &shared.stats;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -178,23 +227,21 @@ pub async fn serve(
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     stats.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    warn("cannot accept an API connection", Some(&e));
+                    shared.warn("cannot accept an API connection", Some(&e));
                     // Out of descriptors: the backlog holds the connection until one is
                     // free; a short pause keeps the loop from spinning.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
-            () = stopped(&mut shutdown) => break,
+            () = stopped(&mut shutdown) => return,
         };
-        let admitted = slots
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .and_then(|p| PerIp::take(&per_ip, peer.ip(), limits.max_per_ip).map(|ip| (p, ip)));
+        let admitted = shared.slots.clone().try_acquire_owned().ok().and_then(|p| {
+            PerIp::take(&shared.per_ip, peer.ip(), shared.limits.max_per_ip).map(|ip| (p, ip))
+        });
         let Some(permit) = admitted else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            warn(
+            shared.warn(
                 "API connection cap reached (in all or from one address); new connections are answered 503",
                 None,
             );
@@ -205,22 +252,20 @@ pub async fn serve(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let (builder, service, stats, mut stop) = (
-            builder.clone(),
-            service.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
+        let (shared, mut stop) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            connection(stream, &builder, service, &stats, &mut stop).await;
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            connection(
+                stream,
+                &shared.builder,
+                shared.service.clone(),
+                &shared.stats,
+                &mut stop,
+            )
+            .await;
+            shared.stats.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    drop(listener);
-    // Every permit back means every connection has ended.
-    let _ = slots.acquire_many(max as u32).await;
-    Ok(())
 }
 
 async fn connection(
