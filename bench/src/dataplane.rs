@@ -110,6 +110,8 @@ pub(crate) fn serve_with(
 }
 
 /// Starts `vpcep serve` on a free API port with `args`: the child and the API's URL.
+/// Metrics are on a port of their own ([`metrics`] finds it); the per-key rate limit is
+/// off, since the benches measure what the server can do.
 pub(crate) fn spawn_serve(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Child, String)> {
     spawn_serve_at(bin, dir, "127.0.0.1:0", args)
 }
@@ -123,6 +125,7 @@ pub(crate) fn spawn_serve_at(
 ) -> Result<(Child, String)> {
     let mut child = Command::new(bin)
         .args(["serve", "--listen", listen])
+        .args(["--metrics-listen", "127.0.0.1:0", "--api-rate-limit", "0"])
         .args(args)
         .arg("--data-dir")
         .arg(dir)
@@ -134,16 +137,43 @@ pub(crate) fn spawn_serve_at(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    Ok((
-        child,
-        line.trim()
-            .rsplit(' ')
-            .next()
-            .context("listen line")?
-            .to_owned(),
-    ))
+    let url = read_urls(&mut child)?;
+    Ok((child, url))
+}
+
+/// The metrics URL of each server started here, by API URL.
+static METRICS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Reads the API's URL (first line) and the metrics URL (second line) a server prints.
+pub(crate) fn read_urls(child: &mut Child) -> Result<String> {
+    let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+    let (mut line, mut second) = (String::new(), String::new());
+    out.read_line(&mut line)?;
+    out.read_line(&mut second)?;
+    let last = |l: &str| l.trim().rsplit(' ').next().map(str::to_owned);
+    let api = last(&line).context("listen line")?;
+    let metrics = last(&second).context("metrics line")?;
+    anyhow::ensure!(
+        second.starts_with("metrics on "),
+        "unexpected second line {second:?}"
+    );
+    METRICS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((api.clone(), metrics));
+    Ok(api)
+}
+
+/// The Prometheus text of the server whose API is at `url`.
+pub(crate) async fn metrics(url: &str) -> Result<String> {
+    let m = METRICS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(api, _)| api == url)
+        .map(|(_, m)| m.clone())
+        .context("no metrics URL for this server")?;
+    Ok(reqwest::get(m).await?.text().await?)
 }
 
 pub(crate) fn client(url: &str, acct: &Value) -> ApiClient {
@@ -857,7 +887,7 @@ async fn drain_time_wait(backend_ns: &str) -> Result<()> {
 async fn wait_path(url: &str, eid: &str, path: &str) -> Result<()> {
     let want = format!("endpoint=\"{eid}\",path=\"{path}\"");
     for _ in 0..100 {
-        let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+        let metrics = metrics(url).await?;
         if metrics.contains(&want) {
             return Ok(());
         }

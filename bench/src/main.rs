@@ -12,13 +12,12 @@ mod scale;
 mod sessions;
 mod soak;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use vpcep::client::ApiClient;
@@ -217,18 +216,14 @@ async fn api_bench(bin: PathBuf, secs: u64, conc: usize) -> Result<()> {
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        // One key's ceiling is what is measured: no per-key limit.
+        .args(["--metrics-listen", "127.0.0.1:0", "--api-rate-limit", "0"])
         .env("VPCEP_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let base = dataplane::read_urls(&mut child);
     let _server = Proc(child);
-    let base = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .context("listen line")?
-        .to_owned();
+    let base = base?;
     let s = |k: &str| acct[k].as_str().unwrap_or_default().to_owned();
     let c = Client {
         api: Arc::new(ApiClient::with_keys(

@@ -192,12 +192,7 @@ pub(crate) async fn host_up(ns: &str, ip: &str) -> Result<()> {
 
 /// The value of an unlabelled metric.
 async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = crate::dataplane::metrics(url).await.ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())

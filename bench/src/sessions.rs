@@ -210,7 +210,7 @@ pub(crate) async fn run(bin: &Path, target: usize) -> Result<()> {
     let probe = targets.last().cloned().unwrap_or_default();
     let mut ok = false;
     for _ in 0..100 {
-        let m = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+        let m = crate::dataplane::metrics(&url).await?;
         if m.matches("path=\"kernel\"").count() >= endpoints {
             ok = true;
             break;

@@ -51,7 +51,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 async function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'vpcep-browser-'));
-  server = spawn(BIN, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], {
+  server = spawn(BIN, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, VPCEP_LOG: process.env.VPCEP_LOG || 'warn' },
   });

@@ -347,7 +347,7 @@ class Server:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             "--region", REGION],
+             "--metrics-listen", "127.0.0.1:0", "--region", REGION],
             stdout=subprocess.PIPE, stderr=self._log, text=True, preexec_fn=_die_with_parent,
         )
         first_line: list[str] = []

@@ -16,17 +16,14 @@ use vpcep_store::{Caller, Credential};
 use crate::error::ApiError;
 use crate::App;
 
-/// Bodies above this are refused before anything reads them (Huawei's gateway: 12 MB).
-pub const MAX_BODY: usize = 12 * 1024 * 1024;
-
-/// Requests that need no credentials: version discovery, login, metrics, docs, console.
+/// Requests that need no credentials: version discovery, login, docs, console.
 fn is_public(method: &Method, path: &str) -> bool {
     let p = path.trim_end_matches('/');
     match *method {
         Method::GET => {
             matches!(
                 p,
-                "" | "/v1" | "/v2" | "/metrics" | "/openapi.json" | "/healthz"
+                "" | "/v1" | "/v2" | "/openapi.json" | "/healthz"
             ) || p.starts_with("/console")
                 // Gateway nodes authenticate with the node token in their own handlers.
                 || p.starts_with("/internal/")
@@ -42,8 +39,59 @@ pub(crate) async fn layer(State(app): State<App>, req: Request, next: Next) -> R
     }
     match authenticate(&app, req).await {
         Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(Refused::Api(e)) => e.into_response(),
+        Err(Refused::Throttled(wait)) => throttled(&app, wait),
     }
+}
+
+/// Why a request goes no further than authentication.
+enum Refused {
+    Api(ApiError),
+    /// Over the caller's rate; a token is back after this long.
+    Throttled(std::time::Duration),
+}
+
+impl From<vpcep_store::StoreError> for Refused {
+    fn from(e: vpcep_store::StoreError) -> Self {
+        Refused::Api(e.into())
+    }
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused::Api(e)
+    }
+}
+
+/// One token from the verified caller's bucket (`key`: its access key, or its account for
+/// console tokens).
+fn throttle(app: &App, key: &str) -> Result<(), Refused> {
+    match &app.limiter {
+        Some(l) => l.check(key).map_err(Refused::Throttled),
+        None => Ok(()),
+    }
+}
+
+/// `429` in the API's format, with `Retry-After` in whole seconds (at least 1).
+fn throttled(app: &App, wait: std::time::Duration) -> Response {
+    let rate = app
+        .limiter
+        .as_ref()
+        .map(|l| l.rate())
+        .unwrap_or(crate::ratelimit::Rate::DEFAULT);
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "APIGW.0308",
+        format!(
+            "the throttling threshold has been reached: {} requests per second per access key (bursts of {})",
+            rate.per_sec, rate.burst
+        ),
+    )
+    .into_response();
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    resp
 }
 
 fn header_str<'a>(parts: &'a axum::http::request::Parts, name: &str) -> Option<&'a str> {
@@ -71,19 +119,17 @@ fn check_date(raw: &str, skew_secs: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn authenticate(app: &App, req: Request) -> Result<Request, ApiError> {
+async fn authenticate(app: &App, req: Request) -> Result<Request, Refused> {
     let (mut parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "APIGW.0201",
-            "request body too large",
-        )
-    })?;
+    // The edge (`edge::body`) has read the body whole and within its limit.
+    let bytes = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| ApiError::bad("APIGW.0201", "the request body could not be read"))?;
     let (domain_id, token_project) = if let Some(token) = header_str(&parts, "x-auth-token") {
         let caller = app.store.token(token.to_owned()).await?.ok_or_else(|| {
             ApiError::unauthorized("APIGW.0301", "the token is invalid or expired")
         })?;
+        throttle(app, &format!("account:{}", caller.domain_id))?;
         (caller.domain_id, Some(caller.project_id))
     } else {
         let raw = header_str(&parts, header::AUTHORIZATION.as_str()).ok_or_else(|| {
@@ -99,7 +145,8 @@ async fn authenticate(app: &App, req: Request) -> Result<Request, ApiError> {
                 return Err(ApiError::unauthorized(
                     "APIGW.0301",
                     format!("SignedHeaders must include {required}"),
-                ));
+                )
+                .into());
             }
         }
         let date = header_str(&parts, "x-sdk-date")
@@ -131,8 +178,9 @@ async fn authenticate(app: &App, req: Request) -> Result<Request, ApiError> {
             &auth.signature,
         ) {
             tracing::debug!(%canonical, "signature mismatch");
-            return Err(ApiError::unauthorized("APIGW.0301", "the request signature does not match; check the secret key and that nothing rewrote the request"));
+            return Err(ApiError::unauthorized("APIGW.0301", "the request signature does not match; check the secret key and that nothing rewrote the request").into());
         }
+        throttle(app, &auth.access_key)?;
         (cred.domain_id, None)
     };
     let project_id = resolve_project(app, &parts, &domain_id, token_project).await?;

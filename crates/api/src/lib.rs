@@ -1,15 +1,19 @@
 //! The HTTP API of vpcep: Huawei Cloud VPCEP v1/v2 and a VPC v1 subset, wire-compatible
-//! with the official SDKs, plus console login, `/metrics` and `/openapi.json`. Handlers
-//! turn wire shapes into store commands; they never touch sockets or namespaces.
+//! with the official SDKs, plus console login and `/openapi.json`; `/metrics` is a router
+//! of its own ([`metrics_router`]) for a listener of its own. Handlers turn wire shapes
+//! into store commands; they never touch sockets or namespaces. [`edge`] holds the
+//! connections and the limits every request meets first.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 mod console;
+pub mod edge;
 mod error;
 mod extract;
 mod metrics;
 mod nodes;
 mod openapi;
+pub mod ratelimit;
 mod routes;
 mod wire;
 
@@ -17,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -86,6 +90,12 @@ pub struct AppInner {
     /// kept here and each signed request costs no key lookup in the store.
     pub(crate) credentials: RwLock<HashMap<String, Credential>>,
     pub(crate) projects: RwLock<HashMap<String, String>>,
+    /// Body size and time limits of every request.
+    pub limits: edge::RequestLimits,
+    /// Per access key rate limiting (`None`: unlimited).
+    pub(crate) limiter: Option<ratelimit::Limiter>,
+    /// The API listener's connection counters and cap, for `/metrics`.
+    pub connections: Option<(Arc<edge::EdgeStats>, usize)>,
 }
 
 /// What the API is built from.
@@ -97,6 +107,9 @@ pub struct AppConfig {
     pub node_token: Option<String>,
     pub reports: Arc<NodeReports>,
     pub revision: watch::Receiver<u64>,
+    pub limits: edge::RequestLimits,
+    /// The API listener's connection counters and cap, shown in `/metrics`.
+    pub connections: Option<(Arc<edge::EdgeStats>, usize)>,
 }
 
 impl std::ops::Deref for App {
@@ -120,6 +133,9 @@ impl App {
             revision: c.revision,
             credentials: RwLock::default(),
             projects: RwLock::default(),
+            limiter: c.limits.rate.map(ratelimit::Limiter::new),
+            limits: c.limits,
+            connections: c.connections,
         }))
     }
 }
@@ -132,7 +148,19 @@ pub fn router(app: App) -> Router {
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(app.clone(), auth::layer))
+        // The edge has read the body whole, within its limit.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(app.clone(), edge::body))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// `GET /metrics` alone, for the metrics listener: every tenant's endpoints and their
+/// traffic are in it, so it is not on the API's port.
+pub fn metrics_router(app: App) -> Router {
+    routes::metrics_router()
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::no_route() })
         .with_state(app)
 }
 

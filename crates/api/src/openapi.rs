@@ -75,7 +75,6 @@ pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
     ("GET", "/v3/projects", "keystone_list_projects", 200, "The caller's project in this region"),
     ("GET", "/internal/v1/snapshot", "node_snapshot", 200, "Gateway nodes: the desired state, long-polled with ?after=REVISION&wait=SECONDS (Bearer node token)"),
     ("POST", "/internal/v1/status", "node_status", 204, "Gateway nodes: which endpoints are live (Bearer node token)"),
-    ("GET", "/metrics", "metrics", 200, "Prometheus metrics"),
     ("GET", "/openapi.json", "openapi", 200, "This document"),
 ];
 

@@ -31,6 +31,10 @@ pub(crate) fn router() -> Router<App> {
         .merge(iam::router())
 }
 
+pub(crate) fn metrics_router() -> Router<App> {
+    misc::metrics_router()
+}
+
 /// A required body field.
 pub(crate) fn req<T>(field: &str, v: Option<T>) -> ApiResult<T> {
     v.ok_or_else(|| ApiError::param(format!("{field}: required")))

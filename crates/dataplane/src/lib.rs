@@ -207,6 +207,13 @@ impl Node {
         }
     }
 
+    /// Caps what the userspace gateway spends on listeners and sessions at `descriptors`
+    /// (by default the process's limit less 1024), before any endpoint starts.
+    pub fn with_gateway_budget(mut self, descriptors: u64) -> Node {
+        self.gateway = Gateway::with_budget(self.substrate.clone(), descriptors);
+        self
+    }
+
     /// Serves private DNS: a resolver in every VPC, and the cloud resolver if configured.
     pub fn with_dns(mut self, config: DnsConfig) -> Node {
         self.dns = Some(Dns::new(self.substrate.clone(), config));

@@ -241,6 +241,51 @@ struct ServeArgs {
     /// PUT/GET/DELETE /BUCKET/KEY, objects under DATA_DIR/object-store.
     #[arg(long, env = "VPCEP_OBJECT_STORE")]
     object_store: Option<SocketAddr>,
+    /// Address of GET /metrics (every tenant's endpoints and traffic, so not on the API's
+    /// port); `off` serves no metrics.
+    #[arg(long, env = "VPCEP_METRICS_LISTEN", default_value = "127.0.0.1:9877", value_parser = parse_listen_or_off)]
+    metrics_listen: ListenOrOff,
+    /// Seconds a connection may take to send a complete request head, counted from its
+    /// opening or from its previous response (so also the keep-alive idle timeout).
+    #[arg(long, env = "VPCEP_API_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    api_header_timeout: u64,
+    /// Seconds a request body may take to arrive whole after its head (else 408).
+    #[arg(long, env = "VPCEP_API_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    api_body_timeout: u64,
+    /// Largest request body in bytes (else 413 APIGW.0201); Huawei's gateway takes 12 MB.
+    #[arg(long, env = "VPCEP_API_MAX_BODY", default_value_t = vpcep_api::edge::DEFAULT_MAX_BODY as u64, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    api_max_body: u64,
+    /// Open API connections at most (more are answered 503 and closed). Default: 512, or
+    /// a quarter of a smaller descriptor limit; at most half the limit. The userspace
+    /// gateway's descriptor budget is the limit less this and 512.
+    #[arg(long, env = "VPCEP_API_MAX_CONNECTIONS")]
+    api_max_connections: Option<u64>,
+    /// Open API connections from one address at most (default: a quarter of
+    /// --api-max-connections; behind a reverse proxy, set it to the cap).
+    #[arg(long, env = "VPCEP_API_MAX_CONNECTIONS_PER_IP", value_parser = clap::value_parser!(u64).range(1..))]
+    api_max_connections_per_ip: Option<u64>,
+    /// Signed requests per second per access key (console tokens: per account), beyond
+    /// which the API answers 429 APIGW.0308 with Retry-After; 0 turns the limit off.
+    #[arg(long, env = "VPCEP_API_RATE_LIMIT", default_value_t = 1000)]
+    api_rate_limit: u32,
+    /// Requests one access key may send at once after a quiet spell (default: twice
+    /// --api-rate-limit).
+    #[arg(long, env = "VPCEP_API_RATE_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    api_rate_burst: Option<u32>,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct ListenOrOff(Option<SocketAddr>);
+
+fn parse_listen_or_off(s: &str) -> Result<ListenOrOff, String> {
+    match s {
+        "off" | "none" | "0" | "" => Ok(ListenOrOff(None)),
+        _ => s
+            .parse()
+            .map(|a| ListenOrOff(Some(a)))
+            .map_err(|_| format!("{s:?}: an address such as 127.0.0.1:9877, or off")),
+    }
 }
 
 #[derive(Args)]
@@ -410,6 +455,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         node_token: a.node_token,
         object_store: a.object_store,
         kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
+        api: vpcep::serve::ApiEdge {
+            header_timeout: std::time::Duration::from_secs(a.api_header_timeout),
+            max_connections: a.api_max_connections,
+            max_per_ip: a.api_max_connections_per_ip,
+            requests: vpcep_api::edge::RequestLimits {
+                max_body: a.api_max_body as usize,
+                body_timeout: std::time::Duration::from_secs(a.api_body_timeout),
+                rate: (a.api_rate_limit > 0).then(|| vpcep_api::ratelimit::Rate {
+                    per_sec: a.api_rate_limit as f64,
+                    burst: a
+                        .api_rate_burst
+                        .map_or(2.0 * a.api_rate_limit as f64, |b| b as f64),
+                }),
+            },
+        },
+        metrics_listen: a.metrics_listen.0,
     };
     let server = Server::build(config.clone()).await?;
     // Scripts read this line to find the port; a closed stdout must not stop the server.
@@ -417,6 +478,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "vpcep listening on http://{}", server.addr);
+        // Second, always when metrics are on: scripts read it after the first.
+        if let Some(m) = server.metrics_addr {
+            let _ = writeln!(out, "metrics on http://{m}/metrics");
+        }
         if server.node.is_some() {
             if let Some(d) = config.dns.describe(config.substrate, config.loopback_base) {
                 let _ = writeln!(out, "{d}");
@@ -430,7 +495,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         let _ = out.flush();
     }
-    tracing::info!(addr = %server.addr, data_dir = %config.data_dir.display(), region = %config.region, substrate = ?config.substrate, "serving");
+    tracing::info!(addr = %server.addr, metrics = ?server.metrics_addr, api_connections = server.api_connections, gateway_budget = server.gateway_budget, data_dir = %config.data_dir.display(), region = %config.region, substrate = ?config.substrate, "serving");
     server.run_until_stopped(shutdown_watch()).await
 }
 

@@ -131,6 +131,62 @@ pub struct Config {
     pub object_store: Option<SocketAddr>,
     /// How often the kernel path is checked for drift (changes made by hand).
     pub kernel_resync: std::time::Duration,
+    /// The API's connections and requests: timeouts, caps, the body limit, the rate.
+    pub api: ApiEdge,
+    /// Where `/metrics` is served (`None`: nowhere). Never on the API's port: it names
+    /// every tenant's endpoints.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How the API's listener treats connections and requests.
+#[derive(Debug, Clone)]
+pub struct ApiEdge {
+    /// A request head must be complete this long after a connection opens or after its
+    /// previous response (the keep-alive idle timeout).
+    pub header_timeout: std::time::Duration,
+    /// Open API connections at most; `None`: [`default_api_connections`] of the
+    /// process's descriptor limit.
+    pub max_connections: Option<u64>,
+    /// Open API connections from one address at most; `None`: a quarter of the cap.
+    pub max_per_ip: Option<u64>,
+    pub requests: vpcep_api::edge::RequestLimits,
+}
+
+impl Default for ApiEdge {
+    fn default() -> Self {
+        ApiEdge {
+            header_timeout: vpcep_api::edge::DEFAULT_HEADER_TIMEOUT,
+            max_connections: None,
+            max_per_ip: None,
+            requests: vpcep_api::edge::RequestLimits::default(),
+        }
+    }
+}
+
+/// Descriptors kept for everything that is neither an API connection nor the userspace
+/// gateway's: the store (8 SQLite connections with their WAL), the runtime, the API,
+/// metrics, DNS and object-store listeners, standard streams, and the VPC resolvers'
+/// sockets (two per resolver address).
+pub const DESCRIPTOR_RESERVE: u64 = 512;
+
+/// The API's connection cap unless set: 512, or a quarter of a small limit.
+pub fn default_api_connections(nofile: u64) -> u64 {
+    (nofile / 4).clamp(16, 512)
+}
+
+/// How the process's descriptors are shared: (API connections, gateway budget). The
+/// limit is `api + gateway + DESCRIPTOR_RESERVE`; with the defaults and a limit of 20,000
+/// that is 512 + 18,976 + 512, the gateway's budget as it was before the API had a cap.
+pub fn descriptor_split(nofile: u64, api: Option<u64>) -> Result<(u64, u64), String> {
+    let api = api.unwrap_or_else(|| default_api_connections(nofile));
+    if api == 0 || api > nofile / 2 {
+        return Err(format!(
+            "--api-max-connections {api}: use 1-{} (at most half of the {nofile} descriptors this process may hold; the data plane needs the rest)",
+            nofile / 2
+        ));
+    }
+    let gateway = nofile.saturating_sub(DESCRIPTOR_RESERVE + api).max(64);
+    Ok((api, gateway))
 }
 
 /// How often a node checks its kernel path for drift, by default.
@@ -170,6 +226,10 @@ impl Config {
             dns: DnsSettings::default(),
             object_store: None,
             kernel_resync: DEFAULT_KERNEL_RESYNC,
+            api: ApiEdge::default(),
+            // A port of its own, chosen by the kernel, so that servers side by side
+            // (tests, demos) never collide; `vpcep serve` defaults to 127.0.0.1:9877.
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         }
     }
 
@@ -273,13 +333,23 @@ impl vpcep_api::NodeInfo for NodeView {
     }
 }
 
+/// Connections the metrics listener takes at once (scrapers are few); they come out of
+/// [`DESCRIPTOR_RESERVE`].
+pub const METRICS_CONNECTIONS: usize = 16;
+
 /// A built server: store open, substrate checked, listener bound; nothing runs yet.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Open API connections at most, and what the userspace gateway may spend.
+    pub api_connections: u64,
+    pub gateway_budget: u64,
     pub store: Arc<SqliteStore>,
     /// The in-process data plane (`None` with `--dataplane remote`).
     pub node: Option<Arc<Node>>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: Config,
     object_store: Option<crate::objects::ObjectStore>,
 }
@@ -287,14 +357,20 @@ pub struct Server {
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
+        let nofile = vpcep_dataplane::gateway::limits::nofile_limit();
+        let (api_connections, gateway_budget) =
+            descriptor_split(nofile, config.api.max_connections).map_err(anyhow::Error::msg)?;
         let node = match config.dataplane {
-            DataplaneMode::Local => Some(Arc::new(node(
-                config.substrate,
-                &config.netns_prefix,
-                config.loopback_base,
-                config.forwarding,
-                &config.dns,
-            )?)),
+            DataplaneMode::Local => Some(Arc::new(
+                node(
+                    config.substrate,
+                    &config.netns_prefix,
+                    config.loopback_base,
+                    config.forwarding,
+                    &config.dns,
+                )?
+                .with_gateway_budget(gateway_budget),
+            )),
             DataplaneMode::Remote => None,
         };
         let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {
@@ -303,10 +379,27 @@ impl Server {
                 config.data_dir.display()
             )
         })?);
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = vpcep_api::edge::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => Some(
+                vpcep_api::edge::bind(a)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {a} (--metrics-listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        tracing::info!(
+            nofile,
+            api_connections,
+            gateway_budget,
+            reserve = DESCRIPTOR_RESERVE,
+            "descriptors: API connections + gateway budget + reserve"
+        );
         let object_store = match config.object_store {
             Some(a) => Some(
                 crate::objects::ObjectStore::bind(a, config.data_dir.join("object-store")).await?,
@@ -315,9 +408,13 @@ impl Server {
         };
         Ok(Server {
             addr,
+            metrics_addr,
+            api_connections,
+            gateway_budget,
             store,
             node,
             listener,
+            metrics_listener,
             config,
             object_store,
         })
@@ -335,6 +432,7 @@ impl Server {
             }),
         };
         let reports = Arc::new(NodeReports::default());
+        let api_stats = Arc::new(vpcep_api::edge::EdgeStats::default());
         let app = vpcep_api::App::new(vpcep_api::AppConfig {
             store: store.clone(),
             node: Some(view),
@@ -343,6 +441,8 @@ impl Server {
             node_token: self.config.node_token.clone(),
             reports: reports.clone(),
             revision: self.store.subscribe(),
+            limits: self.config.api.requests.clone(),
+            connections: Some((api_stats.clone(), self.api_connections as usize)),
         });
         let plane: Arc<dyn controller::DataPlane> = match &self.node {
             Some(n) => n.clone(),
@@ -363,12 +463,39 @@ impl Server {
             .node
             .clone()
             .map(|n| tokio::spawn(n.resync_every(self.config.kernel_resync, shutdown.clone())));
-        let mut stop = shutdown.clone();
-        axum::serve(self.listener, vpcep_api::router(app))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await?;
+        let metrics = self.metrics_listener.map(|l| {
+            tokio::spawn(vpcep_api::edge::serve(
+                l,
+                vpcep_api::metrics_router(app.clone()),
+                vpcep_api::edge::ConnLimits {
+                    header_timeout: self.config.api.header_timeout,
+                    max_connections: METRICS_CONNECTIONS,
+                    max_per_ip: METRICS_CONNECTIONS,
+                },
+                Arc::default(),
+                shutdown.clone(),
+            ))
+        });
+        vpcep_api::edge::serve(
+            self.listener,
+            vpcep_api::router(app),
+            vpcep_api::edge::ConnLimits {
+                header_timeout: self.config.api.header_timeout,
+                max_connections: self.api_connections as usize,
+                max_per_ip: self
+                    .config
+                    .api
+                    .max_per_ip
+                    .unwrap_or((self.api_connections / 4).max(1))
+                    as usize,
+            },
+            api_stats,
+            shutdown.clone(),
+        )
+        .await?;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         let _ = ctl.await;
         if let Some(r) = resync {
             let _ = r.await;

@@ -16,12 +16,16 @@ pub(super) fn router() -> Router<App> {
         .route("/v1/{project_id}/quotas", get(quotas))
         .route("/", get(versions))
         .route("/{version}", get(version))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
+}
+
+/// `GET /metrics`, served on the metrics listener only.
+pub(crate) fn metrics_router() -> Router<App> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn quotas(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
@@ -92,6 +96,9 @@ async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<Val
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let rev = app.store.revision().await.unwrap_or(0);
     let mut extra = format!("# HELP vpcep_store_revision Revision of the durable state.\n# TYPE vpcep_store_revision gauge\nvpcep_store_revision {rev}\n");
+    if let Some((stats, max)) = &app.connections {
+        extra.push_str(&stats.render("api", *max));
+    }
     if let Some(node) = &app.node {
         extra.push_str(&node.metrics());
     }

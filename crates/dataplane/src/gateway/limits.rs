@@ -67,17 +67,22 @@ impl Slots {
 /// Descriptors the gateway may spend on sessions: the hard `nofile` limit (raised to as
 /// the soft limit) less a reserve for listeners, the store and the API.
 pub fn descriptor_budget() -> u64 {
+    nofile_limit().saturating_sub(1024).max(64)
+}
+
+/// The descriptors this process may hold: the hard `nofile` limit, to which the soft one
+/// is raised (the soft one if that fails).
+pub fn nofile_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
-            let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
                 hard
             } else {
                 soft
-            };
-            limit.saturating_sub(1024).max(64)
+            }
         }
-        Err(_) => 1024,
+        Err(_) => 1088,
     }
 }
 

@@ -24,7 +24,7 @@ async fn within_2s<F: std::future::Future<Output = bool>>(mut check: impl FnMut(
 }
 
 /// A backend host: TCP echo on :80, a PROXY-v2-reporting server on :81, UDP echo on :53.
-async fn backends(ip: Ipv4Addr) {
+pub(crate) async fn backends(ip: Ipv4Addr) {
     let tcp = TcpListener::bind((ip, 80)).await.unwrap();
     tokio::spawn(async move {
         loop {
@@ -72,7 +72,7 @@ async fn backends(ip: Ipv4Addr) {
     });
 }
 
-async fn echo(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn echo(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(msg).await?;
     let mut got = vec![0u8; msg.len()];
@@ -81,7 +81,7 @@ async fn echo(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// The local address of `ip` in a VPC, from the VPC's loopback block.
-async fn local(c: &Client, vpc: &str, ip: &str) -> Ipv4Addr {
+pub(crate) async fn local(c: &Client, vpc: &str, ip: &str) -> Ipv4Addr {
     let v = c.ok("GET", &format!("/v1/{{p}}/vpcs/{vpc}"), None).await;
     let block = v["vpc"]["loopback_block"].as_str().unwrap().to_owned();
     let n: u8 = block.split('.').nth(1).unwrap().parse().unwrap();

@@ -44,7 +44,7 @@ fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
     (Proc(child), url)
 }
 
-fn admin_account(dir: &Path, name: &str) -> Account {
+pub(crate) fn admin_account(dir: &Path, name: &str) -> Account {
     let out = Command::new(env!("CARGO_BIN_EXE_vpcep"))
         .args(["admin", "account", "create", name, "--data-dir"])
         .arg(dir)

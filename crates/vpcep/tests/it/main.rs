@@ -6,6 +6,7 @@ mod cli;
 mod dataplane;
 mod demo;
 mod durability;
+mod edge;
 mod kernel;
 mod netns;
 mod support;

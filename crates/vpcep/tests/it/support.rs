@@ -12,6 +12,8 @@ use vpcep_store::Store;
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
+    /// Where `/metrics` is served (a port of its own).
+    pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) store: std::sync::Arc<vpcep_store::SqliteStore>,
     pub(crate) dir: std::sync::Arc<tempfile::TempDir>,
     stop: watch::Sender<bool>,
@@ -57,10 +59,12 @@ pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: C
     let server = Server::build(config.clone()).await.unwrap();
     let (stop, rx) = watch::channel(false);
     let addr = server.addr;
+    let metrics_addr = server.metrics_addr;
     let store = server.store.clone();
     let task = Some(tokio::spawn(server.run_until_stopped(rx)));
     TestApp {
         addr,
+        metrics_addr,
         store,
         dir,
         stop,
@@ -70,9 +74,10 @@ pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: C
 }
 
 impl TestApp {
-    /// The server's Prometheus text.
+    /// The server's Prometheus text, from its metrics listener.
     pub(crate) async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.addr))
+        let addr = self.metrics_addr.expect("the server serves no metrics");
+        reqwest::get(format!("http://{addr}/metrics"))
             .await
             .unwrap()
             .text()
@@ -139,10 +144,15 @@ impl TestApp {
 
 impl Client {
     pub(crate) fn new(base: String, acct: Account) -> Client {
+        Client::with_http(base, acct, reqwest::Client::new())
+    }
+
+    /// A client whose HTTP client is built as the test needs (e.g. its source address).
+    pub(crate) fn with_http(base: String, acct: Account, http: reqwest::Client) -> Client {
         Client {
             base,
             acct,
-            http: reqwest::Client::new(),
+            http,
             sdk_date: None,
             sk_override: None,
         }
