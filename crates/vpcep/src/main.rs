@@ -119,6 +119,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cli::SubnetCmd,
     },
+    /// Route tables of VPCs: custom routes, and where gateway endpoints route.
+    Routetable {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::RoutetableCmd,
+    },
     /// Build the user guide's scenario step by step on a fresh data directory and report.
     Demo {
         #[arg(long, value_enum, default_value = "loopback")]
@@ -340,6 +349,42 @@ enum PublicServiceCmd {
         cidr: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List the public services, with their status and how many endpoints use them.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// table (for people) or json (for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Change a public service's backend or description at any time; its ports or range
+    /// only while no endpoint uses it.
+    Update {
+        /// The service's id, name (e.g. obs) or full name.
+        service: String,
+        /// A new backend address (new sessions go there).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Replace the port mappings (interface services): CLIENT:SERVER[/TCP|UDP]; repeatable.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// A new address range (gateway services).
+        #[arg(long)]
+        cidr: Option<String>,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Delete a public service (refused while endpoints are connected to it); a running
+    /// server removes it.
+    Delete {
+        /// The service's id, name (e.g. obs) or full name.
+        service: String,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -583,6 +628,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Tag { client, fmt, cmd } => cli::tag(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Vpc { client, fmt, cmd } => cli::vpc(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Subnet { client, fmt, cmd } => cli::subnet(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Routetable { client, fmt, cmd } => {
+            cli::routetable(&ApiClient::new(&client)?, fmt, cmd).await
+        }
         Cmd::Demo {
             substrate,
             loopback_base,
@@ -682,15 +730,92 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&admin::create_public_service(&dir.data_dir, &dir.region, spec).await?);
                 Ok(())
             }
+            AdminCmd::PublicService {
+                cmd: PublicServiceCmd::List { dir, output },
+            } => {
+                let list = admin::list_public_services(&dir.data_dir).await?;
+                let rows: Vec<Value> = list.iter().map(admin::public_service_json).collect();
+                match output {
+                    Output::Json => print_json(&Value::Array(rows)),
+                    Output::Table => vpcep::output::print_rows(
+                        &rows
+                            .iter()
+                            .map(|r| {
+                                let mut r = r.clone();
+                                r["ports_text"] = r["ports"]
+                                    .as_array()
+                                    .map(|ps| {
+                                        ps.iter()
+                                            .map(|p| {
+                                                json!(format!(
+                                                    "{}:{}/{}",
+                                                    p["client_port"],
+                                                    p["server_port"],
+                                                    p["protocol"].as_str().unwrap_or("TCP")
+                                                ))
+                                            })
+                                            .collect::<Vec<_>>()
+                                    })
+                                    .map(Value::Array)
+                                    .unwrap_or_default();
+                                r
+                            })
+                            .collect::<Vec<_>>(),
+                        &[
+                            ("ID", "/id"),
+                            ("NAME", "/service_name"),
+                            ("TYPE", "/service_type"),
+                            ("STATUS", "/status"),
+                            ("BACKEND", "/backend"),
+                            ("CIDR", "/cidr"),
+                            ("PORTS", "/ports_text"),
+                            ("CONNECTIONS", "/connections"),
+                        ],
+                    ),
+                }
+                Ok(())
+            }
+            AdminCmd::PublicService {
+                cmd:
+                    PublicServiceCmd::Update {
+                        service,
+                        backend,
+                        ports,
+                        cidr,
+                        description,
+                        dir,
+                    },
+            } => {
+                let change = admin::PublicServiceChange {
+                    backend: backend.as_deref(),
+                    ports: &ports,
+                    cidr: cidr.as_deref(),
+                    description: description.as_deref(),
+                };
+                let svc = admin::update_public_service(&dir.data_dir, &service, change).await?;
+                print_json(&admin::public_service_json(&svc));
+                Ok(())
+            }
+            AdminCmd::PublicService {
+                cmd: PublicServiceCmd::Delete { service, dir },
+            } => {
+                let svc = admin::delete_public_service(&dir.data_dir, &service).await?;
+                print_json(&admin::public_service_json(&svc));
+                Ok(())
+            }
         },
     }
 }
 
-/// 3: the API refused the request (4xx); 4: the server failed (5xx); 5: anything else
-/// (unreachable server, missing configuration, local failures). clap exits 2 on bad usage.
+/// 2: bad usage (clap's own, or `UsageError`); 3: the API refused the request (4xx), or
+/// the store refused an `admin` command's change; 4: the server failed (5xx); 5: anything
+/// else (unreachable server, missing configuration, local failures).
 fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<vpcep::cli::UsageError>().is_some() {
         return 2;
+    }
+    if let Some(vpcep_store::StoreError::Rejected(_)) = e.downcast_ref() {
+        return 3;
     }
     match e.downcast_ref::<vpcep::client::ApiFailure>() {
         Some(f) if f.status < 500 => 3,
@@ -708,8 +833,11 @@ fn configure(
 ) -> anyhow::Result<()> {
     let mut p = vpcep::client::Profile::load().unwrap_or_default();
     if let Some(path) = from_account {
-        let raw = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let a: serde_json::Value = serde_json::from_slice(&raw)?;
+        let usage = |e: &dyn std::fmt::Display| {
+            cli::UsageError(format!("--from-account {}: {e}", path.display()))
+        };
+        let raw = std::fs::read(&path).map_err(|e| usage(&e))?;
+        let a: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| usage(&e))?;
         let s = |k: &str| a[k].as_str().map(str::to_owned);
         p.access_key = s("access_key").or(p.access_key);
         p.secret_key = s("secret_key").or(p.secret_key);
