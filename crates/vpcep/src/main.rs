@@ -824,6 +824,22 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// The error and its causes, each said once: a cause whose text the error before it
+/// already includes (`#[error("database: {0}")]` with `#[from]`) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut before = out.clone();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !before.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        before = text;
+    }
+    out
+}
+
 fn configure(
     endpoint: Option<String>,
     access_key: Option<String>,
@@ -863,7 +879,7 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("vpcep: {e:#}");
+        eprintln!("vpcep: {}", message(&e));
         std::process::exit(exit_code(&e));
     }
 }
@@ -871,6 +887,30 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// A cause is said once, whether or not its parent's message includes it.
+    #[test]
+    fn messages_say_each_cause_once() {
+        #[derive(Debug)]
+        struct Wraps(std::io::Error);
+        impl std::fmt::Display for Wraps {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "data directory: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wraps {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = || std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Wraps(io()));
+        assert_eq!(super::message(&e), "data directory: disk full");
+        let e = anyhow::Error::new(io()).context("cannot save");
+        assert_eq!(super::message(&e), "cannot save: disk full");
+        let e = anyhow::Error::new(vpcep_store::StoreError::Io(io())).context("admin");
+        assert_eq!(super::message(&e), "admin: data directory: disk full");
+    }
 
     /// clap's own consistency checks: no clashing argument ids or flags.
     #[test]
