@@ -213,12 +213,16 @@ pub enum PermissionCmd {
     /// Allow accounts: `iam:domain::<32 hex>` or `*`.
     Add {
         service: String,
+        /// `iam:domain::<account (domain) id>` or `*`; one or more.
+        #[arg(required = true)]
         entries: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
     },
     Remove {
         service: String,
+        /// The entries to remove, as listed; one or more.
+        #[arg(required = true)]
         entries: Vec<String>,
     },
 }
@@ -244,12 +248,16 @@ pub enum TagCmd {
     Add {
         kind: Kind,
         id: String,
+        /// KEY=VALUE; one or more.
+        #[arg(required = true)]
         tags: Vec<String>,
     },
     /// Remove tags by key.
     Remove {
         kind: Kind,
         id: String,
+        /// Keys; one or more.
+        #[arg(required = true)]
         keys: Vec<String>,
     },
     /// Keys and values used in the project.
@@ -482,6 +490,16 @@ pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
             tcp_proxy,
             connection_limit,
         } => {
+            if approval.is_none()
+                && description.is_none()
+                && tcp_proxy.is_none()
+                && connection_limit.is_none()
+            {
+                return Err(UsageError(
+                    "give --approval, --description, --tcp-proxy or --connection-limit".into(),
+                )
+                .into());
+            }
             let body = with(
                 json!({}),
                 &[
@@ -683,16 +701,9 @@ pub async fn permission(api: &ApiClient, fmt: Fmt, cmd: PermissionCmd) -> Result
             entries,
             description,
         } => {
-            if entries.is_empty() {
-                return Err(UsageError(
-                    "give at least one ENTRY: iam:domain::<account id> or *".into(),
-                )
-                .into());
-            }
-            if let Some(e) = entries
-                .iter()
-                .find(|e| e.strip_prefix("iam:domain::") == Some(api.project.as_str()))
-            {
+            if let Some(e) = entries.iter().find(|e| {
+                !api.project.is_empty() && e.strip_prefix("iam:domain::") == Some(&api.project)
+            }) {
                 return Err(UsageError(format!(
                     "{e}: that is your project id, not an account id; a whitelist entry names an account (domain): use iam:domain::<its domain_id>, as `vpcep admin account create` printed it"
                 ))

@@ -247,6 +247,26 @@ async fn usage_mistakes_exit_2_and_refusals_3_with_one_message() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("CLIENT:SERVER"), "{}", stderr(&o));
+    // A usage mistake is one whether or not the client is configured; a missing
+    // configuration shows at the first request (5).
+    let unconfigured = Cli {
+        config: "/nonexistent/profile.json".into(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    for args in [
+        &[
+            "service", "create", "--vpc", "v", "--port", "p", "--map", "8080-80",
+        ][..],
+        &["service", "update", "some-id"],
+        &["tag", "add", "service", "some-id"],
+        &["permission", "add", "some-id"],
+    ] {
+        let o = unconfigured.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = unconfigured.run(&["quota"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("VPCEP_ACCESS_KEY"), "{}", stderr(&o));
 
     // The operator's commands: a duplicate name is the store's refusal (3), said once.
     let obs = [
