@@ -19,7 +19,7 @@ use vpcep_model::Rejection;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A business rule refused the change; nothing was written.
-    #[error("{0}")]
+    #[error(transparent)]
     Rejected(#[from] Rejection),
     #[error("database: {0}")]
     Db(sqlx::Error),
@@ -138,6 +138,11 @@ store_trait! {
     /// A service as a prospective consumer may see it: own, public, or whitelisted.
     fn describe_service(&self, caller: Caller, id: Option<String>, name: Option<String>) -> Service;
     fn list_public_services(&self, filter: ServiceFilter, page: Page) -> (Vec<Service>, i64);
+    /// An operator service (by id, short or full name) changed; ports and range only
+    /// while no endpoint uses it.
+    fn update_public_service(&self, key: String, update: PublicServiceUpdate) -> Service;
+    /// Marks an operator service for deletion (refused while endpoints are connected).
+    fn delete_public_service(&self, key: String) -> Service;
     fn update_service(&self, caller: Caller, id: String, update: ServiceUpdate) -> Service;
     fn delete_service(&self, caller: Caller, id: String) -> ();
     fn add_server_resources(&self, caller: Caller, id: String, resources: Vec<String>) -> ();

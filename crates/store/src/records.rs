@@ -256,6 +256,15 @@ pub struct NewPublicService {
     pub description: String,
 }
 
+/// What the operator changes on a public service (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct PublicServiceUpdate {
+    pub backend_ip: Option<Ipv4Addr>,
+    pub ports: Option<Vec<PortMapping>>,
+    pub cidr: Option<String>,
+    pub description: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServiceUpdate {
     pub approval_enabled: Option<bool>,

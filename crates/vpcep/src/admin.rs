@@ -5,8 +5,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use vpcep_model::{validate_port_mappings, ServiceType};
-use vpcep_store::{Account, NewPublicService, SqliteStore, Store};
+use vpcep_model::{validate_port_mappings, PortMapping, ServiceType};
+use vpcep_store::{
+    Account, NewPublicService, Page, PublicServiceUpdate, Service, ServiceFilter, SqliteStore,
+    Store,
+};
+
+use crate::cli::UsageError;
 
 async fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(data_dir)
@@ -51,7 +56,7 @@ pub async fn set_quota(
     endpoints: Option<i64>,
 ) -> anyhow::Result<Account> {
     if services.is_none() && endpoints.is_none() {
-        anyhow::bail!("give --endpoint-services and/or --endpoints");
+        return Err(UsageError("give --endpoint-services and/or --endpoints".into()).into());
     }
     let store = open(data_dir).await?;
     let a = Store::set_quota(&store, name.to_owned(), services, endpoints).await?;
@@ -79,31 +84,37 @@ pub struct PublicService<'a> {
     pub description: &'a str,
 }
 
+fn backend_ip(raw: &str) -> anyhow::Result<Ipv4Addr> {
+    raw.parse()
+        .map_err(|_| UsageError(format!("--backend {raw:?}: not an IPv4 address")).into())
+}
+
+/// `--port` values as port mappings (none when none are given).
+fn port_mappings(raw: &[String]) -> anyhow::Result<Vec<PortMapping>> {
+    let parsed = raw
+        .iter()
+        .map(|r| parse_port(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UsageError(format!("--port {e}")))?;
+    let raw: Vec<_> = parsed
+        .iter()
+        .map(|(c, s, pr)| (*c, *s, Some(pr.as_str())))
+        .collect();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    validate_port_mappings(&raw).map_err(|e| UsageError(format!("--port: {e}")).into())
+}
+
 pub async fn create_public_service(
     data_dir: &Path,
     region: &str,
     p: PublicService<'_>,
 ) -> anyhow::Result<Value> {
-    let service_type = ServiceType::parse(p.kind).map_err(|e| anyhow::anyhow!("--type: {e}"))?;
-    let backend_ip: Ipv4Addr = p
-        .backend
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--backend {:?}: not an IPv4 address", p.backend))?;
-    let parsed = p
-        .ports
-        .iter()
-        .map(|r| parse_port(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let raw: Vec<_> = parsed
-        .iter()
-        .map(|(c, s, pr)| (*c, *s, Some(pr.as_str())))
-        .collect();
-    let ports = if raw.is_empty() {
-        Vec::new()
-    } else {
-        validate_port_mappings(&raw)?
-    };
+    let service_type =
+        ServiceType::parse(p.kind).map_err(|e| UsageError(format!("--type: {e}")))?;
+    let backend_ip = backend_ip(p.backend)?;
+    let ports = port_mappings(p.ports)?;
     let store = open(data_dir).await?;
     let svc = Store::create_public_service(
         &store,
@@ -119,15 +130,76 @@ pub async fn create_public_service(
     )
     .await?;
     store.close().await;
-    Ok(json!({
+    Ok(public_service_json(&svc))
+}
+
+/// A public service as the operator's commands print it.
+pub fn public_service_json(svc: &Service) -> Value {
+    json!({
         "id": svc.id,
+        "name": svc.short_name,
         "service_name": svc.service_name,
         "service_type": svc.service_type.as_str(),
         "backend": svc.backend_ip,
         "cidr": svc.cidr,
         "ports": svc.ports.iter().map(|m| json!({"client_port": m.client_port, "server_port": m.server_port, "protocol": m.protocol.as_str()})).collect::<Vec<_>>(),
         "status": svc.status.as_str(),
-    }))
+        "connections": svc.connection_count,
+        "description": svc.description,
+    })
+}
+
+/// Every public service, oldest first.
+pub async fn list_public_services(data_dir: &Path) -> anyhow::Result<Vec<Service>> {
+    let store = open(data_dir).await?;
+    let (list, _) = Store::list_public_services(
+        &store,
+        ServiceFilter::default(),
+        Page {
+            limit: i64::MAX,
+            ..Page::default()
+        },
+    )
+    .await?;
+    store.close().await;
+    Ok(list)
+}
+
+/// What `admin public-service update` changes (`None`: unchanged).
+pub struct PublicServiceChange<'a> {
+    pub backend: Option<&'a str>,
+    pub ports: &'a [String],
+    pub cidr: Option<&'a str>,
+    pub description: Option<&'a str>,
+}
+
+pub async fn update_public_service(
+    data_dir: &Path,
+    key: &str,
+    c: PublicServiceChange<'_>,
+) -> anyhow::Result<Service> {
+    if c.backend.is_none() && c.ports.is_empty() && c.cidr.is_none() && c.description.is_none() {
+        return Err(UsageError("give --backend, --port, --cidr or --description".into()).into());
+    }
+    let update = PublicServiceUpdate {
+        backend_ip: c.backend.map(backend_ip).transpose()?,
+        ports: (!c.ports.is_empty())
+            .then(|| port_mappings(c.ports))
+            .transpose()?,
+        cidr: c.cidr.map(str::to_owned),
+        description: c.description.map(str::to_owned),
+    };
+    let store = open(data_dir).await?;
+    let svc = Store::update_public_service(&store, key.to_owned(), update).await;
+    store.close().await;
+    Ok(svc?)
+}
+
+pub async fn delete_public_service(data_dir: &Path, key: &str) -> anyhow::Result<Service> {
+    let store = open(data_dir).await?;
+    let svc = Store::delete_public_service(&store, key.to_owned()).await;
+    store.close().await;
+    Ok(svc?)
 }
 
 #[cfg(test)]

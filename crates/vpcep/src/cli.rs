@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::admin::parse_port;
-use crate::client::ApiClient;
+use crate::client::{ApiClient, ApiFailure};
 use crate::output::{print_json, print_object, print_rows, Output};
 
 /// A mistake in the command line that clap cannot see (exit code 2, like clap's own).
@@ -86,8 +86,12 @@ pub enum ServiceCmd {
         id: String,
         name: String,
     },
+    /// Delete a service (it goes once the data plane has let go of it).
     Delete {
+        /// The service's id.
         id: String,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Find a service you may connect to, by full name or id.
     Describe {
@@ -155,9 +159,24 @@ pub enum EndpointCmd {
         id: String,
         tables: Vec<String>,
     },
+    /// Delete an endpoint (it goes, and frees its address, once its listeners are down).
     Delete {
+        /// The endpoint's id.
         id: String,
+        #[command(flatten)]
+        wait: Wait,
     },
+}
+
+/// Waiting for an asynchronous deletion to finish.
+#[derive(Args, Clone, Copy)]
+pub struct Wait {
+    /// Return only once the resource is gone (its address and name are free again).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit code 5).
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "wait")]
+    pub timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -194,12 +213,16 @@ pub enum PermissionCmd {
     /// Allow accounts: `iam:domain::<32 hex>` or `*`.
     Add {
         service: String,
+        /// `iam:domain::<account (domain) id>` or `*`; one or more.
+        #[arg(required = true)]
         entries: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
     },
     Remove {
         service: String,
+        /// The entries to remove, as listed; one or more.
+        #[arg(required = true)]
         entries: Vec<String>,
     },
 }
@@ -225,12 +248,16 @@ pub enum TagCmd {
     Add {
         kind: Kind,
         id: String,
+        /// KEY=VALUE; one or more.
+        #[arg(required = true)]
         tags: Vec<String>,
     },
     /// Remove tags by key.
     Remove {
         kind: Kind,
         id: String,
+        /// Keys; one or more.
+        #[arg(required = true)]
         keys: Vec<String>,
     },
     /// Keys and values used in the project.
@@ -400,7 +427,7 @@ fn ports(maps: &[String]) -> Result<Value> {
                 .map(|(c, s, p)| json!({"client_port": c, "server_port": s, "protocol": p}))
         })
         .collect::<Result<_, _>>()
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| UsageError(format!("--map {e}")))?;
     Ok(Value::Array(list))
 }
 
@@ -463,6 +490,16 @@ pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
             tcp_proxy,
             connection_limit,
         } => {
+            if approval.is_none()
+                && description.is_none()
+                && tcp_proxy.is_none()
+                && connection_limit.is_none()
+            {
+                return Err(UsageError(
+                    "give --approval, --description, --tcp-proxy or --connection-limit".into(),
+                )
+                .into());
+            }
             let body = with(
                 json!({}),
                 &[
@@ -482,8 +519,11 @@ pub async fn service(api: &ApiClient, fmt: Fmt, cmd: ServiceCmd) -> Result<()> {
             )
             .await?,
         ),
-        ServiceCmd::Delete { id } => {
-            Shown::Done(api.call("DELETE", &format!("{SVC}/{id}"), None).await?)
+        ServiceCmd::Delete { id, wait } => {
+            let path = format!("{SVC}/{id}");
+            let v = api.call("DELETE", &path, None).await?;
+            wait_gone(api, &path, &format!("service {id}"), wait).await?;
+            Shown::Done(v)
         }
         ServiceCmd::Describe { name, id } => {
             let q = query(&[("endpoint_service_name", name), ("id", id)]);
@@ -581,8 +621,11 @@ pub async fn endpoint(api: &ApiClient, fmt: Fmt, cmd: EndpointCmd) -> Result<()>
             )
             .await?,
         ),
-        EndpointCmd::Delete { id } => {
-            Shown::Done(api.call("DELETE", &format!("{EP}/{id}"), None).await?)
+        EndpointCmd::Delete { id, wait } => {
+            let path = format!("{EP}/{id}");
+            let v = api.call("DELETE", &path, None).await?;
+            wait_gone(api, &path, &format!("endpoint {id}"), wait).await?;
+            Shown::Done(v)
         }
     };
     show(fmt, shown);
@@ -658,6 +701,14 @@ pub async fn permission(api: &ApiClient, fmt: Fmt, cmd: PermissionCmd) -> Result
             entries,
             description,
         } => {
+            if let Some(e) = entries.iter().find(|e| {
+                !api.project.is_empty() && e.strip_prefix("iam:domain::") == Some(&api.project)
+            }) {
+                return Err(UsageError(format!(
+                    "{e}: that is your project id, not an account id; a whitelist entry names an account (domain): use iam:domain::<its domain_id>, as `vpcep admin account create` printed it"
+                ))
+                .into());
+            }
             let items: Vec<Value> = entries
                 .iter()
                 .map(|e| json!({"permission": e, "description": description}))
@@ -806,6 +857,237 @@ pub async fn subnet(api: &ApiClient, fmt: Fmt, cmd: SubnetCmd) -> Result<()> {
     Ok(())
 }
 
+/// Polls `path` until it answers 404, when `wait` asks for it, telling a person what it
+/// waits for when that takes more than a moment.
+async fn wait_gone(api: &ApiClient, path: &str, what: &str, wait: Wait) -> Result<()> {
+    if !wait.wait {
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    let mut told = 0;
+    loop {
+        let status = match api.call("GET", path, None).await {
+            Ok(v) => v["status"].as_str().unwrap_or("?").to_owned(),
+            Err(e)
+                if e.downcast_ref::<ApiFailure>()
+                    .is_some_and(|f| f.status == 404) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        let secs = start.elapsed().as_secs();
+        if secs >= wait.timeout {
+            anyhow::bail!(
+                "{what} is still {status} after {} s; it may go later (see `show`), or something keeps it",
+                wait.timeout
+            );
+        }
+        if secs >= 3 && secs / 5 >= told {
+            told = secs / 5 + 1;
+            eprintln!("waiting for {what} to go: {status} after {secs} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RoutetableCmd {
+    /// Route tables (every VPC has a default one; its subnets use it).
+    List {
+        /// Only the tables of this VPC.
+        #[arg(long)]
+        vpc: Option<String>,
+    },
+    /// One route table: its routes (yours, and those gateway endpoints put there).
+    Show {
+        /// The route table's id.
+        id: String,
+    },
+    /// A custom route table in a VPC.
+    Create {
+        /// The VPC the table belongs to.
+        #[arg(long)]
+        vpc: String,
+        /// Up to 64 characters.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A route DESTINATION=NEXTHOP[,TYPE] (TYPE defaults to ecs); repeatable.
+        #[arg(long = "route", value_name = "DEST=NEXTHOP[,TYPE]")]
+        routes: Vec<String>,
+        /// Free text, no < or >.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Rename a table, or add, change and remove its routes.
+    Update {
+        /// The route table's id.
+        id: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        /// Add a route DESTINATION=NEXTHOP[,TYPE]; repeatable.
+        #[arg(long = "add-route", value_name = "DEST=NEXTHOP[,TYPE]")]
+        add: Vec<String>,
+        /// Change the route to DESTINATION: DESTINATION=NEXTHOP[,TYPE]; repeatable.
+        #[arg(long = "mod-route", value_name = "DEST=NEXTHOP[,TYPE]")]
+        modify: Vec<String>,
+        /// Remove the route to DESTINATION; repeatable.
+        #[arg(long = "del-route", value_name = "DEST")]
+        del: Vec<String>,
+    },
+    /// Delete a custom table (not a VPC's default one, nor one a gateway endpoint uses).
+    Delete {
+        /// The route table's id.
+        id: String,
+    },
+}
+
+const RT: &str = "/v1/{p}/routetables";
+const ROUTETABLE_COLS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("VPC", "/vpc_id"),
+    ("DEFAULT", "/default"),
+    ("ROUTES", "/routes"),
+    ("SUBNETS", "/subnets"),
+];
+
+/// `DEST=NEXTHOP[,TYPE]` as the API takes a route.
+fn route(raw: &str) -> Result<Value> {
+    let (dest, rest) = raw
+        .split_once('=')
+        .filter(|(d, n)| !d.is_empty() && !n.is_empty())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{raw:?}: use DESTINATION=NEXTHOP[,TYPE], e.g. 10.8.0.0/16=192.168.0.10"
+            ))
+        })?;
+    let (nexthop, kind) = rest.split_once(',').unwrap_or((rest, "ecs"));
+    Ok(json!({"destination": dest, "nexthop": nexthop, "type": kind}))
+}
+
+fn routes(raw: &[String]) -> Result<Vec<Value>> {
+    raw.iter().map(|r| route(r)).collect()
+}
+
+/// A route table as a person reads it: routes as `DEST via NEXTHOP (TYPE)`, subnets by id.
+fn readable_table(mut t: Value) -> Value {
+    let routes: Vec<Value> = t["routes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let f = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    json!(format!(
+                        "{} via {} ({})",
+                        f("destination"),
+                        f("nexthop"),
+                        f("type")
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let subnets: Vec<Value> = t["subnets"]
+        .as_array()
+        .map(|a| a.iter().map(|s| s["id"].clone()).collect())
+        .unwrap_or_default();
+    t["routes"] = Value::Array(routes);
+    t["subnets"] = Value::Array(subnets);
+    t
+}
+
+pub async fn routetable(api: &ApiClient, fmt: Fmt, cmd: RoutetableCmd) -> Result<()> {
+    let one = |v: Value| match fmt.output {
+        Output::Json => Shown::One(v),
+        Output::Table => Shown::One(readable_table(v)),
+    };
+    let shown = match cmd {
+        RoutetableCmd::List { vpc } => {
+            let mut v = api
+                .call("GET", &format!("{RT}{}", query(&[("vpc_id", vpc)])), None)
+                .await?;
+            if fmt.output == Output::Table {
+                if let Some(list) = v["routetables"].as_array_mut() {
+                    for t in list.iter_mut() {
+                        *t = readable_table(t.take());
+                    }
+                }
+            }
+            Shown::List(v, "routetables", ROUTETABLE_COLS)
+        }
+        RoutetableCmd::Show { id } => {
+            one(api.call("GET", &format!("{RT}/{id}"), None).await?["routetable"].clone())
+        }
+        RoutetableCmd::Create {
+            vpc,
+            name,
+            routes: list,
+            description,
+        } => {
+            let body = json!({"routetable": with(
+                json!({"vpc_id": vpc, "name": name, "routes": routes(&list)?}),
+                &[("description", description.map(Value::from))],
+            )});
+            one(api.call("POST", RT, Some(&body)).await?["routetable"].clone())
+        }
+        RoutetableCmd::Update {
+            id,
+            name,
+            description,
+            add,
+            modify,
+            del,
+        } => {
+            if name.is_none()
+                && description.is_none()
+                && add.is_empty()
+                && modify.is_empty()
+                && del.is_empty()
+            {
+                return Err(UsageError(
+                    "give --name, --description, --add-route, --mod-route or --del-route".into(),
+                )
+                .into());
+            }
+            let mut changes = json!({});
+            if !add.is_empty() {
+                changes["add"] = json!(routes(&add)?);
+            }
+            if !modify.is_empty() {
+                changes["mod"] = json!(routes(&modify)?);
+            }
+            if !del.is_empty() {
+                changes["del"] = json!(del
+                    .iter()
+                    .map(|d| json!({"destination": d}))
+                    .collect::<Vec<_>>());
+            }
+            let mut t = with(
+                json!({}),
+                &[
+                    ("name", name.map(Value::from)),
+                    ("description", description.map(Value::from)),
+                ],
+            );
+            if changes.as_object().is_some_and(|c| !c.is_empty()) {
+                t["routes"] = changes;
+            }
+            let body = json!({"routetable": t});
+            one(api.call("PUT", &format!("{RT}/{id}"), Some(&body)).await?["routetable"].clone())
+        }
+        RoutetableCmd::Delete { id } => {
+            Shown::Done(api.call("DELETE", &format!("{RT}/{id}"), None).await?)
+        }
+    };
+    show(fmt, shown);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,6 +1103,18 @@ mod tests {
             ports(&["8080:80".into(), "53:53/udp".into()]).unwrap(),
             json!([{"client_port": 8080, "server_port": 80, "protocol": "TCP"}, {"client_port": 53, "server_port": 53, "protocol": "UDP"}])
         );
-        assert!(ports(&["x".into()]).is_err());
+        let bad = ports(&["8080-80".into()]).unwrap_err();
+        assert!(bad.downcast_ref::<UsageError>().is_some(), "{bad}");
+        assert_eq!(
+            route("10.8.0.0/16=192.168.0.10").unwrap(),
+            json!({"destination": "10.8.0.0/16", "nexthop": "192.168.0.10", "type": "ecs"})
+        );
+        assert_eq!(route("0.0.0.0/0=x,vpn").unwrap()["type"], "vpn");
+        for bad in ["10.8.0.0/16", "=1.2.3.4", "10.8.0.0/16="] {
+            assert!(route(bad)
+                .unwrap_err()
+                .downcast_ref::<UsageError>()
+                .is_some());
+        }
     }
 }

@@ -88,6 +88,9 @@ pub struct ApiClient {
     sk: String,
     pub project: String,
     http: reqwest::Client,
+    /// What the configuration lacks, said at the first request: a command's own usage
+    /// mistakes (exit 2) are found before it.
+    missing: Option<String>,
 }
 
 impl ApiClient {
@@ -103,28 +106,39 @@ impl ApiClient {
             sk: secret_key.to_owned(),
             project: project_id.to_owned(),
             http: reqwest::Client::new(),
+            missing: None,
         }
     }
 
     pub fn new(a: &ClientArgs) -> Result<ApiClient> {
         let profile = Profile::load().unwrap_or_default();
-        let pick = |flag: &Option<String>, saved: &Option<String>, name: &str| {
-            flag.clone()
+        let mut missing = None;
+        let mut pick = |flag: &Option<String>, saved: &Option<String>, name: &str| {
+            let v = flag
+                .clone()
                 .or_else(|| saved.clone())
-                .filter(|s| !s.is_empty())
-                .with_context(|| format!("set {name}, pass the flag, or run `vpcep configure`"))
+                .filter(|s| !s.is_empty());
+            if v.is_none() && missing.is_none() {
+                missing = Some(format!(
+                    "set {name}, pass the flag, or run `vpcep configure`"
+                ));
+            }
+            v.unwrap_or_default()
         };
         let endpoint = a
             .endpoint
             .clone()
             .or(profile.endpoint.clone())
             .unwrap_or_else(|| "http://127.0.0.1:9876".into());
-        Ok(ApiClient::with_keys(
-            &endpoint,
-            &pick(&a.access_key, &profile.access_key, "VPCEP_ACCESS_KEY")?,
-            &pick(&a.secret_key, &profile.secret_key, "VPCEP_SECRET_KEY")?,
-            &pick(&a.project_id, &profile.project_id, "VPCEP_PROJECT_ID")?,
-        ))
+        let (ak, sk, project) = (
+            pick(&a.access_key, &profile.access_key, "VPCEP_ACCESS_KEY"),
+            pick(&a.secret_key, &profile.secret_key, "VPCEP_SECRET_KEY"),
+            pick(&a.project_id, &profile.project_id, "VPCEP_PROJECT_ID"),
+        );
+        Ok(ApiClient {
+            missing,
+            ..ApiClient::with_keys(&endpoint, &ak, &sk, &project)
+        })
     }
 
     /// Sends `method path` (`{p}` stands for the project): the status and the JSON body.
@@ -134,6 +148,9 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value)> {
+        if let Some(m) = &self.missing {
+            anyhow::bail!("{m}");
+        }
         let path = path.replace("{p}", &self.project);
         let bytes = body
             .map(serde_json::to_vec)

@@ -119,6 +119,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cli::SubnetCmd,
     },
+    /// Route tables of VPCs: custom routes, and where gateway endpoints route.
+    Routetable {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        fmt: Fmt,
+        #[command(subcommand)]
+        cmd: cli::RoutetableCmd,
+    },
     /// Build the user guide's scenario step by step on a fresh data directory and report.
     /// Its progress and report go to standard output; the embedded server's log lines
     /// to standard error, warnings only unless VPCEP_LOG says otherwise.
@@ -414,6 +423,42 @@ enum PublicServiceCmd {
         cidr: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List the public services, with their status and how many endpoints use them.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// table (for people) or json (for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Change a public service's backend or description at any time; its ports or range
+    /// only while no endpoint uses it.
+    Update {
+        /// The service's id, name (e.g. obs) or full name.
+        service: String,
+        /// A new backend address (new sessions go there).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Replace the port mappings (interface services): CLIENT:SERVER[/TCP|UDP]; repeatable.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// A new address range (gateway services).
+        #[arg(long)]
+        cidr: Option<String>,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Delete a public service (refused while endpoints are connected to it); a running
+    /// server removes it.
+    Delete {
+        /// The service's id, name (e.g. obs) or full name.
+        service: String,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -738,6 +783,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Tag { client, fmt, cmd } => cli::tag(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Vpc { client, fmt, cmd } => cli::vpc(&ApiClient::new(&client)?, fmt, cmd).await,
         Cmd::Subnet { client, fmt, cmd } => cli::subnet(&ApiClient::new(&client)?, fmt, cmd).await,
+        Cmd::Routetable { client, fmt, cmd } => {
+            cli::routetable(&ApiClient::new(&client)?, fmt, cmd).await
+        }
         Cmd::Demo {
             substrate,
             loopback_base,
@@ -838,21 +886,114 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&admin::create_public_service(&dir.data_dir, &dir.region, spec).await?);
                 Ok(())
             }
+            AdminCmd::PublicService {
+                cmd: PublicServiceCmd::List { dir, output },
+            } => {
+                let list = admin::list_public_services(&dir.data_dir).await?;
+                let rows: Vec<Value> = list.iter().map(admin::public_service_json).collect();
+                match output {
+                    Output::Json => print_json(&Value::Array(rows)),
+                    Output::Table => vpcep::output::print_rows(
+                        &rows
+                            .iter()
+                            .map(|r| {
+                                let mut r = r.clone();
+                                r["ports_text"] = r["ports"]
+                                    .as_array()
+                                    .map(|ps| {
+                                        ps.iter()
+                                            .map(|p| {
+                                                json!(format!(
+                                                    "{}:{}/{}",
+                                                    p["client_port"],
+                                                    p["server_port"],
+                                                    p["protocol"].as_str().unwrap_or("TCP")
+                                                ))
+                                            })
+                                            .collect::<Vec<_>>()
+                                    })
+                                    .map(Value::Array)
+                                    .unwrap_or_default();
+                                r
+                            })
+                            .collect::<Vec<_>>(),
+                        &[
+                            ("ID", "/id"),
+                            ("NAME", "/service_name"),
+                            ("TYPE", "/service_type"),
+                            ("STATUS", "/status"),
+                            ("BACKEND", "/backend"),
+                            ("CIDR", "/cidr"),
+                            ("PORTS", "/ports_text"),
+                            ("CONNECTIONS", "/connections"),
+                        ],
+                    ),
+                }
+                Ok(())
+            }
+            AdminCmd::PublicService {
+                cmd:
+                    PublicServiceCmd::Update {
+                        service,
+                        backend,
+                        ports,
+                        cidr,
+                        description,
+                        dir,
+                    },
+            } => {
+                let change = admin::PublicServiceChange {
+                    backend: backend.as_deref(),
+                    ports: &ports,
+                    cidr: cidr.as_deref(),
+                    description: description.as_deref(),
+                };
+                let svc = admin::update_public_service(&dir.data_dir, &service, change).await?;
+                print_json(&admin::public_service_json(&svc));
+                Ok(())
+            }
+            AdminCmd::PublicService {
+                cmd: PublicServiceCmd::Delete { service, dir },
+            } => {
+                let svc = admin::delete_public_service(&dir.data_dir, &service).await?;
+                print_json(&admin::public_service_json(&svc));
+                Ok(())
+            }
         },
     }
 }
 
-/// 3: the API refused the request (4xx); 4: the server failed (5xx); 5: anything else
-/// (unreachable server, missing configuration, local failures). clap exits 2 on bad usage.
+/// 2: bad usage (clap's own, or `UsageError`); 3: the API refused the request (4xx), or
+/// the store refused an `admin` command's change; 4: the server failed (5xx); 5: anything
+/// else (unreachable server, missing configuration, local failures).
 fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<vpcep::cli::UsageError>().is_some() {
         return 2;
+    }
+    if let Some(vpcep_store::StoreError::Rejected(_)) = e.downcast_ref() {
+        return 3;
     }
     match e.downcast_ref::<vpcep::client::ApiFailure>() {
         Some(f) if f.status < 500 => 3,
         Some(_) => 4,
         None => 5,
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the error before it
+/// already includes (`#[error("database: {0}")]` with `#[from]`) is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut before = out.clone();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !before.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        before = text;
+    }
+    out
 }
 
 fn configure(
@@ -864,8 +1005,11 @@ fn configure(
 ) -> anyhow::Result<()> {
     let mut p = vpcep::client::Profile::load().unwrap_or_default();
     if let Some(path) = from_account {
-        let raw = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let a: serde_json::Value = serde_json::from_slice(&raw)?;
+        let usage = |e: &dyn std::fmt::Display| {
+            cli::UsageError(format!("--from-account {}: {e}", path.display()))
+        };
+        let raw = std::fs::read(&path).map_err(|e| usage(&e))?;
+        let a: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| usage(&e))?;
         let s = |k: &str| a[k].as_str().map(str::to_owned);
         p.access_key = s("access_key").or(p.access_key);
         p.secret_key = s("secret_key").or(p.secret_key);
@@ -899,7 +1043,7 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("vpcep: {e:#}");
+        eprintln!("vpcep: {}", message(&e));
         std::process::exit(exit_code(&e));
     }
 }
@@ -907,6 +1051,30 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// A cause is said once, whether or not its parent's message includes it.
+    #[test]
+    fn messages_say_each_cause_once() {
+        #[derive(Debug)]
+        struct Wraps(std::io::Error);
+        impl std::fmt::Display for Wraps {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "data directory: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wraps {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = || std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Wraps(io()));
+        assert_eq!(super::message(&e), "data directory: disk full");
+        let e = anyhow::Error::new(io()).context("cannot save");
+        assert_eq!(super::message(&e), "cannot save: disk full");
+        let e = anyhow::Error::new(vpcep_store::StoreError::Io(io())).context("admin");
+        assert_eq!(super::message(&e), "admin: data directory: disk full");
+    }
 
     /// clap's own consistency checks: no clashing argument ids or flags.
     #[test]

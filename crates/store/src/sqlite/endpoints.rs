@@ -3,14 +3,14 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use vpcep_model::{
-    validate_description, validate_endpoint_whitelist, validate_tags, EndpointStatus, Reason,
-    Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
+    parse_cidr, validate_description, validate_endpoint_whitelist, validate_tags, EndpointStatus,
+    Reason, Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
 };
 
 use super::runs::{release, take_lowest, Pool};
 use super::services::{connectable_service, quota_of};
 use super::tags::{insert_tags, kind_str, load_tags};
-use super::vpc::{claim_address, find_subnet, find_vpc, release_address};
+use super::vpc::{claim_address, find_subnet, find_vpc, overlaps, release_address};
 use super::{
     from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject,
     SqliteStore,
@@ -200,6 +200,48 @@ async fn check_route_tables(
     Ok(tables)
 }
 
+/// A gateway endpoint routes its service's range in the VPC (for its subnets and its data
+/// centres): refused when the VPC's own CIDR or a data centre's range overlaps it, since
+/// those addresses would then be the service's for some sources and local for others.
+async fn check_gateway_range(
+    conn: &mut SqliteConnection,
+    vpc: &crate::Vpc,
+    svc: &crate::Service,
+) -> Result<()> {
+    if svc.cidr.is_empty() {
+        return Ok(());
+    }
+    let range = parse_cidr("cidr", &svc.cidr)?;
+    let own = parse_cidr("cidr", &vpc.cidr)?;
+    if overlaps(&own, &range) {
+        return reject(
+            Reason::BadCidr,
+            format!(
+                "vpc_id: the VPC's CIDR {own} overlaps {range}, the range of {}; a gateway endpoint routes that range, so create it in a VPC whose CIDR does not overlap it",
+                svc.service_name
+            ),
+        );
+    }
+    let idcs: Vec<(String, String)> =
+        sqlx::query_as("SELECT cidr, COALESCE(NULLIF(name, ''), id) FROM idcs WHERE vpc_id = ?")
+            .bind(&vpc.id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (c, name) in idcs {
+        let other = parse_cidr("cidr", &c)?;
+        if overlaps(&other, &range) {
+            return reject(
+                Reason::BadCidr,
+                format!(
+                    "vpc_id: data centre {name} of this VPC has the range {other}, which overlaps {range}, the range of {}; a gateway endpoint cannot route it",
+                    svc.service_name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Claims the lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards
 /// `provider_vpc` holds, or `None` when all of them are held.
 async fn claim_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
@@ -326,6 +368,7 @@ impl SqliteStore {
                 (subnet.id, ip.to_string(), Vec::new(), n.enable_dns)
             }
             ServiceType::Gateway => {
+                check_gateway_range(&mut tx, &vpc, &svc).await?;
                 let rts = check_route_tables(
                     &mut tx,
                     self,

@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use vpcep_model::{overlaps_system_range, parse_cidr, Reason};
 
-use super::vpc::find_vpc;
+use super::vpc::{find_vpc, overlaps};
 use super::{new_id, not_found, now_micros, reject, SqliteStore};
 use crate::{Caller, Idc, NewIdc, Result};
 
@@ -47,9 +47,30 @@ impl SqliteStore {
             );
         }
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &n.vpc_id)
+        let vpc = find_vpc(&mut tx, &caller, &n.vpc_id)
             .await?
             .ok_or_else(|| not_found("VPC"))?;
+        let own = parse_cidr("cidr", &vpc.cidr)?;
+        if overlaps(&own, &net) {
+            return reject(
+                Reason::BadCidr,
+                format!("cidr: {net} overlaps the VPC's own CIDR {own}; a data centre needs a range outside the VPC (its addresses are routed to the data centre)"),
+            );
+        }
+        // Gateway endpoints route their service's range in this VPC, for its data centres too.
+        let routed: Vec<(String, String)> = sqlx::query_as("SELECT s.cidr, s.service_name FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status != 'deleting' AND s.cidr != ''")
+            .bind(&vpc.id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (c, service) in routed {
+            let other = parse_cidr("cidr", &c)?;
+            if overlaps(&other, &net) {
+                return reject(
+                    Reason::BadCidr,
+                    format!("cidr: {net} overlaps {other}, the range of {service}, which a gateway endpoint routes in this VPC"),
+                );
+            }
+        }
         let taken: Vec<String> = sqlx::query_scalar(
             "SELECT cidr FROM subnets WHERE vpc_id = ? UNION ALL SELECT cidr FROM idcs WHERE vpc_id = ?",
         )
@@ -59,7 +80,7 @@ impl SqliteStore {
         .await?;
         for c in taken {
             let other = parse_cidr("cidr", &c)?;
-            if other.contains(&net.network()) || net.contains(&other.network()) {
+            if overlaps(&other, &net) {
                 return reject(
                     Reason::BadCidr,
                     format!("cidr: {net} overlaps {other}, already routed in this VPC"),

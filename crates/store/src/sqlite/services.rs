@@ -17,8 +17,9 @@ use super::{
     SqliteStore,
 };
 use crate::{
-    Caller, ConnectionFilter, Endpoint, NewPublicService, NewService, Page, PermissionRow, Quota,
-    ResourceKind, Result, Service, ServiceFilter, ServiceUpdate, StoreError, LB_DEVICE_OWNER,
+    Caller, ConnectionFilter, Endpoint, NewPublicService, NewService, Page, PermissionRow,
+    PublicServiceUpdate, Quota, ResourceKind, Result, Service, ServiceFilter, ServiceUpdate,
+    StoreError, LB_DEVICE_OWNER,
 };
 
 const SERVICE_SELECT: &str = "SELECT s.*, (SELECT COUNT(*) FROM endpoints e WHERE e.service_id = s.id AND e.status IN ('creating', 'accepted')) AS connection_count FROM services s";
@@ -713,6 +714,9 @@ impl SqliteStore {
         }
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
+        for (perm, _) in &parsed {
+            check_names_an_account(&mut tx, &caller, perm).await?;
+        }
         let now = now_micros();
         let mut out = Vec::new();
         for (perm, desc) in parsed {
@@ -846,10 +850,144 @@ impl SqliteStore {
         Ok(row)
     }
 
+    /// An operator service by id, short name or full name.
+    async fn public_service(conn: &mut SqliteConnection, key: &str) -> Result<Service> {
+        let sql = format!("{SERVICE_SELECT} WHERE s.is_public = 1 AND (s.id = ? OR s.short_name = ? OR s.service_name = ?)");
+        let row = sqlx::query(&sql)
+            .bind(key)
+            .bind(key)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| not_found(&format!("public service {key:?}")))?;
+        service_row(&row)
+    }
+
+    /// Changes an operator service. Its backend and description change at any time (new
+    /// sessions use the new backend); its ports and range only while no endpoint uses it.
+    pub(crate) async fn update_public_service(
+        &self,
+        key: String,
+        u: PublicServiceUpdate,
+    ) -> Result<Service> {
+        if let Some(d) = &u.description {
+            validate_description("description", d)?;
+        }
+        let cidr = u
+            .cidr
+            .as_deref()
+            .map(|c| vpcep_model::parse_cidr("cidr", c).map(|n| n.to_string()))
+            .transpose()?;
+        let mut tx = self.begin().await?;
+        let svc = Self::public_service(&mut tx, &key).await?;
+        if svc.status == ServiceStatus::Deleting {
+            return reject(
+                Reason::StateForbids,
+                format!("{} is being deleted", svc.service_name),
+            );
+        }
+        if cidr.is_some() && svc.service_type != ServiceType::Gateway {
+            return reject(
+                Reason::BadParameter,
+                format!(
+                    "cidr: {} is an interface service; only gateway services have a range",
+                    svc.service_name
+                ),
+            );
+        }
+        if let Some(p) = &u.ports {
+            if svc.service_type != ServiceType::Interface || p.is_empty() {
+                return reject(
+                    Reason::BadPortMapping,
+                    format!(
+                        "ports: {} is a {} service; only interface services have port mappings, at least one",
+                        svc.service_name, svc.service_type.as_str()
+                    ),
+                );
+            }
+        }
+        let reshapes = u.ports.as_ref().is_some_and(|p| *p != svc.ports)
+            || cidr.as_ref().is_some_and(|c| *c != svc.cidr);
+        if reshapes {
+            let users: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM endpoints WHERE service_id = ? AND status != 'deleting'",
+            )
+            .bind(&svc.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if users > 0 {
+                return reject(
+                    Reason::ServiceInUse,
+                    format!("{} has {users} endpoint(s); its ports and range change only while none uses it (delete them first)", svc.service_name),
+                );
+            }
+        }
+        sqlx::query("UPDATE services SET backend_ip = ?, ports = ?, cidr = ?, description = ?, updated_at = ? WHERE id = ?")
+            .bind(u.backend_ip.map(|ip| ip.to_string()).unwrap_or(svc.backend_ip.clone()))
+            .bind(json_text(u.ports.as_ref().unwrap_or(&svc.ports)))
+            .bind(cidr.unwrap_or(svc.cidr.clone()))
+            .bind(u.description.as_ref().unwrap_or(&svc.description))
+            .bind(now_micros())
+            .bind(&svc.id)
+            .execute(&mut *tx)
+            .await?;
+        let svc = Self::public_service(&mut tx, &svc.id).await?;
+        self.commit(tx).await?;
+        Ok(svc)
+    }
+
+    /// Deletes an operator service, as a tenant's: refused while endpoints are accepted
+    /// or creating; the controller removes it (its other endpoints fail).
+    pub(crate) async fn delete_public_service(&self, key: String) -> Result<Service> {
+        let mut tx = self.begin().await?;
+        let svc = Self::public_service(&mut tx, &key).await?;
+        if svc.status == ServiceStatus::Deleting {
+            return Ok(svc);
+        }
+        if svc.connection_count > 0 {
+            return reject(Reason::ServiceInUse, format!("{} has {} endpoint(s) connected (accepted or creating); their owners must delete them first", svc.service_name, svc.connection_count));
+        }
+        sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
+            .bind(now_micros())
+            .bind(&svc.id)
+            .execute(&mut *tx)
+            .await?;
+        let svc = Self::public_service(&mut tx, &svc.id).await?;
+        self.commit(tx).await?;
+        Ok(svc)
+    }
+
     pub(crate) async fn quota(&self, caller: Caller) -> Result<Quota> {
         let mut c = self.read().await?;
         quota_of(&mut c, &caller).await
     }
+}
+
+/// A whitelist entry names an account by its domain id. A project id has the same form
+/// (32 hex characters) and is an easy mistake, which would let nobody in: refused.
+async fn check_names_an_account(
+    conn: &mut SqliteConnection,
+    caller: &Caller,
+    perm: &str,
+) -> Result<()> {
+    let Some(id) = perm.strip_prefix("iam:domain::").filter(|d| *d != "*") else {
+        return Ok(());
+    };
+    let is_domain =
+        super::exists(conn, "SELECT 1 FROM accounts WHERE domain_id = ?", &[id]).await?;
+    if is_domain || !super::exists(conn, "SELECT 1 FROM projects WHERE id = ?", &[id]).await? {
+        return Ok(());
+    }
+    if id == caller.project_id {
+        return reject(
+            Reason::BadPermission,
+            format!("permissions: {id} is your project id, not an account id; a whitelist entry names an account (domain): use iam:domain::<the account's domain id> (yours is {})", caller.domain_id),
+        );
+    }
+    reject(
+        Reason::BadPermission,
+        format!("permissions: {id} is a project id, not an account id; a whitelist entry names an account (domain): use iam:domain::<the account's domain id>, which its owner can tell you"),
+    )
 }
 
 /// Endpoints left on a service that is going away are marked failed (they can only be

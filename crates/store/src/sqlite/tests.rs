@@ -7,6 +7,7 @@ use crate::*;
 
 mod alloc;
 mod desired;
+mod hardening;
 mod snat;
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {

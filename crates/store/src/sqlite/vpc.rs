@@ -235,6 +235,11 @@ pub(super) async fn release_address(conn: &mut SqliteConnection, owner: &str) ->
     Ok(())
 }
 
+/// Whether two ranges share an address.
+pub(super) fn overlaps(a: &ipnet::Ipv4Net, b: &ipnet::Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 fn check_routes(routes: &[Route]) -> Result<()> {
     for r in routes {
         parse_cidr("routes.destination", &r.destination)?;
@@ -399,10 +404,26 @@ impl SqliteStore {
             .await?;
         for other in siblings {
             let o = parse_cidr("cidr", &other)?;
-            if o.contains(&net.network()) || net.contains(&o.network()) {
+            if overlaps(&o, &net) {
                 return reject(
                     Reason::BadCidr,
                     format!("cidr: {net} overlaps subnet {o} of the same VPC"),
+                );
+            }
+        }
+        // A data centre's range is routed to it: an address there cannot also be local.
+        let idcs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT cidr, COALESCE(NULLIF(name, ''), id) FROM idcs WHERE vpc_id = ?",
+        )
+        .bind(&vpc.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (other, name) in idcs {
+            let o = parse_cidr("cidr", &other)?;
+            if overlaps(&o, &net) {
+                return reject(
+                    Reason::BadCidr,
+                    format!("cidr: {net} overlaps {o}, the range of data centre {name} attached to this VPC; choose a range outside it"),
                 );
             }
         }

@@ -557,3 +557,104 @@ async fn every_documented_operation_is_routed() {
 }
 
 use vpcep_store::Store;
+
+/// Issue 17, findings 5 and 6: a range routed twice, and a project id given as an
+/// account id, are refused with a 400 in the API's error format and nothing written.
+#[tokio::test]
+async fn ranges_routed_twice_and_project_ids_as_accounts_are_refused() {
+    // Data centres need a network of their own: no local data plane here.
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut config = crate::support::test_config(&dir);
+    config.dataplane = vpcep::serve::DataplaneMode::Remote;
+    config.node_token = Some("node-token-for-tests".into());
+    config.substrate = vpcep::serve::SubstrateKind::Netns;
+    let app = crate::support::spawn_with(dir, config).await;
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let (vpc, _) = alice.network_of("192.168.0.0/16", "192.168.0.0/24").await;
+
+    let r = alice
+        .post(
+            "/v1/{p}/idcs",
+            json!({"idc": {"vpc_id": vpc, "cidr": "192.168.5.0/24", "name": "dc"}}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "EndPoint.3009"), "{}", r.body);
+    assert!(r.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .contains("192.168.0.0/16"));
+    assert!(r.request_id.is_some());
+    assert_eq!(alice.get("/v1/{p}/idcs").await.body["idcs"], json!([]));
+
+    // An operator's gateway service whose range is this VPC's.
+    use vpcep_store::Store;
+    let obs = app
+        .store
+        .create_public_service(vpcep_store::NewPublicService {
+            name: "obs".into(),
+            region: "local-1".into(),
+            service_type: vpcep_model::ServiceType::Gateway,
+            backend_ip: "127.0.0.1".parse().unwrap(),
+            cidr: Some("192.168.128.0/17".into()),
+            ports: vec![],
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    app.store
+        .settle_services(vec![(obs.id.clone(), Ok(()))])
+        .await
+        .unwrap();
+    let r = alice
+        .post(
+            "/v1/{p}/vpc-endpoints",
+            json!({"endpoint_service_id": obs.id, "vpc_id": vpc}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "EndPoint.3009"), "{}", r.body);
+    assert!(r.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .contains("192.168.128.0/17"));
+    let (other, _) = alice.network_of("10.0.0.0/16", "10.0.0.0/24").await;
+    let ep = alice
+        .post(
+            "/v1/{p}/vpc-endpoints",
+            json!({"endpoint_service_id": obs.id, "vpc_id": other}),
+        )
+        .await;
+    assert_eq!(ep.status, 200, "{}", ep.body);
+
+    // Bob's project id where his account id belongs.
+    let (svc_vpc, _, port) = alice.network().await;
+    let svc = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoint-services",
+            Some(
+                json!({"vpc_id": svc_vpc, "port_id": port, "server_type": "VM",
+                "ports": [{"client_port": 80, "server_port": 80, "protocol": "TCP"}]}),
+            ),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/{{p}}/vpc-endpoint-services/{svc}/permissions/batch-create");
+    let entry = |id: &str| json!({"permissions": [{"permission": format!("iam:domain::{id}")}]});
+    let r = alice.post(&path, entry(&bob.acct.project_id)).await;
+    assert_eq!((r.status, r.code()), (400, "EndPoint.3002"), "{}", r.body);
+    assert!(r.body["error_msg"].as_str().unwrap().contains("project id"));
+    let r = alice
+        .post(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc}/permissions/action"),
+            json!({"action": "add", "permissions": [format!("iam:domain::{}", bob.acct.project_id)]}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "EndPoint.3002"), "{}", r.body);
+    assert_eq!(
+        alice.post(&path, entry(&bob.acct.domain_id)).await.status,
+        200
+    );
+}
