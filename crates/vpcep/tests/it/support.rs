@@ -28,8 +28,11 @@ impl Drop for TestApp {
 }
 
 /// Loopback blocks handed to the servers of this test binary, so that tests running in
-/// parallel never share 127.N addresses.
-static NEXT_BLOCK: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// parallel never share 127.N addresses: a block is held by a data directory (a server
+/// restarted on it keeps it), and handed out again only once every block has been used
+/// and that directory is gone.
+static BLOCKS: std::sync::Mutex<Vec<Option<std::path::PathBuf>>> =
+    std::sync::Mutex::new(Vec::new());
 const BLOCKS_PER_APP: u8 = 12;
 
 /// A server's configuration on port 0, without a loopback block (netns servers).
@@ -39,12 +42,21 @@ pub(crate) fn bare_config(dir: &tempfile::TempDir) -> Config {
 
 pub(crate) fn test_config(dir: &tempfile::TempDir) -> Config {
     let mut config = bare_config(dir);
-    config.loopback_base =
-        NEXT_BLOCK.fetch_add(BLOCKS_PER_APP, std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        config.loopback_base <= 254 - BLOCKS_PER_APP,
-        "too many servers for the loopback range"
-    );
+    let mut blocks = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    blocks.resize((254 / BLOCKS_PER_APP) as usize, None);
+    // A block never used first: a stopped server's gateway threads may hold its
+    // addresses for a moment after its directory went.
+    let free = blocks
+        .iter()
+        .position(Option::is_none)
+        .or_else(|| {
+            blocks
+                .iter()
+                .position(|b| b.as_ref().is_some_and(|d| !d.exists()))
+        })
+        .expect("more servers at once than loopback blocks");
+    blocks[free] = Some(dir.path().to_owned());
+    config.loopback_base = free as u8 * BLOCKS_PER_APP;
     config
 }
 
