@@ -28,7 +28,7 @@ const MAX_WAIT_SECS: u64 = 60;
 
 /// What one node says it runs: everything (`full`), or what changed since its last
 /// report (an empty one says it is still there).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub node: String,
     pub revision: u64,
@@ -218,4 +218,16 @@ async fn status(
         )
     })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bodies of the gateway nodes' operations. The snapshot is not typed here: its types
+/// live in `vpcep-model`, which does not depend on utoipa.
+pub(crate) fn io(op: &str) -> Option<crate::openapi::Io> {
+    match op {
+        "node_status" => Some(crate::openapi::Io {
+            request: crate::openapi::body::<StatusReport>(),
+            response: None,
+        }),
+        _ => None,
+    }
 }

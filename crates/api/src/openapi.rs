@@ -1,7 +1,18 @@
-//! `/openapi.json`: every operation the API serves, generated from one table that a test
-//! also checks against the router, so the document cannot drift from the routes.
+//! `/openapi.json`: every operation the API serves, from one table that a test also checks
+//! against the router, so the document cannot drift from the routes. The request and
+//! response schemas come from the types the handlers themselves deserialize and
+//! serialize (`utoipa::ToSchema` derives): each route module maps its operation ids to
+//! those types in an `io` function, and a test checks that every operation has them.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
+
+use crate::routes;
 
 /// (method, path, operation id, success status, summary).
 pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
@@ -78,7 +89,82 @@ pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
     ("GET", "/openapi.json", "openapi", 200, "This document"),
 ];
 
-pub(crate) fn document() -> Value {
+/// A named body type: its component name and how to collect its schema and the schemas it
+/// refers to.
+#[derive(Clone, Copy)]
+pub(crate) struct Body {
+    name: fn() -> String,
+    collect: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+/// The body type `T`.
+pub(crate) fn body<T: ToSchema>() -> Option<Body> {
+    Some(Body {
+        name: || T::name().into_owned(),
+        collect: |out| {
+            out.push((T::name().into_owned(), T::schema()));
+            T::schemas(out);
+        },
+    })
+}
+
+/// What one operation reads and answers: its JSON request body (None: it takes none) and
+/// the JSON body of its success status (None: that status has no body).
+pub(crate) struct Io {
+    pub(crate) request: Option<Body>,
+    pub(crate) response: Option<Body>,
+}
+
+/// The bodies of an operation, from the route module that serves it; None for an
+/// operation whose bodies are not typed (the document then shows no schema for it).
+pub(crate) fn io(op: &str) -> Option<Io> {
+    routes::io(op).or_else(|| crate::nodes::io(op))
+}
+
+fn schema_ref(b: &Body) -> Value {
+    json!({"$ref": format!("#/components/schemas/{}", (b.name)())})
+}
+
+/// Every component schema the operations use, by name; an error names a type whose name
+/// two different schemas share.
+pub(crate) fn components() -> Result<BTreeMap<String, Value>, String> {
+    let mut all = Vec::new();
+    crate::error::body_schema(&mut all);
+    for (_, _, op, _, _) in OPERATIONS {
+        if let Some(io) = io(op) {
+            for b in io.request.iter().chain(io.response.iter()) {
+                (b.collect)(&mut all);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, schema) in all {
+        let v = serde_json::to_value(&schema).map_err(|e| e.to_string())?;
+        match out.get(&name) {
+            Some(prev) if *prev != v => return Err(format!("two schemas are named {name}")),
+            _ => {
+                out.insert(name, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An OpenAPI 3.1 document (this one).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Document {
+    openapi: String,
+    #[schema(value_type = Object)]
+    info: Value,
+    #[schema(value_type = Object)]
+    paths: Value,
+    #[schema(value_type = Object)]
+    components: Value,
+    #[schema(value_type = Vec<Object>)]
+    security: Value,
+}
+
+fn build() -> Document {
     let mut paths: Map<String, Value> = Map::new();
     for (method, path, op, status, summary) in OPERATIONS {
         let params: Vec<Value> = path
@@ -86,29 +172,86 @@ pub(crate) fn document() -> Value {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[method.to_lowercase()] = json!({
+        let io = io(op);
+        let mut ok = json!({"description": "success"});
+        if let Some(b) = io.as_ref().and_then(|io| io.response.as_ref()) {
+            ok["content"] = json!({"application/json": {"schema": schema_ref(b)}});
+        }
+        let mut operation = json!({
             "operationId": op,
             "summary": summary,
             "parameters": params,
             "responses": {
-                status.to_string(): {"description": "success"},
+                status.to_string(): ok,
                 "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
+        if let Some(b) = io.as_ref().and_then(|io| io.request.as_ref()) {
+            // An empty body reads as `{}`.
+            operation["requestBody"] = json!({
+                "required": false,
+                "content": {"application/json": {"schema": schema_ref(b)}},
+            });
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_lowercase()] = operation;
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "vpcep API (Huawei Cloud VPCEP compatible)", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "schemas": {"Error": {"type": "object", "properties": {
-                "error_code": {"type": "string"}, "error_msg": {"type": "string"}, "request_id": {"type": "string"}}}},
+    let schemas: Map<String, Value> = components()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .collect();
+    Document {
+        openapi: "3.1.0".to_owned(),
+        info: json!({"title": "vpcep API (Huawei Cloud VPCEP compatible)", "version": env!("CARGO_PKG_VERSION")}),
+        paths: Value::Object(paths),
+        components: json!({
+            "schemas": schemas,
             "securitySchemes": {
                 "sdkHmac": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "SDK-HMAC-SHA256 Access=AK, SignedHeaders=…, Signature=…"},
                 "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
             },
-        },
-        "security": [{"sdkHmac": []}, {"token": []}],
-    })
+        }),
+        security: json!([{"sdkHmac": []}, {"token": []}]),
+    }
+}
+
+/// The document (built once).
+pub(crate) fn document() -> &'static Document {
+    static DOC: OnceLock<Document> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operations whose bodies are not typed: the gateway nodes' snapshot (its types live
+    /// in vpcep-model, which does not depend on utoipa).
+    const UNTYPED: &[&str] = &["node_snapshot"];
+
+    #[test]
+    fn every_operation_has_its_schemas() {
+        for (method, _, op, status, _) in OPERATIONS {
+            let Some(io) = io(op) else {
+                assert!(UNTYPED.contains(op), "{op}: no schemas");
+                continue;
+            };
+            assert!(!UNTYPED.contains(op), "{op} is typed: take it off UNTYPED");
+            let takes_body = matches!(*method, "POST" | "PUT");
+            assert_eq!(io.request.is_some(), takes_body, "{op}: request body");
+            assert_eq!(io.response.is_some(), *status != 204, "{op}: response body");
+        }
+    }
+
+    #[test]
+    fn schemas_are_consistent() {
+        let schemas = components().unwrap();
+        assert!(schemas.contains_key("Error"));
+        let doc = serde_json::to_string(document()).unwrap();
+        // Every reference resolves.
+        for part in doc.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            assert!(schemas.contains_key(&name), "dangling reference to {name}");
+        }
+    }
 }
