@@ -220,14 +220,15 @@ async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The bodies of the gateway nodes' operations. The snapshot is not typed here: its types
-/// live in `vpcep-model`, which does not depend on utoipa.
+/// The bodies of the gateway nodes' operations (the snapshot's types are in vpcep-model,
+/// whose `schema` feature derives their schemas).
 pub(crate) fn io(op: &str) -> Option<crate::openapi::Io> {
-    match op {
-        "node_status" => Some(crate::openapi::Io {
-            request: crate::openapi::body::<StatusReport>(),
-            response: None,
-        }),
-        _ => None,
-    }
+    use crate::openapi::{body, Io};
+    let (request, response) = match op {
+        "node_snapshot" => (None, body::<Snapshot>()),
+        "node_changes" => (None, body::<SnapshotDelta>()),
+        "node_status" => (body::<StatusReport>(), None),
+        _ => return None,
+    };
+    Some(Io { request, response })
 }

@@ -85,6 +85,7 @@ pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
     ("POST", "/v3/auth/tokens", "keystone_create_user_token_by_password", 201, "Password login; the token comes back in X-Subject-Token"),
     ("GET", "/v3/projects", "keystone_list_projects", 200, "The caller's project in this region"),
     ("GET", "/internal/v1/snapshot", "node_snapshot", 200, "Gateway nodes: the desired state, long-polled with ?after=REVISION&wait=SECONDS (Bearer node token)"),
+    ("GET", "/internal/v1/changes", "node_changes", 200, "Gateway nodes: what changed after ?after=REVISION, long-polled with wait=SECONDS; 410 when that is no longer kept (Bearer node token)"),
     ("POST", "/internal/v1/status", "node_status", 204, "Gateway nodes: which endpoints are live (Bearer node token)"),
     ("GET", "/openapi.json", "openapi", 200, "This document"),
 ];
@@ -119,6 +120,110 @@ pub(crate) struct Io {
 /// operation whose bodies are not typed (the document then shows no schema for it).
 pub(crate) fn io(op: &str) -> Option<Io> {
     routes::io(op).or_else(|| crate::nodes::io(op))
+}
+
+/// The query parameters an operation reads (its handler reads them by name through
+/// `extract::Params`): name and schema. All are optional.
+fn query(op: &str) -> Vec<(&'static str, Value)> {
+    let int = || json!({"type": "integer"});
+    let string = || json!({"type": "string"});
+    let page = || {
+        vec![
+            ("limit", int()),
+            ("offset", int()),
+            (
+                "sort_key",
+                json!({"type": "string", "enum": ["create_at", "created_at", "update_at", "updated_at"]}),
+            ),
+            (
+                "sort_dir",
+                json!({"type": "string", "enum": ["asc", "desc"]}),
+            ),
+        ]
+    };
+    let vpc_page = || vec![("limit", int()), ("marker", string())];
+    let dns_page = || vec![("limit", int()), ("offset", int())];
+    let node = || vec![("after", int()), ("wait", int())];
+    let with = |mut a: Vec<(&'static str, Value)>, b: Vec<(&'static str, Value)>| {
+        a.extend(b);
+        a
+    };
+    match op {
+        "list_endpoint_service" => with(
+            vec![
+                ("endpoint_service_name", string()),
+                ("id", string()),
+                ("status", string()),
+            ],
+            page(),
+        ),
+        "list_service_describe_details" => {
+            vec![("endpoint_service_name", string()), ("id", string())]
+        }
+        "list_service_public_details" => with(
+            vec![("endpoint_service_name", string()), ("id", string())],
+            page(),
+        ),
+        "list_service_connections" => with(
+            vec![("id", string()), ("marker_id", int()), ("status", string())],
+            page(),
+        ),
+        "list_service_permissions_details" => with(vec![("permission", string())], page()),
+        "list_endpoints" => with(
+            vec![
+                ("endpoint_service_name", string()),
+                ("vpc_id", string()),
+                ("id", string()),
+            ],
+            page(),
+        ),
+        "list_quota_details" => vec![(
+            "type",
+            json!({"type": "string", "enum": ["endpoint_service", "endpoint"]}),
+        )],
+        "list_vpcs" => with(vec![("id", string())], vpc_page()),
+        "list_subnets" => with(vec![("vpc_id", string())], vpc_page()),
+        "list_ports" => with(
+            vec![
+                ("id", string()),
+                ("network_id", string()),
+                ("device_owner", string()),
+                ("device_id", string()),
+            ],
+            vpc_page(),
+        ),
+        "list_route_tables" => with(vec![("vpc_id", string()), ("id", string())], vpc_page()),
+        "list_private_zones" => with(
+            vec![
+                (
+                    "type",
+                    json!({"type": "string", "enum": ["private", "public"]}),
+                ),
+                ("name", string()),
+                ("id", string()),
+            ],
+            dns_page(),
+        ),
+        "list_record_sets_by_zone" => with(
+            vec![("type", string()), ("name", string()), ("status", string())],
+            dns_page(),
+        ),
+        "list_record_sets" => with(
+            vec![
+                (
+                    "zone_type",
+                    json!({"type": "string", "enum": ["private", "public"]}),
+                ),
+                ("type", string()),
+                ("name", string()),
+                ("status", string()),
+            ],
+            dns_page(),
+        ),
+        "keystone_list_projects" => vec![("name", string())],
+        "node_snapshot" | "node_changes" => node(),
+        _ => vec![],
+    }
 }
 
 fn schema_ref(b: &Body) -> Value {
@@ -167,11 +272,16 @@ pub(crate) struct Document {
 fn build() -> Document {
     let mut paths: Map<String, Value> = Map::new();
     for (method, path, op, status, summary) in OPERATIONS {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(
+            query(op)
+                .into_iter()
+                .map(|(name, schema)| json!({"name": name, "in": "query", "required": false, "schema": schema})),
+        );
         let io = io(op);
         let mut ok = json!({"description": "success"});
         if let Some(b) = io.as_ref().and_then(|io| io.response.as_ref()) {
@@ -225,9 +335,8 @@ pub(crate) fn document() -> &'static Document {
 mod tests {
     use super::*;
 
-    /// Operations whose bodies are not typed: the gateway nodes' snapshot (its types live
-    /// in vpcep-model, which does not depend on utoipa).
-    const UNTYPED: &[&str] = &["node_snapshot"];
+    /// Operations whose bodies are not typed. Keep this empty.
+    const UNTYPED: &[&str] = &[];
 
     #[test]
     fn every_operation_has_its_schemas() {
@@ -240,6 +349,33 @@ mod tests {
             let takes_body = matches!(*method, "POST" | "PUT");
             assert_eq!(io.request.is_some(), takes_body, "{op}: request body");
             assert_eq!(io.response.is_some(), *status != 204, "{op}: response body");
+        }
+    }
+
+    #[test]
+    fn query_parameters_belong_to_operations() {
+        let ids: Vec<&str> = OPERATIONS.iter().map(|o| o.2).collect();
+        for op in [
+            "list_endpoint_service",
+            "list_service_describe_details",
+            "list_service_public_details",
+            "list_service_connections",
+            "list_service_permissions_details",
+            "list_endpoints",
+            "list_quota_details",
+            "list_vpcs",
+            "list_subnets",
+            "list_ports",
+            "list_route_tables",
+            "list_private_zones",
+            "list_record_sets_by_zone",
+            "list_record_sets",
+            "keystone_list_projects",
+            "node_snapshot",
+            "node_changes",
+        ] {
+            assert!(ids.contains(&op), "{op}");
+            assert!(!query(op).is_empty(), "{op}");
         }
     }
 
