@@ -9,7 +9,9 @@ use serde_json::Value;
 use time::macros::format_description;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use vpcep_model::{EndpointStatus, PortMapping, ServiceType, Tag};
+use vpcep_model::{
+    EndpointStatus, PortMapping, Protocol, ServerType, ServiceStatus, ServiceType, Tag, TcpProxy,
+};
 use vpcep_store::{Endpoint, PermissionRow, Service};
 
 /// Unix microseconds → `2025-01-01T12:00:00Z`.
@@ -42,8 +44,7 @@ pub(crate) fn tags(tags: &[Tag]) -> Vec<TagOut> {
 pub(crate) struct PortMappingOut {
     client_port: u16,
     server_port: u16,
-    /// `TCP` or `UDP`.
-    protocol: String,
+    protocol: Protocol,
 }
 
 pub(crate) fn ports(ports: &[PortMapping]) -> Vec<PortMappingOut> {
@@ -52,7 +53,7 @@ pub(crate) fn ports(ports: &[PortMapping]) -> Vec<PortMappingOut> {
         .map(|p| PortMappingOut {
             client_port: p.client_port,
             server_port: p.server_port,
-            protocol: p.protocol.as_str().to_owned(),
+            protocol: p.protocol,
         })
         .collect()
 }
@@ -70,12 +71,12 @@ pub(crate) struct ServiceOut {
     id: String,
     port_id: String,
     service_name: String,
-    server_type: String,
+    server_type: ServerType,
     vpc_id: String,
     pool_id: String,
     approval_enabled: bool,
-    status: String,
-    service_type: String,
+    status: ServiceStatus,
+    service_type: ServiceType,
     supported_editions: Vec<String>,
     created_at: String,
     updated_at: String,
@@ -85,7 +86,7 @@ pub(crate) struct ServiceOut {
     ip: String,
     ports: Vec<PortMappingOut>,
     connection_limit: i64,
-    tcp_proxy: String,
+    tcp_proxy: TcpProxy,
     tags: Vec<TagOut>,
     connection_count: i64,
     error: Vec<ServiceErrorOut>,
@@ -99,12 +100,12 @@ pub(crate) fn service(s: &Service) -> ServiceOut {
         id: s.id.clone(),
         port_id: s.port_id.clone(),
         service_name: s.service_name.clone(),
-        server_type: s.server_type.as_str().to_owned(),
+        server_type: s.server_type,
         vpc_id: s.vpc_id.clone(),
         pool_id: String::new(),
         approval_enabled: s.approval_enabled,
-        status: s.status.as_str().to_owned(),
-        service_type: s.service_type.as_str().to_owned(),
+        status: s.status,
+        service_type: s.service_type,
         supported_editions: s.editions.clone(),
         created_at: ts(s.created_at),
         updated_at: ts(s.updated_at),
@@ -114,7 +115,7 @@ pub(crate) fn service(s: &Service) -> ServiceOut {
         ip: s.backend_ip.clone(),
         ports: ports(&s.ports),
         connection_limit: s.connection_limit,
-        tcp_proxy: s.tcp_proxy.as_str().to_owned(),
+        tcp_proxy: s.tcp_proxy,
         tags: tags(&s.tags),
         connection_count: s.connection_count,
         error: s
@@ -137,7 +138,7 @@ pub(crate) struct ServiceSummaryOut {
     id: String,
     owner: String,
     service_name: String,
-    service_type: String,
+    service_type: ServiceType,
     created_at: String,
     is_charge: bool,
     enable_policy: bool,
@@ -155,7 +156,7 @@ pub(crate) fn service_summary(s: &Service) -> ServiceSummaryOut {
             s.domain_id.clone()
         },
         service_name: s.service_name.clone(),
-        service_type: s.service_type.as_str().to_owned(),
+        service_type: s.service_type,
         created_at: ts(s.created_at),
         is_charge: false,
         enable_policy: s.service_type == ServiceType::Gateway,
@@ -194,8 +195,8 @@ fn shows_ip(e: &Endpoint) -> bool {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EndpointOut {
     id: String,
-    service_type: String,
-    status: String,
+    service_type: ServiceType,
+    status: EndpointStatus,
     active_status: Vec<String>,
     enable_status: String,
     specification_name: String,
@@ -237,8 +238,8 @@ pub(crate) fn endpoint(e: &Endpoint) -> EndpointOut {
     };
     EndpointOut {
         id: e.id.clone(),
-        service_type: e.service_type.as_str().to_owned(),
-        status: e.status.as_str().to_owned(),
+        service_type: e.service_type,
+        status: e.status,
         active_status: vec!["active".to_owned()],
         enable_status: "enable".to_owned(),
         specification_name: e.edition.clone(),
@@ -275,7 +276,7 @@ pub(crate) struct ConnectionOut {
     created_at: String,
     updated_at: String,
     domain_id: String,
-    status: String,
+    status: EndpointStatus,
     description: String,
     error: Vec<EndpointErrorOut>,
 }
@@ -287,7 +288,7 @@ pub(crate) fn connection(e: &Endpoint) -> ConnectionOut {
         created_at: ts(e.created_at),
         updated_at: ts(e.updated_at),
         domain_id: e.domain_id.clone(),
-        status: e.status.as_str().to_owned(),
+        status: e.status,
         description: e.conn_description.clone(),
         error: error_list(e),
     }

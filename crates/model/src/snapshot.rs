@@ -110,7 +110,6 @@ pub struct EndpointSpec {
     #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub backend_ip: Ipv4Addr,
     pub ports: Vec<PortMapping>,
-    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub tcp_proxy: TcpProxy,
     /// Source CIDRs allowed to connect, when the endpoint whitelist is enabled.
     pub whitelist: Option<Vec<String>>,
