@@ -74,6 +74,7 @@ def main() -> int:
     data = tmp / "data"
     data.mkdir()
     log = open(tmp / "server.log", "w")
+    rc = 1
     server = subprocess.Popen(
         [str(binary), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0", "--region", "local-1"],
@@ -118,11 +119,11 @@ def main() -> int:
         # The budget bounds generation; the margin covers loading and shrinking.
         # Run from the temporary directory: schemathesis keeps its cache in the cwd.
         rc = subprocess.run(cmd, env=env, cwd=tmp, timeout=args.max_time + 120).returncode
-        print(f"schemathesis: exit {rc} after {time.monotonic() - started:.0f}s; "
-              f"server log and report in {tmp}")
+        print(f"schemathesis: exit {rc} after {time.monotonic() - started:.0f}s"
+              + (f"; server log and report in {tmp}" if rc else ""))
         if server.poll() is not None:
             print(f"vpcep exited during the run ({server.returncode})", file=sys.stderr)
-            return 1
+            rc = 1
         return rc
     finally:
         if server.poll() is None:
@@ -132,7 +133,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
         log.close()
-        if os.environ.get("VPCEP_KEEP") is None and "rc" in locals() and rc == 0:
+        if rc == 0 and os.environ.get("VPCEP_KEEP") is None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
