@@ -7,6 +7,7 @@ import { clear, clearNotices, errorText, h, nextId, setNoticeRoot, showSuccess }
 import * as endpoints from './endpoints.js';
 import * as services from './services.js';
 import * as quotas from './quotas.js';
+import * as openapi from './openapi.js';
 
 const root = document.getElementById('app');
 
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^\/services\/create$/, services.create, 'services'],
   [/^\/services\/([^/]+)(?:\/(basic|connections|permissions|ports|tags))?$/, services.detail, 'services'],
   [/^\/quotas$/, quotas.page, 'quotas'],
+  [/^\/openapi$/, openapi.page, 'openapi'],
 ];
 
 let current = null; // { key, state, gen, timers, leave }
@@ -183,7 +185,7 @@ function buildShell(session, key) {
         'nav',
         { class: 'sidebar', 'aria-label': t('nav.label') },
         h('div', { class: 'sidebar-title', text: t('nav.label') }),
-        h('ul', {}, navLink('endpoints', '#/endpoints'), navLink('services', '#/services'), navLink('quotas', '#/quotas')),
+        h('ul', {}, navLink('endpoints', '#/endpoints'), navLink('services', '#/services'), navLink('quotas', '#/quotas'), navLink('openapi', '#/openapi')),
       ),
       h('main', { id: 'main', class: 'main', tabindex: '-1' }, notices, main),
     ),

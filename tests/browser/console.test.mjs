@@ -773,6 +773,24 @@ describe('vpcep web console', () => {
     await svcRow.locator(tid('quota-used')).filter({ hasText: /^0$/ }).waitFor();
   });
 
+  step('the API reference lists every operation with its schemas', async () => {
+    const page = page1;
+    await page.locator(tid('nav-openapi')).click();
+    const op = page.locator(`${tid('openapi-op')}[data-op="create_endpoint"]`);
+    await op.waitFor();
+    assert.ok((await page.locator(tid('openapi-op')).count()) >= 70);
+    await op.locator('summary').first().click();
+    await op.locator(`${tid('openapi-request')} .schema-prop`, { hasText: /^endpoint_service_id$/ }).waitFor();
+    const ok = op.locator(`${tid('openapi-response')}[data-status="200"]`);
+    await ok.locator('code', { hasText: /^EndpointOut$/ }).waitFor();
+    await ok.locator('.schema-prop', { hasText: /^marker_id$/ }).waitFor();
+    await op.locator(`${tid('openapi-response')}[data-status="default"] .schema-prop`, { hasText: /^error_code$/ }).waitFor();
+    await shot(page, '16-api-reference');
+    await page.locator(tid('openapi-filter')).fill('quotas');
+    await op.waitFor({ state: 'detached' });
+    await page.locator(`${tid('openapi-op')}[data-op="list_quota_details"]`).waitFor();
+  });
+
   step('logout returns to the login page', async () => {
     await page1.locator(tid('logout')).click();
     await page1.locator(tid('login-form')).waitFor();

@@ -36,6 +36,7 @@ const FILES: &[(&str, &str, &str)] = &[
     asset!("endpoints.js", "text/javascript; charset=utf-8"),
     asset!("services.js", "text/javascript; charset=utf-8"),
     asset!("quotas.js", "text/javascript; charset=utf-8"),
+    asset!("openapi.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];
 

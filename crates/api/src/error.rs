@@ -5,6 +5,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use vpcep_model::{Reason, Rejection};
 use vpcep_store::StoreError;
 
@@ -154,14 +157,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// `EndPoint.NNNN`, `APIGW.NNNN`, `DNS.NNNN`, …
+    error_code: String,
+    error_msg: String,
+    /// The id of the request, also sent as `X-Request-Id`.
+    request_id: String,
+}
+
+/// The `Error` schema of `/openapi.json`.
+pub(crate) fn body_schema(out: &mut Vec<(String, RefOr<Schema>)>) {
+    out.push((ErrorBody::name().into_owned(), ErrorBody::schema()));
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
-        let body = serde_json::json!({
-            "error_code": self.code,
-            "error_msg": self.msg,
-            "request_id": request_id,
-        });
+        let body = ErrorBody {
+            error_code: self.code.to_owned(),
+            error_msg: self.msg,
+            request_id,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -28,7 +28,7 @@ const MAX_WAIT_SECS: u64 = 60;
 
 /// What one node says it runs: everything (`full`), or what changed since its last
 /// report (an empty one says it is still there).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub node: String,
     pub revision: u64,
@@ -218,4 +218,17 @@ async fn status(
         )
     })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bodies of the gateway nodes' operations (the snapshot's types are in vpcep-model,
+/// whose `schema` feature derives their schemas).
+pub(crate) fn io(op: &str) -> Option<crate::openapi::Io> {
+    use crate::openapi::{body, Io};
+    let (request, response) = match op {
+        "node_snapshot" => (None, body::<Snapshot>()),
+        "node_changes" => (None, body::<SnapshotDelta>()),
+        "node_status" => (body::<StatusReport>(), None),
+        _ => return None,
+    };
+    Some(Io { request, response })
 }

@@ -1,7 +1,18 @@
-//! `/openapi.json`: every operation the API serves, generated from one table that a test
-//! also checks against the router, so the document cannot drift from the routes.
+//! `/openapi.json`: every operation the API serves, from one table that a test also checks
+//! against the router, so the document cannot drift from the routes. The request and
+//! response schemas come from the types the handlers themselves deserialize and
+//! serialize (`utoipa::ToSchema` derives): each route module maps its operation ids to
+//! those types in an `io` function, and a test checks that every operation has them.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::ToSchema;
+
+use crate::routes;
 
 /// (method, path, operation id, success status, summary).
 pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
@@ -74,41 +85,309 @@ pub const OPERATIONS: &[(&str, &str, &str, u16, &str)] = &[
     ("POST", "/v3/auth/tokens", "keystone_create_user_token_by_password", 201, "Password login; the token comes back in X-Subject-Token"),
     ("GET", "/v3/projects", "keystone_list_projects", 200, "The caller's project in this region"),
     ("GET", "/internal/v1/snapshot", "node_snapshot", 200, "Gateway nodes: the desired state, long-polled with ?after=REVISION&wait=SECONDS (Bearer node token)"),
+    ("GET", "/internal/v1/changes", "node_changes", 200, "Gateway nodes: what changed after ?after=REVISION, long-polled with wait=SECONDS; 410 when that is no longer kept (Bearer node token)"),
     ("POST", "/internal/v1/status", "node_status", 204, "Gateway nodes: which endpoints are live (Bearer node token)"),
     ("GET", "/openapi.json", "openapi", 200, "This document"),
 ];
 
-pub(crate) fn document() -> Value {
+/// A named body type: its component name and how to collect its schema and the schemas it
+/// refers to.
+#[derive(Clone, Copy)]
+pub(crate) struct Body {
+    name: fn() -> String,
+    collect: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+/// The body type `T`.
+pub(crate) fn body<T: ToSchema>() -> Option<Body> {
+    Some(Body {
+        name: || T::name().into_owned(),
+        collect: |out| {
+            out.push((T::name().into_owned(), T::schema()));
+            T::schemas(out);
+        },
+    })
+}
+
+/// What one operation reads and answers: its JSON request body (None: it takes none) and
+/// the JSON body of its success status (None: that status has no body).
+pub(crate) struct Io {
+    pub(crate) request: Option<Body>,
+    pub(crate) response: Option<Body>,
+}
+
+/// The bodies of an operation, from the route module that serves it; None for an
+/// operation whose bodies are not typed (the document then shows no schema for it).
+pub(crate) fn io(op: &str) -> Option<Io> {
+    routes::io(op).or_else(|| crate::nodes::io(op))
+}
+
+/// The query parameters an operation reads (its handler reads them by name through
+/// `extract::Params`): name and schema. All are optional.
+fn query(op: &str) -> Vec<(&'static str, Value)> {
+    let int = || json!({"type": "integer"});
+    let string = || json!({"type": "string"});
+    let page = || {
+        vec![
+            ("limit", int()),
+            ("offset", int()),
+            (
+                "sort_key",
+                json!({"type": "string", "enum": ["create_at", "created_at", "update_at", "updated_at"]}),
+            ),
+            (
+                "sort_dir",
+                json!({"type": "string", "enum": ["asc", "desc"]}),
+            ),
+        ]
+    };
+    let vpc_page = || vec![("limit", int()), ("marker", string())];
+    let dns_page = || vec![("limit", int()), ("offset", int())];
+    let node = || vec![("after", int()), ("wait", int())];
+    let with = |mut a: Vec<(&'static str, Value)>, b: Vec<(&'static str, Value)>| {
+        a.extend(b);
+        a
+    };
+    match op {
+        "list_endpoint_service" => with(
+            vec![
+                ("endpoint_service_name", string()),
+                ("id", string()),
+                ("status", string()),
+            ],
+            page(),
+        ),
+        "list_service_describe_details" => {
+            vec![("endpoint_service_name", string()), ("id", string())]
+        }
+        "list_service_public_details" => with(
+            vec![("endpoint_service_name", string()), ("id", string())],
+            page(),
+        ),
+        "list_service_connections" => with(
+            vec![("id", string()), ("marker_id", int()), ("status", string())],
+            page(),
+        ),
+        "list_service_permissions_details" => with(vec![("permission", string())], page()),
+        "list_endpoints" => with(
+            vec![
+                ("endpoint_service_name", string()),
+                ("vpc_id", string()),
+                ("id", string()),
+            ],
+            page(),
+        ),
+        "list_quota_details" => vec![(
+            "type",
+            json!({"type": "string", "enum": ["endpoint_service", "endpoint"]}),
+        )],
+        "list_vpcs" => with(vec![("id", string())], vpc_page()),
+        "list_subnets" => with(vec![("vpc_id", string())], vpc_page()),
+        "list_ports" => with(
+            vec![
+                ("id", string()),
+                ("network_id", string()),
+                ("device_owner", string()),
+                ("device_id", string()),
+            ],
+            vpc_page(),
+        ),
+        "list_route_tables" => with(vec![("vpc_id", string()), ("id", string())], vpc_page()),
+        "list_private_zones" => with(
+            vec![
+                (
+                    "type",
+                    json!({"type": "string", "enum": ["private", "public"]}),
+                ),
+                ("name", string()),
+                ("id", string()),
+            ],
+            dns_page(),
+        ),
+        "list_record_sets_by_zone" => with(
+            vec![("type", string()), ("name", string()), ("status", string())],
+            dns_page(),
+        ),
+        "list_record_sets" => with(
+            vec![
+                (
+                    "zone_type",
+                    json!({"type": "string", "enum": ["private", "public"]}),
+                ),
+                ("type", string()),
+                ("name", string()),
+                ("status", string()),
+            ],
+            dns_page(),
+        ),
+        "keystone_list_projects" => vec![("name", string())],
+        "node_snapshot" | "node_changes" => node(),
+        _ => vec![],
+    }
+}
+
+fn schema_ref(b: &Body) -> Value {
+    json!({"$ref": format!("#/components/schemas/{}", (b.name)())})
+}
+
+/// Every component schema the operations use, by name; an error names a type whose name
+/// two different schemas share.
+pub(crate) fn components() -> Result<BTreeMap<String, Value>, String> {
+    let mut all = Vec::new();
+    crate::error::body_schema(&mut all);
+    for (_, _, op, _, _) in OPERATIONS {
+        if let Some(io) = io(op) {
+            for b in io.request.iter().chain(io.response.iter()) {
+                (b.collect)(&mut all);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, schema) in all {
+        let v = serde_json::to_value(&schema).map_err(|e| e.to_string())?;
+        match out.get(&name) {
+            Some(prev) if *prev != v => return Err(format!("two schemas are named {name}")),
+            _ => {
+                out.insert(name, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An OpenAPI 3.1 document (this one).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Document {
+    openapi: String,
+    #[schema(value_type = Object)]
+    info: Value,
+    #[schema(value_type = Object)]
+    paths: Value,
+    #[schema(value_type = Object)]
+    components: Value,
+    #[schema(value_type = Vec<Object>)]
+    security: Value,
+}
+
+fn build() -> Document {
     let mut paths: Map<String, Value> = Map::new();
     for (method, path, op, status, summary) in OPERATIONS {
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[method.to_lowercase()] = json!({
+        params.extend(
+            query(op)
+                .into_iter()
+                .map(|(name, schema)| json!({"name": name, "in": "query", "required": false, "schema": schema})),
+        );
+        let io = io(op);
+        let mut ok = json!({"description": "success"});
+        if let Some(b) = io.as_ref().and_then(|io| io.response.as_ref()) {
+            ok["content"] = json!({"application/json": {"schema": schema_ref(b)}});
+        }
+        let mut operation = json!({
             "operationId": op,
             "summary": summary,
             "parameters": params,
             "responses": {
-                status.to_string(): {"description": "success"},
+                status.to_string(): ok,
                 "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },
         });
+        if let Some(b) = io.as_ref().and_then(|io| io.request.as_ref()) {
+            // An empty body reads as `{}`.
+            operation["requestBody"] = json!({
+                "required": false,
+                "content": {"application/json": {"schema": schema_ref(b)}},
+            });
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method.to_lowercase()] = operation;
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "vpcep API (Huawei Cloud VPCEP compatible)", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "schemas": {"Error": {"type": "object", "properties": {
-                "error_code": {"type": "string"}, "error_msg": {"type": "string"}, "request_id": {"type": "string"}}}},
+    let schemas: Map<String, Value> = components()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .collect();
+    Document {
+        openapi: "3.1.0".to_owned(),
+        info: json!({"title": "vpcep API (Huawei Cloud VPCEP compatible)", "version": env!("CARGO_PKG_VERSION")}),
+        paths: Value::Object(paths),
+        components: json!({
+            "schemas": schemas,
             "securitySchemes": {
                 "sdkHmac": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "SDK-HMAC-SHA256 Access=AK, SignedHeaders=…, Signature=…"},
                 "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
             },
-        },
-        "security": [{"sdkHmac": []}, {"token": []}],
-    })
+        }),
+        security: json!([{"sdkHmac": []}, {"token": []}]),
+    }
+}
+
+/// The document (built once).
+pub(crate) fn document() -> &'static Document {
+    static DOC: OnceLock<Document> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operations whose bodies are not typed. Keep this empty.
+    const UNTYPED: &[&str] = &[];
+
+    #[test]
+    fn every_operation_has_its_schemas() {
+        for (method, _, op, status, _) in OPERATIONS {
+            let Some(io) = io(op) else {
+                assert!(UNTYPED.contains(op), "{op}: no schemas");
+                continue;
+            };
+            assert!(!UNTYPED.contains(op), "{op} is typed: take it off UNTYPED");
+            let takes_body = matches!(*method, "POST" | "PUT");
+            assert_eq!(io.request.is_some(), takes_body, "{op}: request body");
+            assert_eq!(io.response.is_some(), *status != 204, "{op}: response body");
+        }
+    }
+
+    #[test]
+    fn query_parameters_belong_to_operations() {
+        let ids: Vec<&str> = OPERATIONS.iter().map(|o| o.2).collect();
+        for op in [
+            "list_endpoint_service",
+            "list_service_describe_details",
+            "list_service_public_details",
+            "list_service_connections",
+            "list_service_permissions_details",
+            "list_endpoints",
+            "list_quota_details",
+            "list_vpcs",
+            "list_subnets",
+            "list_ports",
+            "list_route_tables",
+            "list_private_zones",
+            "list_record_sets_by_zone",
+            "list_record_sets",
+            "keystone_list_projects",
+            "node_snapshot",
+            "node_changes",
+        ] {
+            assert!(ids.contains(&op), "{op}");
+            assert!(!query(op).is_empty(), "{op}");
+        }
+    }
+
+    #[test]
+    fn schemas_are_consistent() {
+        let schemas = components().unwrap();
+        assert!(schemas.contains_key("Error"));
+        let doc = serde_json::to_string(document()).unwrap();
+        // Every reference resolves.
+        for part in doc.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            assert!(schemas.contains_key(&name), "dangling reference to {name}");
+        }
+    }
 }

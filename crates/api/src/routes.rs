@@ -13,6 +13,7 @@ mod vpc;
 
 use axum::Router;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::App;
@@ -31,6 +32,20 @@ pub(crate) fn router() -> Router<App> {
         .merge(iam::router())
 }
 
+/// The request and response bodies of an operation, by its id (see `openapi`).
+pub(crate) fn io(op: &str) -> Option<crate::openapi::Io> {
+    services::io(op)
+        .or_else(|| endpoints::io(op))
+        .or_else(|| connections::io(op))
+        .or_else(|| permissions::io(op))
+        .or_else(|| tags::io(op))
+        .or_else(|| misc::io(op))
+        .or_else(|| iam::io(op))
+        .or_else(|| vpc::io(op))
+        .or_else(|| hosts::io(op))
+        .or_else(|| dns::io(op))
+}
+
 pub(crate) fn metrics_router() -> Router<App> {
     misc::metrics_router()
 }
@@ -41,7 +56,7 @@ pub(crate) fn req<T>(field: &str, v: Option<T>) -> ApiResult<T> {
 }
 
 /// A tag as clients send it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct TagIn {
     key: Option<String>,
     value: Option<String>,
@@ -60,7 +75,7 @@ pub(crate) fn tags_in(tags: Option<Vec<TagIn>>) -> ApiResult<Vec<vpcep_model::Ta
 }
 
 /// The body of the v2 upgrade operations: an optional `action` with one allowed value.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct UpgradeBody {
     action: Option<String>,
 }

@@ -1,9 +1,17 @@
 //! The Huawei JSON shapes of our records. Only this crate knows these field names.
+//!
+//! Every response body is a typed struct here (or next to its handler) that derives
+//! `Serialize` for the wire and `ToSchema` for `/openapi.json`, so the document describes
+//! exactly what the handlers send.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use time::macros::format_description;
 use time::OffsetDateTime;
-use vpcep_model::{EndpointStatus, PortMapping, ServiceType, Tag};
+use utoipa::ToSchema;
+use vpcep_model::{
+    EndpointStatus, PortMapping, Protocol, ServerType, ServiceStatus, ServiceType, Tag, TcpProxy,
+};
 use vpcep_store::{Endpoint, PermissionRow, Service};
 
 /// Unix microseconds → `2025-01-01T12:00:00Z`.
@@ -15,76 +23,163 @@ pub(crate) fn ts(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn tags(tags: &[Tag]) -> Value {
-    Value::Array(
-        tags.iter()
-            .map(|t| json!({"key": t.key, "value": t.value}))
-            .collect(),
-    )
+/// A resource tag.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TagOut {
+    key: String,
+    value: String,
 }
 
-pub(crate) fn ports(ports: &[PortMapping]) -> Value {
-    Value::Array(
-        ports
-            .iter()
-            .map(|p| json!({"client_port": p.client_port, "server_port": p.server_port, "protocol": p.protocol.as_str()}))
-            .collect(),
-    )
+pub(crate) fn tags(tags: &[Tag]) -> Vec<TagOut> {
+    tags.iter()
+        .map(|t| TagOut {
+            key: t.key.clone(),
+            value: t.value.clone(),
+        })
+        .collect()
+}
+
+/// A port mapping of a service.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PortMappingOut {
+    client_port: u16,
+    server_port: u16,
+    protocol: Protocol,
+}
+
+pub(crate) fn ports(ports: &[PortMapping]) -> Vec<PortMappingOut> {
+    ports
+        .iter()
+        .map(|p| PortMappingOut {
+            client_port: p.client_port,
+            server_port: p.server_port,
+            protocol: p.protocol,
+        })
+        .collect()
+}
+
+/// Why a service failed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceErrorOut {
+    code: String,
+    message: String,
 }
 
 /// The full service object, for its owner.
-pub(crate) fn service(s: &Service) -> Value {
-    json!({
-        "id": s.id,
-        "port_id": s.port_id,
-        "service_name": s.service_name,
-        "server_type": s.server_type.as_str(),
-        "vpc_id": s.vpc_id,
-        "pool_id": "",
-        "approval_enabled": s.approval_enabled,
-        "status": s.status.as_str(),
-        "service_type": s.service_type.as_str(),
-        "supported_editions": s.editions,
-        "created_at": ts(s.created_at),
-        "updated_at": ts(s.updated_at),
-        "project_id": s.project_id,
-        "domain_id": s.domain_id,
-        "cidr_type": "internal",
-        "ip": s.backend_ip,
-                "ports": ports(&s.ports),
-        "connection_limit": s.connection_limit,
-        "tcp_proxy": s.tcp_proxy.as_str(),
-        "tags": tags(&s.tags),
-        "connection_count": s.connection_count,
-        "error": s.error.as_ref().map(|e| json!([{"code": "EndPoint.3001", "message": e}])).unwrap_or(json!([])),
-        "description": s.description,
-        "enable_policy": s.service_type == ServiceType::Gateway,
-        "ip_version": "ipv4",
-    })
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceOut {
+    id: String,
+    port_id: String,
+    service_name: String,
+    server_type: ServerType,
+    vpc_id: String,
+    pool_id: String,
+    approval_enabled: bool,
+    status: ServiceStatus,
+    service_type: ServiceType,
+    supported_editions: Vec<String>,
+    created_at: String,
+    updated_at: String,
+    project_id: String,
+    domain_id: String,
+    cidr_type: String,
+    ip: String,
+    ports: Vec<PortMappingOut>,
+    connection_limit: i64,
+    tcp_proxy: TcpProxy,
+    tags: Vec<TagOut>,
+    connection_count: i64,
+    error: Vec<ServiceErrorOut>,
+    description: String,
+    enable_policy: bool,
+    ip_version: String,
+}
+
+pub(crate) fn service(s: &Service) -> ServiceOut {
+    ServiceOut {
+        id: s.id.clone(),
+        port_id: s.port_id.clone(),
+        service_name: s.service_name.clone(),
+        server_type: s.server_type,
+        vpc_id: s.vpc_id.clone(),
+        pool_id: String::new(),
+        approval_enabled: s.approval_enabled,
+        status: s.status,
+        service_type: s.service_type,
+        supported_editions: s.editions.clone(),
+        created_at: ts(s.created_at),
+        updated_at: ts(s.updated_at),
+        project_id: s.project_id.clone(),
+        domain_id: s.domain_id.clone(),
+        cidr_type: "internal".to_owned(),
+        ip: s.backend_ip.clone(),
+        ports: ports(&s.ports),
+        connection_limit: s.connection_limit,
+        tcp_proxy: s.tcp_proxy,
+        tags: tags(&s.tags),
+        connection_count: s.connection_count,
+        error: s
+            .error
+            .iter()
+            .map(|e| ServiceErrorOut {
+                code: "EndPoint.3001".to_owned(),
+                message: e.clone(),
+            })
+            .collect(),
+        description: s.description.clone(),
+        enable_policy: s.service_type == ServiceType::Gateway,
+        ip_version: "ipv4".to_owned(),
+    }
 }
 
 /// What any permitted consumer may learn about a service (no backend details).
-pub(crate) fn service_summary(s: &Service) -> Value {
-    json!({
-        "id": s.id,
-        "owner": if s.is_public { "vpcep".to_owned() } else { s.domain_id.clone() },
-        "service_name": s.service_name,
-        "service_type": s.service_type.as_str(),
-        "created_at": ts(s.created_at),
-        "is_charge": false,
-        "enable_policy": s.service_type == ServiceType::Gateway,
-        "public_border_group": "",
-        "cidr": if s.cidr.is_empty() { Value::Null } else { json!(s.cidr) },
-        "ports": ports(&s.ports),
-    })
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceSummaryOut {
+    id: String,
+    owner: String,
+    service_name: String,
+    service_type: ServiceType,
+    created_at: String,
+    is_charge: bool,
+    enable_policy: bool,
+    public_border_group: String,
+    cidr: Option<String>,
+    ports: Vec<PortMappingOut>,
 }
 
-fn error_list(e: &Endpoint) -> Value {
+pub(crate) fn service_summary(s: &Service) -> ServiceSummaryOut {
+    ServiceSummaryOut {
+        id: s.id.clone(),
+        owner: if s.is_public {
+            "vpcep".to_owned()
+        } else {
+            s.domain_id.clone()
+        },
+        service_name: s.service_name.clone(),
+        service_type: s.service_type,
+        created_at: ts(s.created_at),
+        is_charge: false,
+        enable_policy: s.service_type == ServiceType::Gateway,
+        public_border_group: String::new(),
+        cidr: (!s.cidr.is_empty()).then(|| s.cidr.clone()),
+        ports: ports(&s.ports),
+    }
+}
+
+/// Why an endpoint failed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EndpointErrorOut {
+    error_code: String,
+    error_message: String,
+}
+
+fn error_list(e: &Endpoint) -> Vec<EndpointErrorOut> {
     match &e.error {
-        Some(msg) if e.status == EndpointStatus::Failed => {
-            json!([{"error_code": "EndPoint.2022", "error_message": msg}])
-        }
-        _ => json!([]),
+        Some(msg) if e.status == EndpointStatus::Failed => vec![EndpointErrorOut {
+            error_code: "EndPoint.2022".to_owned(),
+            error_message: msg.clone(),
+        }],
+        _ => vec![],
     }
 }
 
@@ -96,68 +191,132 @@ fn shows_ip(e: &Endpoint) -> bool {
     ) && !e.ip.is_empty()
 }
 
-pub(crate) fn endpoint(e: &Endpoint) -> Value {
+/// An endpoint, for its owner.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EndpointOut {
+    id: String,
+    service_type: ServiceType,
+    status: EndpointStatus,
+    active_status: Vec<String>,
+    enable_status: String,
+    specification_name: String,
+    endpoint_service_name: String,
+    endpoint_service_id: String,
+    marker_id: i64,
+    enable_dns: bool,
+    dns_names: Vec<String>,
+    /// Null until the provider has accepted the connection.
+    ip: Option<String>,
+    vpc_id: String,
+    subnet_id: String,
+    created_at: String,
+    updated_at: String,
+    project_id: String,
+    domain_id: String,
+    tags: Vec<TagOut>,
+    error: Vec<EndpointErrorOut>,
+    whitelist: Vec<String>,
+    enable_whitelist: bool,
+    routetables: Vec<String>,
+    description: String,
+    /// The policy statements as given (`[]` when none).
+    #[schema(value_type = Value)]
+    policy_statement: Value,
+    /// The policy document as given (null when none).
+    #[schema(value_type = Value)]
+    policy_document: Value,
+    endpoint_pool_id: String,
+    ip_version: String,
+}
+
+pub(crate) fn endpoint(e: &Endpoint) -> EndpointOut {
     let interface = e.service_type == ServiceType::Interface;
     let dns_names = if e.enable_dns && interface && e.status == EndpointStatus::Accepted {
-        json!([e.dns_name])
+        vec![e.dns_name.clone()]
     } else {
-        json!([])
+        vec![]
     };
-    json!({
-        "id": e.id,
-        "service_type": e.service_type.as_str(),
-        "status": e.status.as_str(),
-        "active_status": ["active"],
-        "enable_status": "enable",
-        "specification_name": e.edition,
-        "endpoint_service_name": e.service_name,
-        "endpoint_service_id": e.service_id,
-        "marker_id": e.marker_id,
-        "enable_dns": e.enable_dns,
-        "dns_names": dns_names,
-        "ip": if shows_ip(e) { json!(e.ip) } else { Value::Null },
-        "vpc_id": e.vpc_id,
-        "subnet_id": e.subnet_id,
-        "created_at": ts(e.created_at),
-        "updated_at": ts(e.updated_at),
-        "project_id": e.project_id,
-        "domain_id": e.domain_id,
-        "tags": tags(&e.tags),
-        "error": error_list(e),
-        "whitelist": e.whitelist,
-        "enable_whitelist": e.enable_whitelist,
-        "routetables": e.routetables,
-        "description": e.description,
-        "policy_statement": e.policy_statement.clone().unwrap_or(json!([])),
-        "policy_document": e.policy_document.clone().unwrap_or(Value::Null),
-        "endpoint_pool_id": "",
-        "ip_version": "ipv4",
-    })
+    EndpointOut {
+        id: e.id.clone(),
+        service_type: e.service_type,
+        status: e.status,
+        active_status: vec!["active".to_owned()],
+        enable_status: "enable".to_owned(),
+        specification_name: e.edition.clone(),
+        endpoint_service_name: e.service_name.clone(),
+        endpoint_service_id: e.service_id.clone(),
+        marker_id: e.marker_id,
+        enable_dns: e.enable_dns,
+        dns_names,
+        ip: shows_ip(e).then(|| e.ip.clone()),
+        vpc_id: e.vpc_id.clone(),
+        subnet_id: e.subnet_id.clone(),
+        created_at: ts(e.created_at),
+        updated_at: ts(e.updated_at),
+        project_id: e.project_id.clone(),
+        domain_id: e.domain_id.clone(),
+        tags: tags(&e.tags),
+        error: error_list(e),
+        whitelist: e.whitelist.clone(),
+        enable_whitelist: e.enable_whitelist,
+        routetables: e.routetables.clone(),
+        description: e.description.clone(),
+        policy_statement: e.policy_statement.clone().unwrap_or(Value::Array(vec![])),
+        policy_document: e.policy_document.clone().unwrap_or(Value::Null),
+        endpoint_pool_id: String::new(),
+        ip_version: "ipv4".to_owned(),
+    }
 }
 
 /// The provider's view of an endpoint.
-pub(crate) fn connection(e: &Endpoint) -> Value {
-    json!({
-        "id": e.id,
-        "marker_id": e.marker_id,
-        "created_at": ts(e.created_at),
-        "updated_at": ts(e.updated_at),
-        "domain_id": e.domain_id,
-        "status": e.status.as_str(),
-        "description": e.conn_description,
-        "error": error_list(e),
-    })
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ConnectionOut {
+    id: String,
+    marker_id: i64,
+    created_at: String,
+    updated_at: String,
+    domain_id: String,
+    status: EndpointStatus,
+    description: String,
+    error: Vec<EndpointErrorOut>,
 }
 
-pub(crate) fn permission(p: &PermissionRow) -> Value {
-    json!({
-        "id": p.id,
-        "permission": p.permission,
-        "permission_type": p.permission_type,
-        "description": p.description,
-        "created_at": ts(p.created_at),
-    })
+pub(crate) fn connection(e: &Endpoint) -> ConnectionOut {
+    ConnectionOut {
+        id: e.id.clone(),
+        marker_id: e.marker_id,
+        created_at: ts(e.created_at),
+        updated_at: ts(e.updated_at),
+        domain_id: e.domain_id.clone(),
+        status: e.status,
+        description: e.conn_description.clone(),
+        error: error_list(e),
+    }
 }
+
+/// A whitelist entry of a service.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PermissionOut {
+    id: String,
+    permission: String,
+    permission_type: String,
+    description: String,
+    created_at: String,
+}
+
+pub(crate) fn permission(p: &PermissionRow) -> PermissionOut {
+    PermissionOut {
+        id: p.id.clone(),
+        permission: p.permission.clone(),
+        permission_type: p.permission_type.clone(),
+        description: p.description.clone(),
+        created_at: ts(p.created_at),
+    }
+}
+
+/// An empty JSON object.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Empty {}
 
 #[cfg(test)]
 mod tests {

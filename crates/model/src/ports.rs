@@ -11,6 +11,7 @@ use crate::{Reason, Rejection};
 pub const MAX_PORT_MAPPINGS: usize = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -45,6 +46,7 @@ impl fmt::Display for Protocol {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct PortMapping {
     pub client_port: u16,
     pub server_port: u16,

@@ -16,6 +16,7 @@ pub const SNAT_BASE: u32 = 0xC613_8000; // 198.19.128.0
 pub const SNAT_SIZE: u32 = 4094;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub revision: u64,
     pub vpcs: Vec<VpcSpec>,
@@ -31,25 +32,30 @@ pub struct Snapshot {
 
 /// An on-premises data centre joined to a VPC: its own address space, routed to the VPC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct IdcSpec {
     pub id: String,
     pub vpc_id: String,
     /// The data centre's own range (outside the VPC's subnets).
     pub cidr: String,
     /// The data centre's one machine, an address in `cidr`.
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ip: Ipv4Addr,
 }
 
 /// A name of the cloud's internal zone: it and every name under it resolve to `ip`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct CloudName {
     pub name: String,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ip: Ipv4Addr,
 }
 
 /// What a gateway endpoint adds to its VPC: traffic to `cidr` from `sources` goes to the
 /// endpoint (whose listeners sit at the first address of `cidr`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct RouteSpec {
     pub cidr: String,
     /// Source ranges whose route table has the route: the subnets associated with the
@@ -58,6 +64,7 @@ pub struct RouteSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct VpcSpec {
     pub id: String,
     /// Small and stable for the VPC's life: its 127.N.0.0/16 block in loopback mode
@@ -67,33 +74,40 @@ pub struct VpcSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SubnetSpec {
     pub id: String,
     pub cidr: String,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub gateway_ip: Ipv4Addr,
 }
 
 /// A stand-in for a VM or a load balancer: a namespace joined to a subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct HostSpec {
     pub port_id: String,
     pub vpc_id: String,
     pub subnet_id: String,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ip: Ipv4Addr,
 }
 
 /// One endpoint that must forward: listeners at `ip` in the consumer VPC, connections
 /// from `snat_ip` in the provider VPC (or from the node itself, for cloud services).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct EndpointSpec {
     pub id: String,
     pub service_id: String,
     pub marker_id: u32,
     pub consumer_vpc: String,
     pub subnet_id: String,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ip: Ipv4Addr,
     /// `None` for operator services, whose backend the node reaches directly.
     pub provider_vpc: Option<String>,
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub backend_ip: Ipv4Addr,
     pub ports: Vec<PortMapping>,
     pub tcp_proxy: TcpProxy,
@@ -102,6 +116,7 @@ pub struct EndpointSpec {
     pub max_connections: u32,
     /// The endpoint's own source address in the provider VPC: no other endpoint towards
     /// that VPC has it while this one exists. Unspecified (0.0.0.0) without a provider VPC.
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub snat_ip: Ipv4Addr,
     /// The private DNS name published in the consumer VPC once the endpoint is up.
     #[serde(default)]

@@ -13,6 +13,7 @@ use crate::{Change, CloudName, EndpointSpec, HostSpec, IdcSpec, Snapshot, VpcSpe
 /// the ids of what went. An entry may be unchanged after all (a service's description
 /// changed, not its endpoints' specs); applying it is then nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SnapshotDelta {
     /// The changes are those after revision `from`, up to and including `revision`.
     pub from: u64,

@@ -44,6 +44,26 @@ macro_rules! string_enum {
             }
         }
 
+        /// A string with one of the wire spellings.
+        #[cfg(feature = "schema")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+                let object = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([$($s),+]))
+                    .build();
+                utoipa::openapi::RefOr::T(Schema::Object(object))
+            }
+        }
+
+        #[cfg(feature = "schema")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;

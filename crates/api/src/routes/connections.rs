@@ -4,15 +4,36 @@
 use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vpcep_model::EndpointStatus;
 use vpcep_store::ConnectionFilter;
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
-use crate::{wire, App};
+use crate::openapi::{body, Io};
+use crate::wire::{self, ConnectionOut};
+use crate::App;
+
+/// Connections; a listing also counts them all.
+#[derive(Serialize, ToSchema)]
+struct Connections {
+    connections: Vec<ConnectionOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_count: Option<i64>,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "list_service_connections" => (None, body::<Connections>()),
+        "accept_or_reject_endpoint" => (body::<ActionBody>(), body::<Connections>()),
+        "update_endpoint_connections_desc" => (body::<DescBody>(), body::<Connections>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     let base = "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/connections";
@@ -27,7 +48,7 @@ async fn list(
     Auth(caller): Auth,
     ids: Ids,
     p: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Connections>> {
     let status = p
         .get("status")
         .map(|s| match EndpointStatus::parse(&s) {
@@ -59,13 +80,14 @@ async fn list(
             p.page(1000)?,
         )
         .await?;
-    Ok(Json(json!({
-        "connections": rows.iter().map(wire::connection).collect::<Vec<_>>(),
-        "total_count": total,
-    })))
+    Ok(Json(Connections {
+        connections: rows.iter().map(wire::connection).collect(),
+        total_count: Some(total),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ConnectionActionBody)]
 struct ActionBody {
     action: Option<String>,
     endpoints: Option<Vec<String>>,
@@ -76,7 +98,7 @@ async fn action(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<ActionBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Connections>> {
     let accept = match req("action", b.action)?.as_str() {
         "receive" => true,
         "reject" => false,
@@ -106,16 +128,21 @@ async fn action(
             accept,
         )
         .await?;
-    Ok(Json(json!({"connections": [wire::connection(&ep)]})))
+    Ok(Json(Connections {
+        connections: vec![wire::connection(&ep)],
+        total_count: None,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ConnectionDescItem)]
 struct DescItem {
     id: Option<String>,
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ConnectionDescBody)]
 struct DescBody {
     connections: Option<Vec<DescItem>>,
 }
@@ -125,7 +152,7 @@ async fn describe(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<DescBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Connections>> {
     let items = req("connections", b.connections)?
         .into_iter()
         .map(|c| {
@@ -142,7 +169,8 @@ async fn describe(
         .store
         .describe_connections(caller, ids.get("vpc_endpoint_service_id"), items)
         .await?;
-    Ok(Json(
-        json!({"connections": rows.iter().map(wire::connection).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(Connections {
+        connections: rows.iter().map(wire::connection).collect(),
+        total_count: None,
+    }))
 }

@@ -8,13 +8,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use vpcep_store::{Caller, DnsRecord, DnsRecordFilter, DnsZone};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, Params};
-use crate::wire::ts;
+use crate::openapi::{body, Io};
+use crate::wire::{ts, TagOut};
 use crate::App;
 
 /// Time to live the resolvers give these answers.
@@ -56,53 +58,158 @@ async fn find_zone(app: &App, caller: &Caller, id: &str) -> ApiResult<DnsZone> {
         })
 }
 
-fn zone_json(app: &App, caller: &Caller, z: &DnsZone) -> Value {
-    let id = zone_id(&z.vpc_id);
-    json!({
-        "id": id,
-        "name": zone_name(app),
-        "description": format!("private names of VPC endpoints in VPC {} (read-only, kept by vpcep)", z.vpc_id),
-        "email": "hostmaster@vpcep.internal",
-        "zone_type": "private",
-        "ttl": TTL,
-        "serial": 1,
-        "status": "ACTIVE",
-        "record_num": z.records,
-        "pool_id": "",
-        "project_id": caller.project_id,
-        "created_at": ts(z.created_at),
-        "updated_at": ts(z.updated_at),
-        "links": {"self": format!("/v2/zones/{id}")},
-        "masters": [],
-        "routers": [{"router_id": z.vpc_id, "router_region": app.region, "status": "ACTIVE"}],
-        "proxy_pattern": "AUTHORITY",
-        "enterprise_project_id": "0",
-        "tags": [],
-    })
+#[derive(Serialize, ToSchema)]
+struct SelfLink {
+    #[serde(rename = "self")]
+    self_link: String,
 }
 
-fn record_json(app: &App, caller: &Caller, e: &DnsRecord) -> Value {
+#[derive(Serialize, ToSchema)]
+struct ZoneRouter {
+    router_id: String,
+    router_region: String,
+    status: String,
+}
+
+/// A private zone (one per VPC with named endpoints).
+#[derive(Serialize, ToSchema)]
+struct ZoneOut {
+    id: String,
+    name: String,
+    description: String,
+    email: String,
+    zone_type: String,
+    ttl: u32,
+    serial: i64,
+    status: String,
+    record_num: i64,
+    pool_id: String,
+    project_id: String,
+    created_at: String,
+    updated_at: String,
+    links: SelfLink,
+    masters: Vec<String>,
+    routers: Vec<ZoneRouter>,
+    proxy_pattern: String,
+    enterprise_project_id: String,
+    tags: Vec<TagOut>,
+}
+
+fn zone_json(app: &App, caller: &Caller, z: &DnsZone) -> ZoneOut {
+    let id = zone_id(&z.vpc_id);
+    ZoneOut {
+        name: zone_name(app),
+        description: format!(
+            "private names of VPC endpoints in VPC {} (read-only, kept by vpcep)",
+            z.vpc_id
+        ),
+        email: "hostmaster@vpcep.internal".to_owned(),
+        zone_type: "private".to_owned(),
+        ttl: TTL,
+        serial: 1,
+        status: "ACTIVE".to_owned(),
+        record_num: z.records,
+        pool_id: String::new(),
+        project_id: caller.project_id.clone(),
+        created_at: ts(z.created_at),
+        updated_at: ts(z.updated_at),
+        links: SelfLink {
+            self_link: format!("/v2/zones/{id}"),
+        },
+        masters: vec![],
+        routers: vec![ZoneRouter {
+            router_id: z.vpc_id.clone(),
+            router_region: app.region.clone(),
+            status: "ACTIVE".to_owned(),
+        }],
+        proxy_pattern: "AUTHORITY".to_owned(),
+        enterprise_project_id: "0".to_owned(),
+        tags: vec![],
+        id,
+    }
+}
+
+/// The A record set of one named endpoint.
+#[derive(Serialize, ToSchema)]
+struct RecordSetOut {
+    id: String,
+    name: String,
+    description: String,
+    zone_id: String,
+    zone_name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    ttl: u32,
+    records: Vec<String>,
+    created_at: String,
+    updated_at: String,
+    create_at: String,
+    update_at: String,
+    status: String,
+    default: bool,
+    project_id: String,
+    links: SelfLink,
+    line: String,
+    tags: Vec<TagOut>,
+}
+
+fn record_json(app: &App, caller: &Caller, e: &DnsRecord) -> RecordSetOut {
     let zone = zone_id(&e.vpc_id);
-    json!({
-        "id": e.id,
-        "name": format!("{}.", e.name),
-        "description": format!("VPC endpoint {}", e.id),
-        "zone_id": zone,
-        "zone_name": zone_name(app),
-        "type": "A",
-        "ttl": TTL,
-        "records": [e.ip],
-        "created_at": ts(e.created_at),
-        "updated_at": ts(e.updated_at),
-        "create_at": ts(e.created_at),
-        "update_at": ts(e.updated_at),
-        "status": "ACTIVE",
-        "default": false,
-        "project_id": caller.project_id,
-        "links": {"self": format!("/v2/zones/{zone}/recordsets/{}", e.id)},
-        "line": "default_view",
-        "tags": [],
-    })
+    RecordSetOut {
+        id: e.id.clone(),
+        name: format!("{}.", e.name),
+        description: format!("VPC endpoint {}", e.id),
+        zone_name: zone_name(app),
+        kind: "A".to_owned(),
+        ttl: TTL,
+        records: vec![e.ip.clone()],
+        created_at: ts(e.created_at),
+        updated_at: ts(e.updated_at),
+        create_at: ts(e.created_at),
+        update_at: ts(e.updated_at),
+        status: "ACTIVE".to_owned(),
+        default: false,
+        project_id: caller.project_id.clone(),
+        links: SelfLink {
+            self_link: format!("/v2/zones/{zone}/recordsets/{}", e.id),
+        },
+        line: "default_view".to_owned(),
+        tags: vec![],
+        zone_id: zone,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct Metadata {
+    total_count: i64,
+}
+
+/// A page of zones.
+#[derive(Serialize, ToSchema)]
+struct ZoneList {
+    links: SelfLink,
+    zones: Vec<ZoneOut>,
+    metadata: Metadata,
+}
+
+/// A page of record sets.
+#[derive(Serialize, ToSchema)]
+struct RecordSetList {
+    links: SelfLink,
+    recordsets: Vec<RecordSetOut>,
+    metadata: Metadata,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "list_private_zones" => (None, body::<ZoneList>()),
+        "show_private_zone" => (None, body::<ZoneOut>()),
+        "list_record_sets_by_zone" | "list_record_sets" => (None, body::<RecordSetList>()),
+        "show_record_set" => (None, body::<RecordSetOut>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
 }
 
 /// `limit` (0-500, default 500) and `offset`, as the DNS API pages.
@@ -118,19 +225,21 @@ fn window(p: &Params) -> ApiResult<(i64, i64)> {
     Ok((limit, offset))
 }
 
-fn listing(key: &str, total: i64, items: Vec<Value>, path: &str) -> Json<Value> {
-    Json(json!({
-        "links": {"self": path},
-        key: items,
-        "metadata": {"total_count": total},
-    }))
+fn record_sets(total: i64, recordsets: Vec<RecordSetOut>, path: &str) -> Json<RecordSetList> {
+    Json(RecordSetList {
+        links: SelfLink {
+            self_link: path.to_owned(),
+        },
+        recordsets,
+        metadata: Metadata { total_count: total },
+    })
 }
 
 async fn list_zones(
     State(app): State<App>,
     Auth(caller): Auth,
     p: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ZoneList>> {
     let kind = p.get("type").unwrap_or_else(|| "public".into());
     let private = match kind.as_str() {
         "private" => true,
@@ -166,11 +275,20 @@ async fn list_zones(
             (shown.collect(), total)
         }
     };
-    let items = zones.iter().map(|z| zone_json(&app, &caller, z)).collect();
-    Ok(listing("zones", total, items, "/v2/zones"))
+    Ok(Json(ZoneList {
+        links: SelfLink {
+            self_link: "/v2/zones".to_owned(),
+        },
+        zones: zones.iter().map(|z| zone_json(&app, &caller, z)).collect(),
+        metadata: Metadata { total_count: total },
+    }))
 }
 
-async fn show_zone(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+async fn show_zone(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ids: Ids,
+) -> ApiResult<Json<ZoneOut>> {
     let z = find_zone(&app, &caller, &ids.get("zone_id")).await?;
     Ok(Json(zone_json(&app, &caller, &z)))
 }
@@ -210,15 +328,14 @@ async fn list_zone_records(
     Auth(caller): Auth,
     ids: Ids,
     p: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordSetList>> {
     let z = find_zone(&app, &caller, &ids.get("zone_id")).await?;
     let (records, total) = matching(&app, &caller, Some(z.vpc_id.clone()), &p).await?;
     let items = records
         .iter()
         .map(|e| record_json(&app, &caller, e))
         .collect();
-    Ok(listing(
-        "recordsets",
+    Ok(record_sets(
         total,
         items,
         &format!("/v2/zones/{}/recordsets", zone_id(&z.vpc_id)),
@@ -229,7 +346,7 @@ async fn list_records(
     State(app): State<App>,
     Auth(caller): Auth,
     p: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordSetList>> {
     let (records, total) = match p.get("zone_type").as_deref() {
         None | Some("private") => matching(&app, &caller, None, &p).await?,
         Some("public") => {
@@ -247,14 +364,14 @@ async fn list_records(
         .iter()
         .map(|e| record_json(&app, &caller, e))
         .collect();
-    Ok(listing("recordsets", total, items, "/v2/recordsets"))
+    Ok(record_sets(total, items, "/v2/recordsets"))
 }
 
 async fn show_record(
     State(app): State<App>,
     Auth(caller): Auth,
     ids: Ids,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordSetOut>> {
     let (zone, id) = (ids.get("zone_id"), ids.get("recordset_id"));
     let filter = DnsRecordFilter {
         id: Some(id.clone()),

@@ -5,14 +5,34 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 use vpcep_store::{EndpointFilter, NewEndpoint};
 
 use super::{req, tags_in, TagIn, UpgradeBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
-use crate::{wire, App};
+use crate::openapi::{body, Io};
+use crate::wire::{self, Empty, EndpointOut};
+use crate::App;
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "create_endpoint" => (body::<CreateBody>(), body::<EndpointOut>()),
+        "list_endpoints" => (None, body::<EndpointList>()),
+        "list_endpoint_info_details" => (None, body::<EndpointOut>()),
+        "update_endpoint_white" => (body::<WhitelistBody>(), body::<EndpointOut>()),
+        "delete_endpoint" => (None, None),
+        "update_endpoint_policy" => (body::<PolicyBody>(), body::<EndpointOut>()),
+        "delete_endpoint_policy" => (None, body::<EndpointOut>()),
+        "update_endpoint_routetable" => (body::<RoutetablesBody>(), body::<Routetables>()),
+        "upgrade_endpoint" => (body::<UpgradeBody>(), body::<Empty>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     let base = "/v1/{project_id}/vpc-endpoints";
@@ -36,7 +56,8 @@ pub(super) fn router() -> Router<App> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateEndpointBody)]
 struct CreateBody {
     endpoint_service_id: Option<String>,
     vpc_id: Option<String>,
@@ -48,7 +69,11 @@ struct CreateBody {
     enable_whitelist: Option<bool>,
     tags: Option<Vec<TagIn>>,
     description: Option<String>,
+    /// Policy statements (gateway endpoints), any JSON.
+    #[schema(value_type = Option<Value>)]
     policy_statement: Option<Value>,
+    /// A policy document (gateway endpoints), any JSON.
+    #[schema(value_type = Option<Value>)]
     policy_document: Option<Value>,
     ip_version: Option<String>,
     ipv6_address: Option<String>,
@@ -69,7 +94,7 @@ async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
     JsonBody(b): JsonBody<CreateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointOut>> {
     if matches!(b.ip_version.as_deref(), Some(v) if v != "ipv4") || b.ipv6_address.is_some() {
         return Err(ApiError::param(
             "ip_version: only ipv4 endpoints are supported",
@@ -110,7 +135,18 @@ async fn create(
     Ok(Json(wire::endpoint(&ep)))
 }
 
-async fn list(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
+/// A page of the caller's endpoints.
+#[derive(Serialize, ToSchema)]
+struct EndpointList {
+    endpoints: Vec<EndpointOut>,
+    total_count: i64,
+}
+
+async fn list(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    p: Params,
+) -> ApiResult<Json<EndpointList>> {
     let filter = EndpointFilter {
         service_name_like: p.get("endpoint_service_name"),
         vpc_id: p.get("vpc_id"),
@@ -120,13 +156,17 @@ async fn list(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResul
         .store
         .list_endpoints(caller, filter, p.page(1000)?)
         .await?;
-    Ok(Json(json!({
-        "endpoints": rows.iter().map(wire::endpoint).collect::<Vec<_>>(),
-        "total_count": total,
-    })))
+    Ok(Json(EndpointList {
+        endpoints: rows.iter().map(wire::endpoint).collect(),
+        total_count: total,
+    }))
 }
 
-async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+async fn show(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    ids: Ids,
+) -> ApiResult<Json<EndpointOut>> {
     let ep = app
         .store
         .get_endpoint(caller, ids.get("vpc_endpoint_id"))
@@ -134,7 +174,8 @@ async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult
     Ok(Json(wire::endpoint(&ep)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EndpointWhitelistBody)]
 struct WhitelistBody {
     whitelist: Option<Vec<String>>,
     enable_whitelist: Option<bool>,
@@ -145,7 +186,7 @@ async fn update_whitelist(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<WhitelistBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointOut>> {
     let id = ids.get("vpc_endpoint_id");
     // Fields left out keep their value.
     let current = app.store.get_endpoint(caller.clone(), id.clone()).await?;
@@ -158,9 +199,14 @@ async fn update_whitelist(
     Ok(Json(wire::endpoint(&ep)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EndpointPolicyBody)]
 struct PolicyBody {
+    /// Policy statements, any JSON.
+    #[schema(value_type = Option<Value>)]
     policy_statement: Option<Value>,
+    /// A policy document, any JSON.
+    #[schema(value_type = Option<Value>)]
     policy_document: Option<Value>,
 }
 
@@ -169,7 +215,7 @@ async fn update_policy(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<PolicyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointOut>> {
     let ep = app
         .store
         .update_endpoint_policy(
@@ -186,7 +232,7 @@ async fn delete_policy(
     State(app): State<App>,
     Auth(caller): Auth,
     ids: Ids,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointOut>> {
     let ep = app
         .store
         .delete_endpoint_policy(caller, ids.get("vpc_endpoint_id"))
@@ -194,9 +240,18 @@ async fn delete_policy(
     Ok(Json(wire::endpoint(&ep)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = EndpointRoutetablesBody)]
 struct RoutetablesBody {
     routetables: Option<Vec<String>>,
+}
+
+/// The route tables of an endpoint after a change.
+#[derive(Serialize, ToSchema)]
+struct Routetables {
+    routetables: Vec<String>,
+    /// Always empty.
+    error: Vec<wire::EndpointErrorOut>,
 }
 
 async fn update_routetables(
@@ -204,7 +259,7 @@ async fn update_routetables(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<RoutetablesBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Routetables>> {
     let ep = app
         .store
         .update_endpoint_routetables(
@@ -213,7 +268,10 @@ async fn update_routetables(
             req("routetables", b.routetables)?,
         )
         .await?;
-    Ok(Json(json!({"routetables": ep.routetables, "error": []})))
+    Ok(Json(Routetables {
+        routetables: ep.routetables,
+        error: vec![],
+    }))
 }
 
 async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
@@ -228,10 +286,10 @@ async fn upgrade(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<UpgradeBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Empty>)> {
     b.expect("start")?;
     app.store
         .upgrade_endpoint(caller, ids.get("vpc_endpoint_id"))
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+    Ok((StatusCode::ACCEPTED, Json(Empty {})))
 }

@@ -6,13 +6,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vpcep_store::{Caller, Idc, NewIdc, NewPort, Port, PortFilter, LB_DEVICE_OWNER};
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody};
+use crate::openapi::{body, Io};
 use crate::{App, HostStatus};
 
 pub(super) fn router() -> Router<App> {
@@ -26,7 +27,77 @@ pub(super) fn router() -> Router<App> {
         )
 }
 
-async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<Value> {
+/// A host: a VM or load-balancer stand-in.
+#[derive(Serialize, ToSchema)]
+struct HostOut {
+    id: String,
+    port_id: String,
+    name: String,
+    ip: String,
+    vpc_id: String,
+    subnet_id: String,
+    lb: bool,
+    /// Its network namespace (netns substrate).
+    netns: Option<String>,
+    /// Where it answers on this machine (loopback substrate).
+    local_ip: Option<String>,
+    substrate: Option<String>,
+    /// `creating`, `up` or `failed`; null when the data plane runs on gateway nodes.
+    status: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OneHost {
+    host: HostOut,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Hosts {
+    hosts: Vec<HostOut>,
+}
+
+/// A data centre attached to a VPC.
+#[derive(Serialize, ToSchema)]
+struct IdcOut {
+    id: String,
+    name: String,
+    vpc_id: String,
+    cidr: String,
+    ip: String,
+    netns: Option<String>,
+    substrate: Option<String>,
+    status: Option<String>,
+    error: Option<String>,
+    created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OneIdc {
+    idc: IdcOut,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Idcs {
+    idcs: Vec<IdcOut>,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "create_host" => (body::<CreateBody>(), body::<OneHost>()),
+        "list_hosts" => (None, body::<Hosts>()),
+        "show_host" => (None, body::<OneHost>()),
+        "create_idc" => (body::<CreateIdcBody>(), body::<OneIdc>()),
+        "list_idcs" => (None, body::<Idcs>()),
+        "show_idc" => (None, body::<OneIdc>()),
+        "delete_host" | "delete_idc" => (None, None),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
+
+async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<HostOut> {
     let node = app.node.as_ref();
     let local_ip = match (node, p.ip.parse()) {
         (Some(n), Ok(ip)) => {
@@ -39,41 +110,42 @@ async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<Value> {
         }
         _ => None,
     };
-    Ok(json!({
-        "id": p.id,
-        "port_id": p.id,
-        "name": p.name,
-        "ip": p.ip,
-        "vpc_id": p.vpc_id,
-        "subnet_id": p.subnet_id,
-        "lb": p.device_owner == LB_DEVICE_OWNER,
-        "netns": node.and_then(|n| n.host_netns(&p.id)),
-        "local_ip": local_ip,
-        "substrate": node.map(|n| n.substrate()),
-        "status": status_json(app, &p.id),
-        "error": error_json(app, &p.id),
-    }))
+    Ok(HostOut {
+        id: p.id.clone(),
+        port_id: p.id.clone(),
+        name: p.name.clone(),
+        ip: p.ip.clone(),
+        vpc_id: p.vpc_id.clone(),
+        subnet_id: p.subnet_id.clone(),
+        lb: p.device_owner == LB_DEVICE_OWNER,
+        netns: node.and_then(|n| n.host_netns(&p.id)),
+        local_ip,
+        substrate: node.map(|n| n.substrate().to_owned()),
+        status: status_json(app, &p.id),
+        error: error_json(app, &p.id),
+    })
 }
 
 /// `creating`, `up` or `failed` once the data plane of this process has applied it;
 /// null when the data plane runs on gateway nodes.
-fn status_json(app: &App, id: &str) -> Value {
+fn status_json(app: &App, id: &str) -> Option<String> {
+    let status = match app.node.as_ref().and_then(|n| n.host_status(id))? {
+        HostStatus::Creating => "creating",
+        HostStatus::Up => "up",
+        HostStatus::Failed(_) => "failed",
+    };
+    Some(status.to_owned())
+}
+
+fn error_json(app: &App, id: &str) -> Option<String> {
     match app.node.as_ref().and_then(|n| n.host_status(id)) {
-        Some(HostStatus::Creating) => json!("creating"),
-        Some(HostStatus::Up) => json!("up"),
-        Some(HostStatus::Failed(_)) => json!("failed"),
-        None => Value::Null,
+        Some(HostStatus::Failed(e)) => Some(e),
+        _ => None,
     }
 }
 
-fn error_json(app: &App, id: &str) -> Value {
-    match app.node.as_ref().and_then(|n| n.host_status(id)) {
-        Some(HostStatus::Failed(e)) => json!(e),
-        _ => Value::Null,
-    }
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = HostIn)]
 struct HostIn {
     name: Option<String>,
     vpc_id: Option<String>,
@@ -82,7 +154,8 @@ struct HostIn {
     lb: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateHostBody)]
 struct CreateBody {
     host: Option<HostIn>,
 }
@@ -91,7 +164,7 @@ async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
     JsonBody(b): JsonBody<CreateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OneHost>> {
     let h = req("host", b.host)?;
     let vpc_id = req("host.vpc_id", h.vpc_id)?;
     let subnet_id = req("host.subnet_id", h.subnet_id)?;
@@ -134,9 +207,9 @@ async fn create(
             },
         )
         .await?;
-    Ok(Json(
-        json!({"host": host_json(&app, &caller, &port).await?}),
-    ))
+    Ok(Json(OneHost {
+        host: host_json(&app, &caller, &port).await?,
+    }))
 }
 
 async fn hosts_of(app: &App, caller: &Caller) -> ApiResult<Vec<Port>> {
@@ -152,12 +225,12 @@ async fn hosts_of(app: &App, caller: &Caller) -> ApiResult<Vec<Port>> {
         .await?)
 }
 
-async fn list(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+async fn list(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Hosts>> {
     let mut out = Vec::new();
     for p in hosts_of(&app, &caller).await? {
         out.push(host_json(&app, &caller, &p).await?);
     }
-    Ok(Json(json!({"hosts": out})))
+    Ok(Json(Hosts { hosts: out }))
 }
 
 /// One of `all` by id, or by name when none has that id.
@@ -186,9 +259,11 @@ async fn find(app: &App, caller: &Caller, key: &str) -> ApiResult<Port> {
     by_id_or_name(all, key, |p| (p.id.as_str(), p.name.as_str()), "host")
 }
 
-async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<OneHost>> {
     let p = find(&app, &caller, &ids.get("host_id")).await?;
-    Ok(Json(json!({"host": host_json(&app, &caller, &p).await?})))
+    Ok(Json(OneHost {
+        host: host_json(&app, &caller, &p).await?,
+    }))
 }
 
 async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
@@ -199,30 +274,32 @@ async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResu
 
 // === Data centres: the user guide's on-premises side, joined to a VPC as over a VPN ===
 
-fn idc_json(app: &App, i: &Idc) -> Value {
+fn idc_json(app: &App, i: &Idc) -> IdcOut {
     let node = app.node.as_ref();
-    json!({
-        "id": i.id,
-        "name": i.name,
-        "vpc_id": i.vpc_id,
-        "cidr": i.cidr,
-        "ip": i.ip,
-        "netns": node.and_then(|n| n.idc_netns(&i.id)),
-        "substrate": node.map(|n| n.substrate()),
-        "status": status_json(app, &i.id),
-        "error": error_json(app, &i.id),
-        "created_at": crate::wire::ts(i.created_at),
-    })
+    IdcOut {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        vpc_id: i.vpc_id.clone(),
+        cidr: i.cidr.clone(),
+        ip: i.ip.clone(),
+        netns: node.and_then(|n| n.idc_netns(&i.id)),
+        substrate: node.map(|n| n.substrate().to_owned()),
+        status: status_json(app, &i.id),
+        error: error_json(app, &i.id),
+        created_at: crate::wire::ts(i.created_at),
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = IdcIn)]
 struct IdcIn {
     name: Option<String>,
     vpc_id: Option<String>,
     cidr: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateIdcBody)]
 struct CreateIdcBody {
     idc: Option<IdcIn>,
 }
@@ -231,7 +308,7 @@ async fn create_idc(
     State(app): State<App>,
     Auth(caller): Auth,
     JsonBody(b): JsonBody<CreateIdcBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OneIdc>> {
     let i = req("idc", b.idc)?;
     if let Some(n) = app.node.as_ref().filter(|n| n.substrate() != "netns") {
         return Err(ApiError::bad(
@@ -253,14 +330,16 @@ async fn create_idc(
             },
         )
         .await?;
-    Ok(Json(json!({"idc": idc_json(&app, &idc)})))
+    Ok(Json(OneIdc {
+        idc: idc_json(&app, &idc),
+    }))
 }
 
-async fn list_idcs(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+async fn list_idcs(State(app): State<App>, Auth(caller): Auth) -> ApiResult<Json<Idcs>> {
     let all = app.store.list_idcs(caller).await?;
-    Ok(Json(
-        json!({"idcs": all.iter().map(|i| idc_json(&app, i)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(Idcs {
+        idcs: all.iter().map(|i| idc_json(&app, i)).collect(),
+    }))
 }
 
 async fn find_idc(app: &App, caller: &Caller, key: &str) -> ApiResult<Idc> {
@@ -273,9 +352,11 @@ async fn find_idc(app: &App, caller: &Caller, key: &str) -> ApiResult<Idc> {
     )
 }
 
-async fn show_idc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+async fn show_idc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<OneIdc>> {
     let i = find_idc(&app, &caller, &ids.get("idc_id")).await?;
-    Ok(Json(json!({"idc": idc_json(&app, &i)})))
+    Ok(Json(OneIdc {
+        idc: idc_json(&app, &i),
+    }))
 }
 
 async fn delete_idc(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {

@@ -6,14 +6,71 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, Params};
+use crate::openapi::{body, Io};
 use crate::wire::ts;
 use crate::App;
+
+#[derive(Serialize, ToSchema, Clone)]
+struct IdName {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Owned {
+    id: String,
+    name: String,
+    domain: IdName,
+}
+
+/// A Keystone-shaped token (the token itself is the `X-Subject-Token` header).
+#[derive(Serialize, ToSchema)]
+struct TokenOut {
+    methods: Vec<String>,
+    issued_at: String,
+    expires_at: String,
+    user: Owned,
+    project: Owned,
+    /// Always empty.
+    #[schema(value_type = Vec<Object>)]
+    catalog: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct TokenBody {
+    token: TokenOut,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ProjectOut {
+    id: String,
+    name: String,
+    domain_id: String,
+    enabled: bool,
+}
+
+/// The caller's project in this region (or none).
+#[derive(Serialize, ToSchema)]
+struct Projects {
+    projects: Vec<ProjectOut>,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "keystone_create_user_token_by_password" => (body::<LoginBody>(), body::<TokenBody>()),
+        "keystone_list_projects" => (None, body::<Projects>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     Router::new()
@@ -21,41 +78,48 @@ pub(super) fn router() -> Router<App> {
         .route("/v3/projects", get(projects))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginProject)]
 struct Named {
     name: Option<String>,
     id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginUser)]
 struct User {
     name: Option<String>,
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginPassword)]
 struct PasswordIn {
     user: Option<User>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginIdentity)]
 struct Identity {
     methods: Option<Vec<String>>,
     password: Option<PasswordIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginScope)]
 struct Scope {
     project: Option<Named>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginAuth)]
 struct AuthIn {
     identity: Option<Identity>,
     scope: Option<Scope>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = LoginBody)]
 struct LoginBody {
     auth: Option<AuthIn>,
 }
@@ -115,15 +179,28 @@ async fn finish(
             "the account has no such project",
         ));
     }
-    let domain = json!({"id": tok.caller.domain_id, "name": name});
-    let body = json!({"token": {
-        "methods": ["password"],
-        "issued_at": ts(tok.issued_at),
-        "expires_at": ts(tok.expires_at),
-        "user": {"id": tok.caller.domain_id, "name": tok.account_name, "domain": domain},
-        "project": {"id": tok.caller.project_id, "name": app.region, "domain": domain},
-        "catalog": [],
-    }});
+    let domain = IdName {
+        id: tok.caller.domain_id.clone(),
+        name,
+    };
+    let body = TokenBody {
+        token: TokenOut {
+            methods: vec!["password".to_owned()],
+            issued_at: ts(tok.issued_at),
+            expires_at: ts(tok.expires_at),
+            user: Owned {
+                id: tok.caller.domain_id.clone(),
+                name: tok.account_name.clone(),
+                domain: domain.clone(),
+            },
+            project: Owned {
+                id: tok.caller.project_id.clone(),
+                name: app.region.clone(),
+                domain,
+            },
+            catalog: vec![],
+        },
+    };
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
     let value = HeaderValue::from_str(&tok.token).map_err(|_| ApiError::internal())?;
     resp.headers_mut()
@@ -131,12 +208,19 @@ async fn finish(
     Ok(resp)
 }
 
-async fn projects(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
-    let list = match p.get("name") {
+async fn projects(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    p: Params,
+) -> ApiResult<Json<Projects>> {
+    let projects = match p.get("name") {
         Some(n) if n != app.region => vec![],
-        _ => vec![
-            json!({"id": caller.project_id, "name": app.region, "domain_id": caller.domain_id, "enabled": true}),
-        ],
+        _ => vec![ProjectOut {
+            id: caller.project_id,
+            name: app.region.clone(),
+            domain_id: caller.domain_id,
+            enabled: true,
+        }],
     };
-    Ok(Json(json!({"projects": list})))
+    Ok(Json(Projects { projects }))
 }

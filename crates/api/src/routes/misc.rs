@@ -5,11 +5,25 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, Params};
+use crate::openapi::{body, Document, Io};
 use crate::App;
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "list_quota_details" => (None, body::<Quotas>()),
+        "list_version_details" => (None, body::<Versions>()),
+        "list_specified_version_details" => (None, body::<OneVersion>()),
+        "openapi" => (None, body::<Document>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     Router::new()
@@ -28,11 +42,39 @@ pub(crate) fn metrics_router() -> Router<App> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn quotas(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
+/// One quota: how many of a kind the account has and may have.
+#[derive(Serialize, ToSchema)]
+struct QuotaOut {
+    /// `endpoint_service` or `endpoint`.
+    #[serde(rename = "type")]
+    kind: String,
+    used: i64,
+    quota: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct QuotaResources {
+    resources: Vec<QuotaOut>,
+}
+
+/// The account's quotas.
+#[derive(Serialize, ToSchema)]
+struct Quotas {
+    quotas: QuotaResources,
+}
+
+async fn quotas(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Quotas>> {
     let q = app.store.quota(caller).await?;
-    let svc =
-        json!({"type": "endpoint_service", "used": q.services_used, "quota": q.services_quota});
-    let ep = json!({"type": "endpoint", "used": q.endpoints_used, "quota": q.endpoints_quota});
+    let svc = QuotaOut {
+        kind: "endpoint_service".to_owned(),
+        used: q.services_used,
+        quota: q.services_quota,
+    };
+    let ep = QuotaOut {
+        kind: "endpoint".to_owned(),
+        used: q.endpoints_used,
+        quota: q.endpoints_quota,
+    };
     let resources = match p.get("type").as_deref() {
         None => vec![svc, ep],
         Some("endpoint_service") => vec![svc],
@@ -43,23 +85,60 @@ async fn quotas(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiRes
             )))
         }
     };
-    Ok(Json(json!({"quotas": {"resources": resources}})))
+    Ok(Json(Quotas {
+        quotas: QuotaResources { resources },
+    }))
 }
 
-fn version_object(id: &str, host: &str) -> Option<Value> {
+#[derive(Serialize, ToSchema)]
+struct Link {
+    rel: String,
+    href: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// An API version.
+#[derive(Serialize, ToSchema)]
+struct VersionOut {
+    id: String,
+    status: String,
+    version: String,
+    min_version: String,
+    updated: String,
+    links: Vec<Link>,
+}
+
+/// The API versions.
+#[derive(Serialize, ToSchema)]
+struct Versions {
+    versions: Vec<VersionOut>,
+}
+
+/// One API version.
+#[derive(Serialize, ToSchema)]
+struct OneVersion {
+    version: VersionOut,
+}
+
+fn version_object(id: &str, host: &str) -> Option<VersionOut> {
     let (status, updated) = match id {
         "v1" => ("SUPPORT", "2018-09-30T00:00:00Z"),
         "v2" => ("CURRENT", "2020-03-30T00:00:00Z"),
         _ => return None,
     };
-    Some(json!({
-        "id": id,
-        "status": status,
-        "version": &id[1..],
-        "min_version": "",
-        "updated": updated,
-        "links": [{"rel": "self", "href": format!("http://{host}/{id}"), "type": "application/json"}],
-    }))
+    Some(VersionOut {
+        id: id.to_owned(),
+        status: status.to_owned(),
+        version: id[1..].to_owned(),
+        min_version: String::new(),
+        updated: updated.to_owned(),
+        links: vec![Link {
+            rel: "self".to_owned(),
+            href: format!("http://{host}/{id}"),
+            kind: "application/json".to_owned(),
+        }],
+    })
 }
 
 fn host(headers: &axum::http::HeaderMap) -> String {
@@ -80,16 +159,16 @@ async fn versions(headers: axum::http::HeaderMap) -> axum::response::Response {
         return axum::response::Redirect::to("/console/").into_response();
     }
     let h = host(&headers);
-    let list: Vec<Value> = ["v1", "v2"]
+    let versions = ["v1", "v2"]
         .iter()
         .filter_map(|v| version_object(v, &h))
         .collect();
-    Json(json!({ "versions": list })).into_response()
+    Json(Versions { versions }).into_response()
 }
 
-async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<Value>> {
+async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<OneVersion>> {
     version_object(&ids.get("version"), &host(&headers))
-        .map(|v| Json(json!({"version": v})))
+        .map(|version| Json(OneVersion { version }))
         .ok_or_else(ApiError::no_route)
 }
 

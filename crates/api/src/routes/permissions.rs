@@ -3,13 +3,48 @@
 use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
-use crate::{wire, App};
+use crate::openapi::{body, Io};
+use crate::wire::{self, PermissionOut};
+use crate::App;
+
+/// Whitelist entries; a listing also counts them all.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PermissionList)]
+struct Permissions {
+    permissions: Vec<PermissionOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_count: Option<i64>,
+}
+
+/// The whitelist after an add or remove: its entries' account ids.
+#[derive(Serialize, ToSchema)]
+struct PermissionNames {
+    permissions: Vec<String>,
+    permission_type: String,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "list_service_permissions_details" => (None, body::<Permissions>()),
+        "add_or_remove_service_permissions" => (body::<ActionBody>(), body::<PermissionNames>()),
+        "batch_add_endpoint_service_permissions" => {
+            (body::<BatchCreateBody>(), body::<Permissions>())
+        }
+        "batch_remove_endpoint_service_permissions" => {
+            (body::<BatchDeleteBody>(), body::<Permissions>())
+        }
+        "update_endpoint_service_permission_desc" => (body::<DescBody>(), body::<Permissions>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     let base = "/v1/{project_id}/vpc-endpoint-services/{vpc_endpoint_service_id}/permissions";
@@ -40,7 +75,7 @@ async fn list(
     Auth(caller): Auth,
     ids: Ids,
     p: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Permissions>> {
     let (rows, total) = app
         .store
         .list_permissions(
@@ -50,13 +85,14 @@ async fn list(
             p.page(500)?,
         )
         .await?;
-    Ok(Json(json!({
-        "permissions": rows.iter().map(wire::permission).collect::<Vec<_>>(),
-        "total_count": total,
-    })))
+    Ok(Json(Permissions {
+        permissions: rows.iter().map(wire::permission).collect(),
+        total_count: Some(total),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionActionBody)]
 struct ActionBody {
     permissions: Option<Vec<String>>,
     permission_type: Option<String>,
@@ -68,7 +104,7 @@ async fn action(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<ActionBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PermissionNames>> {
     check_type(b.permission_type.as_deref())?;
     let action = req("action", b.action)?;
     let perms = req("permissions", b.permissions)?;
@@ -91,19 +127,21 @@ async fn action(
             ))
         }
     };
-    Ok(Json(json!({
-        "permissions": rows.iter().map(|r| r.permission.clone()).collect::<Vec<_>>(),
-        "permission_type": "domainId",
-    })))
+    Ok(Json(PermissionNames {
+        permissions: rows.into_iter().map(|r| r.permission).collect(),
+        permission_type: "domainId".to_owned(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionAddItem)]
 struct AddItem {
     permission: Option<String>,
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionBatchCreateBody)]
 struct BatchCreateBody {
     permissions: Option<Vec<AddItem>>,
     permission_type: Option<String>,
@@ -114,7 +152,7 @@ async fn batch_create(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<BatchCreateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Permissions>> {
     check_type(b.permission_type.as_deref())?;
     let items = req("permissions", b.permissions)?
         .into_iter()
@@ -129,17 +167,20 @@ async fn batch_create(
         .store
         .add_permissions(caller, ids.get("vpc_endpoint_service_id"), items)
         .await?;
-    Ok(Json(
-        json!({"permissions": rows.iter().map(wire::permission).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(Permissions {
+        permissions: rows.iter().map(wire::permission).collect(),
+        total_count: None,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionRemoveItem)]
 struct RemoveItem {
     id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionBatchDeleteBody)]
 struct BatchDeleteBody {
     permissions: Option<Vec<RemoveItem>>,
 }
@@ -149,7 +190,7 @@ async fn batch_delete(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<BatchDeleteBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Permissions>> {
     let list = req("permissions", b.permissions)?
         .into_iter()
         .map(|i| req("permissions.id", i.id))
@@ -158,17 +199,20 @@ async fn batch_delete(
         .store
         .remove_permission_ids(caller, ids.get("vpc_endpoint_service_id"), list)
         .await?;
-    Ok(Json(
-        json!({"permissions": rows.iter().map(wire::permission).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(Permissions {
+        permissions: rows.iter().map(wire::permission).collect(),
+        total_count: None,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionDesc)]
 struct Desc {
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PermissionDescBody)]
 struct DescBody {
     permission: Option<Desc>,
 }
@@ -178,7 +222,7 @@ async fn describe(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<DescBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Permissions>> {
     let desc = req(
         "permission.description",
         req("permission", b.permission)?.description,
@@ -192,5 +236,8 @@ async fn describe(
             desc,
         )
         .await?;
-    Ok(Json(json!({"permissions": [wire::permission(&row)]})))
+    Ok(Json(Permissions {
+        permissions: vec![wire::permission(&row)],
+        total_count: None,
+    }))
 }

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vpcep_model::{
     validate_port_mappings, validate_service_name, PortMapping, ServerType, ServiceStatus,
     ServiceType, TcpProxy,
@@ -16,7 +16,27 @@ use vpcep_store::{NewService, ServiceFilter, ServiceUpdate};
 use super::{req, tags_in, TagIn, UpgradeBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody, Params};
-use crate::{wire, App};
+use crate::openapi::{body, Io};
+use crate::wire::{self, ServiceOut, ServiceSummaryOut};
+use crate::App;
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "create_endpoint_service" => (body::<CreateBody>(), body::<ServiceOut>()),
+        "list_endpoint_service" => (None, body::<ServiceList>()),
+        "list_service_details" => (None, body::<ServiceOut>()),
+        "update_endpoint_service" => (body::<UpdateBody>(), body::<ServiceOut>()),
+        "delete_endpoint_service" => (None, None),
+        "update_endpoint_service_name" => (body::<RenameBody>(), body::<Renamed>()),
+        "list_service_describe_details" => (None, body::<ServiceSummaryOut>()),
+        "list_service_public_details" => (None, body::<ServiceSummaryList>()),
+        "add_endpoint_service_server_resource" => (body::<AddResourcesBody>(), None),
+        "upgrade_endpoint_service" => (body::<UpgradeBody>(), None),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     let base = "/v1/{project_id}/vpc-endpoint-services";
@@ -42,7 +62,8 @@ pub(super) fn router() -> Router<App> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ServicePortIn)]
 pub(crate) struct PortIn {
     client_port: Option<i64>,
     server_port: Option<i64>,
@@ -63,7 +84,8 @@ fn ports_in(ports: &[PortIn]) -> ApiResult<Vec<PortMapping>> {
     Ok(validate_port_mappings(&raw)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateServiceBody)]
 struct CreateBody {
     port_id: Option<String>,
     vpc_id: Option<String>,
@@ -103,7 +125,7 @@ async fn create(
     State(app): State<App>,
     Auth(caller): Auth,
     JsonBody(b): JsonBody<CreateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ServiceOut>> {
     if let Some(t) = &b.service_type {
         if ServiceType::parse(t)? == ServiceType::Gateway {
             return Err(ApiError::param("service_type: gateway services are provided by the operator; tenants create interface services"));
@@ -147,18 +169,36 @@ fn service_filter(p: &Params) -> ApiResult<ServiceFilter> {
     })
 }
 
-async fn list(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
+/// A page of the caller's services.
+#[derive(Serialize, ToSchema)]
+struct ServiceList {
+    endpoint_services: Vec<ServiceOut>,
+    total_count: i64,
+}
+
+/// A page of services a consumer may connect to.
+#[derive(Serialize, ToSchema)]
+struct ServiceSummaryList {
+    endpoint_services: Vec<ServiceSummaryOut>,
+    total_count: i64,
+}
+
+async fn list(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    p: Params,
+) -> ApiResult<Json<ServiceList>> {
     let (rows, total) = app
         .store
         .list_services(caller, service_filter(&p)?, p.page(1000)?)
         .await?;
-    Ok(Json(json!({
-        "endpoint_services": rows.iter().map(wire::service).collect::<Vec<_>>(),
-        "total_count": total,
-    })))
+    Ok(Json(ServiceList {
+        endpoint_services: rows.iter().map(wire::service).collect(),
+        total_count: total,
+    }))
 }
 
-async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<Value>> {
+async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<Json<ServiceOut>> {
     let svc = app
         .store
         .get_service(caller, ids.get("vpc_endpoint_service_id"))
@@ -166,7 +206,11 @@ async fn show(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult
     Ok(Json(wire::service(&svc)))
 }
 
-async fn describe(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiResult<Json<Value>> {
+async fn describe(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    p: Params,
+) -> ApiResult<Json<ServiceSummaryOut>> {
     let (id, name) = (p.get("id"), p.get("endpoint_service_name"));
     if id.is_some() == name.is_some() {
         return Err(ApiError::param(
@@ -177,7 +221,11 @@ async fn describe(State(app): State<App>, Auth(caller): Auth, p: Params) -> ApiR
     Ok(Json(wire::service_summary(&svc)))
 }
 
-async fn public(State(app): State<App>, Auth(_): Auth, p: Params) -> ApiResult<Json<Value>> {
+async fn public(
+    State(app): State<App>,
+    Auth(_): Auth,
+    p: Params,
+) -> ApiResult<Json<ServiceSummaryList>> {
     let filter = ServiceFilter {
         name_like: p.get("endpoint_service_name"),
         id: p.get("id"),
@@ -187,13 +235,14 @@ async fn public(State(app): State<App>, Auth(_): Auth, p: Params) -> ApiResult<J
         .store
         .list_public_services(filter, p.page(1000)?)
         .await?;
-    Ok(Json(json!({
-        "endpoint_services": rows.iter().map(wire::service_summary).collect::<Vec<_>>(),
-        "total_count": total,
-    })))
+    Ok(Json(ServiceSummaryList {
+        endpoint_services: rows.iter().map(wire::service_summary).collect(),
+        total_count: total,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UpdateServiceBody)]
 struct UpdateBody {
     approval_enabled: Option<bool>,
     service_name: Option<String>,
@@ -210,7 +259,7 @@ async fn update(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ServiceOut>> {
     match (&b.ip, &b.port_id) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
@@ -246,9 +295,16 @@ async fn update(
     Ok(Json(wire::service(&svc)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RenameServiceBody)]
 struct RenameBody {
     endpoint_service_name: Option<String>,
+}
+
+/// The new name of a renamed service.
+#[derive(Serialize, ToSchema)]
+struct Renamed {
+    endpoint_service_name: String,
 }
 
 async fn rename(
@@ -256,7 +312,7 @@ async fn rename(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<RenameBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Renamed>> {
     let name = validate_service_name(&req("endpoint_service_name", b.endpoint_service_name)?)?;
     let u = ServiceUpdate {
         name: Some(name),
@@ -266,7 +322,9 @@ async fn rename(
         .store
         .update_service(caller, ids.get("vpc_endpoint_service_id"), u)
         .await?;
-    Ok(Json(json!({"endpoint_service_name": svc.service_name})))
+    Ok(Json(Renamed {
+        endpoint_service_name: svc.service_name,
+    }))
 }
 
 async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResult<StatusCode> {
@@ -276,12 +334,14 @@ async fn delete(State(app): State<App>, Auth(caller): Auth, ids: Ids) -> ApiResu
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ServerResource)]
 struct ServerResource {
     resource_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = AddServerResourcesBody)]
 struct AddResourcesBody {
     server_resources: Option<Vec<ServerResource>>,
 }

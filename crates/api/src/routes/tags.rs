@@ -7,14 +7,57 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use vpcep_store::{ResourceKind, TaggedResource};
 
 use super::req;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, JsonBody};
-use crate::{wire, App};
+use crate::openapi::{body, Io};
+use crate::wire::{self, TagOut};
+use crate::App;
+
+/// A tag key of the project and the values it has.
+#[derive(Serialize, ToSchema)]
+struct KeyValues {
+    key: String,
+    values: Vec<String>,
+}
+
+/// The tags used in the project.
+#[derive(Serialize, ToSchema)]
+struct ProjectTags {
+    tags: Vec<KeyValues>,
+}
+
+/// A tagged resource.
+#[derive(Serialize, ToSchema)]
+struct Instance {
+    resource_id: String,
+    resource_name: String,
+    tags: Vec<TagOut>,
+}
+
+/// The resources a tag query matched (`filter`), or only how many (`count`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ResourceInstances)]
+struct Instances {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Vec<Instance>>,
+    total_count: usize,
+}
+
+/// The bodies of this module's operations.
+pub(super) fn io(op: &str) -> Option<Io> {
+    let (request, response) = match op {
+        "batch_add_or_remove_resource_instance" => (body::<ActionBody>(), None),
+        "list_query_project_resource_tags" => (None, body::<ProjectTags>()),
+        "list_resource_instances" => (body::<QueryBody>(), body::<Instances>()),
+        _ => return None,
+    };
+    Some(Io { request, response })
+}
 
 pub(super) fn router() -> Router<App> {
     Router::new()
@@ -40,13 +83,15 @@ fn kind(raw: &str) -> ApiResult<ResourceKind> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TagActionItem)]
 struct TagItem {
     key: Option<String>,
     value: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TagActionBody)]
 struct ActionBody {
     action: Option<String>,
     tags: Option<Vec<TagItem>>,
@@ -83,27 +128,32 @@ async fn project_tags(
     State(app): State<App>,
     Auth(caller): Auth,
     ids: Ids,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProjectTags>> {
     let kind = kind(&ids.get("resource_type"))?;
     let tags = app.store.project_tags(caller, kind).await?;
-    Ok(Json(
-        json!({"tags": tags.iter().map(|(k, v)| json!({"key": k, "values": v})).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(ProjectTags {
+        tags: tags
+            .into_iter()
+            .map(|(key, values)| KeyValues { key, values })
+            .collect(),
+    }))
 }
 
-#[derive(Deserialize, Clone, Default)]
+#[derive(Deserialize, Clone, Default, ToSchema)]
 pub(crate) struct TagValues {
     key: Option<String>,
     values: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TagMatchIn)]
 struct MatchIn {
     key: Option<String>,
     value: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ResourceInstancesBody)]
 struct QueryBody {
     action: Option<String>,
     tags: Option<Vec<TagValues>>,
@@ -243,7 +293,7 @@ async fn instances(
     Auth(caller): Auth,
     ids: Ids,
     JsonBody(b): JsonBody<QueryBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Instances>> {
     let kind = kind(&ids.get("resource_type"))?;
     let count_only = match req("action", b.action)?.as_str() {
         "filter" => false,
@@ -286,15 +336,25 @@ async fn instances(
         .collect();
     let total = hits.len();
     if count_only {
-        return Ok(Json(json!({"total_count": total})));
+        return Ok(Json(Instances {
+            resources: None,
+            total_count: total,
+        }));
     }
-    let page: Vec<Value> = hits
+    let page: Vec<Instance> = hits
         .iter()
         .skip(offset as usize)
         .take(limit as usize)
-        .map(|r| json!({"resource_id": r.id, "resource_name": r.name, "tags": wire::tags(&r.tags)}))
+        .map(|r| Instance {
+            resource_id: r.id.clone(),
+            resource_name: r.name.clone(),
+            tags: wire::tags(&r.tags),
+        })
         .collect();
-    Ok(Json(json!({"resources": page, "total_count": total})))
+    Ok(Json(Instances {
+        resources: Some(page),
+        total_count: total,
+    }))
 }
 
 #[cfg(test)]
