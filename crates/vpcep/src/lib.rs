@@ -9,6 +9,7 @@ pub mod client;
 pub mod controller;
 pub mod demo;
 pub mod gateway;
+pub mod lock;
 pub mod objects;
 pub mod output;
 pub mod serve;

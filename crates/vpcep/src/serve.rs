@@ -352,11 +352,16 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     config: Config,
     object_store: Option<crate::objects::ObjectStore>,
+    /// The data directory is this server's until it stops.
+    _lock: crate::lock::DataDirLock,
 }
 
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
+        // Before anything else touches the directory, or the node touches namespaces a
+        // server already running on it holds.
+        let mut lock = crate::lock::DataDirLock::acquire(&config.data_dir)?;
         let nofile = vpcep_dataplane::gateway::limits::nofile_limit();
         let (api_connections, gateway_budget) =
             descriptor_split(nofile, config.api.max_connections).map_err(anyhow::Error::msg)?;
@@ -382,6 +387,7 @@ impl Server {
         let listener = vpcep_api::edge::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr()?;
+        lock.record(&format!("pid {}, listening on {addr}", std::process::id()))?;
         let metrics_listener = match config.metrics_listen {
             Some(a) => Some(
                 vpcep_api::edge::bind(a)
@@ -417,6 +423,7 @@ impl Server {
             metrics_listener,
             config,
             object_store,
+            _lock: lock,
         })
     }
 

@@ -212,6 +212,7 @@ fn log_lines_can_be_json_and_never_mix_with_a_commands_output() {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpcep"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--dns-port", "0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--loopback-base", "250", "--data-dir"])
             .arg(dir.path())
             .env("VPCEP_LOG", "debug")

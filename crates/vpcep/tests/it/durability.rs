@@ -27,6 +27,8 @@ fn start_with(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vpcep"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        // Tests run side by side: not the default metrics port.
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env("VPCEP_LOG", "warn")
         // Above the blocks the in-process test servers use.
@@ -297,4 +299,37 @@ async fn a_full_disk_answers_503_and_writes_resume_when_there_is_room() {
     all_there(&client, &acked).await;
     let r = create_vpc(&client, "after-restart").await;
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, url) = start(dir.path());
+    let second = Command::new(env!("CARGO_BIN_EXE_vpcep"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("VPCEP_LOG", "warn")
+        .env("VPCEP_LOOPBACK_BASE", "240")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second server started: {err}");
+    let addr = url.trim_start_matches("http://");
+    let who = format!("pid {}, listening on {addr}", first.0.id());
+    assert!(
+        err.contains(&who) && err.contains("is using the data directory"),
+        "{err}"
+    );
+    // The operator's commands keep working beside the server.
+    admin_account(dir.path(), "alice");
+    // The kernel lets the lock go with the process, however it ends.
+    drop(first);
+    let (_again, _) = start(dir.path());
 }
