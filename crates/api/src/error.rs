@@ -181,8 +181,19 @@ impl IntoResponse for ApiError {
             error_msg: self.msg,
             request_id,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store's storage is full or failing: a client backs off this long.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(STORAGE_RETRY_AFTER),
+            );
+        }
+        response
     }
 }
+
+/// Seconds a client waits before retrying a 503 of the store (`Retry-After`).
+const STORAGE_RETRY_AFTER: &str = "5";
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;

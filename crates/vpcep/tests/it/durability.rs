@@ -270,6 +270,8 @@ async fn a_full_disk_answers_503_and_writes_resume_when_there_is_room() {
         refused.body
     );
     assert!(refused.body["request_id"].is_string(), "{}", refused.body);
+    // As HTTP asks of a 503: when to try again.
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
     // More writes while the disk stays full: each one is either written whole (SQLite
     // reuses the room its failed commit had taken in the WAL) or refused the same way.
     for i in 0..5 {

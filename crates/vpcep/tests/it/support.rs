@@ -129,6 +129,7 @@ pub(crate) struct Resp {
     pub(crate) status: u16,
     pub(crate) body: Value,
     pub(crate) request_id: Option<String>,
+    pub(crate) retry_after: Option<String>,
 }
 
 impl Resp {
@@ -333,10 +334,12 @@ pub(crate) async fn finish(req: reqwest::RequestBuilder) -> Resp {
 async fn send(req: reqwest::RequestBuilder) -> Result<Resp, reqwest::Error> {
     let resp = req.send().await?;
     let status = resp.status().as_u16();
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (request_id, retry_after) = (header("x-request-id"), header("retry-after"));
     let text = resp.text().await?;
     let body = if text.is_empty() {
         Value::Null
@@ -347,5 +350,6 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Resp, reqwest::Error> {
         status,
         body,
         request_id,
+        retry_after,
     })
 }
