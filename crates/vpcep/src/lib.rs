@@ -12,3 +12,4 @@ pub mod gateway;
 pub mod objects;
 pub mod output;
 pub mod serve;
+pub mod tls;
