@@ -52,6 +52,11 @@ pub struct ConnLimits {
     pub tls: Option<Tls>,
 }
 
+/// Marks the requests of a TLS listener (a request extension), for links that name the
+/// scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
 /// A server certificate and key, ready for handshakes.
 #[derive(Clone)]
 pub struct Tls(tokio_rustls::TlsAcceptor);
@@ -233,6 +238,10 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let router = match limits.tls {
+        Some(_) => router.layer(axum::Extension(Https)),
+        None => router,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

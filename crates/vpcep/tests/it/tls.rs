@@ -194,6 +194,19 @@ async fn the_cli_and_a_gateway_node_work_over_https_with_the_ca() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The versions document names the scheme the client used.
+    let v: Value = app
+        .http
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let href = v["versions"][0]["links"][0]["href"].as_str().unwrap();
+    assert!(href.starts_with("https://"), "{href}");
+
     // Plain HTTP to the HTTPS port gets no API answer.
     let mut c = TcpStream::connect(app.addr).await.unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
