@@ -232,12 +232,15 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 };
                 lost = sent.is_err();
                 if let Err(e) = sent {
-                    tracing::warn!(error = %e, "status report failed");
+                    tracing::warn!(error = format!("{e:#}"), "status report failed");
                 }
                 after = revision as i64;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "following the control plane failed; retrying");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "following the control plane failed; retrying"
+                );
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(backoff) => {}
