@@ -334,8 +334,9 @@ def _die_with_parent() -> None:
 class Server:
     """One `vpcep serve` process on a fresh data dir."""
 
-    def __init__(self, binary: Path, data_dir: Path):
+    def __init__(self, binary: Path, data_dir: Path, extra_args: Iterable[str] = ()):
         self.binary, self.data_dir = binary, data_dir
+        self.extra_args = list(extra_args)
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self.log_path = data_dir.parent / "server.log"
@@ -347,7 +348,7 @@ class Server:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0", "--region", REGION],
+             "--metrics-listen", "127.0.0.1:0", "--region", REGION, *self.extra_args],
             stdout=subprocess.PIPE, stderr=self._log, text=True, preexec_fn=_die_with_parent,
         )
         first_line: list[str] = []
@@ -365,7 +366,7 @@ class Server:
             self.stop()
             pytest.exit(f"vpcep did not announce its address; stderr in {self.log_path}:\n"
                         f"{self.log_path.read_text()[-3000:]}", returncode=3)
-        m = re.search(r"vpcep listening on (http://127\.0\.0\.1:(\d+))", first_line[0])
+        m = re.search(r"vpcep listening on (https?://127\.0\.0\.1:(\d+))", first_line[0])
         if not m:
             self.stop()
             pytest.exit(f"unexpected first stdout line from vpcep: {first_line[0]!r}", returncode=3)

@@ -11,6 +11,9 @@
 //! - The listen backlog is the kernel's `somaxconn` (not the 128 of `TcpListener::bind`),
 //!   and the accept loops (one per core) do nothing but accept and hand each connection
 //!   to its task.
+//! - With TLS (`--tls-cert`/`--tls-key`), each accepted connection is wrapped in a rustls
+//!   server session before hyper sees it; the handshake must complete within
+//!   `header_timeout` too, so a client that never finishes it does not hold a slot.
 //! - A request body must arrive whole within `body_timeout` (else `408`) and be at most
 //!   `max_body` bytes (else `413`, refused from `Content-Length` before it is read).
 
@@ -45,6 +48,62 @@ pub struct ConnLimits {
     /// Connections open at once from one source address, so that one client cannot take
     /// every slot.
     pub max_per_ip: usize,
+    /// Serve HTTPS only, with this certificate; `None`: plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// Marks the requests of a TLS listener (a request extension), for links that name the
+/// scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// A server certificate and key, ready for handshakes.
+#[derive(Clone)]
+pub struct Tls(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Reads a PEM certificate chain and its PEM private key (PKCS#8, PKCS#1 or SEC1);
+    /// the message says which file is wrong and why.
+    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: no PEM certificate in it",
+                cert.display()
+            ));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+        // ring, not aws-lc-rs (which needs cmake and a long C build); rustls 0.23.48
+        // deprecates ring's provider only for its lack of post-quantum key exchange.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key_der)
+            .map_err(|e| {
+                format!(
+                    "--tls-cert {} with --tls-key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
 }
 
 /// What the API's requests are held to before authentication; also the per-key rate.
@@ -179,6 +238,10 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let router = match limits.tls {
+        Some(_) => router.layer(axum::Extension(Https)),
+        None => router,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -257,6 +320,8 @@ async fn accept_loop(
             let _permit = permit;
             connection(
                 stream,
+                shared.limits.tls.as_ref(),
+                shared.limits.header_timeout,
                 &shared.builder,
                 shared.service.clone(),
                 &shared.stats,
@@ -270,11 +335,43 @@ async fn accept_loop(
 
 async fn connection(
     stream: TcpStream,
+    tls: Option<&Tls>,
+    header_timeout: Duration,
     builder: &hyper::server::conn::http1::Builder,
     service: TowerToHyperService<Router>,
     stats: &EdgeStats,
     stop: &mut watch::Receiver<bool>,
 ) {
+    match tls {
+        None => http(stream, builder, service, stats, stop).await,
+        Some(tls) => {
+            // The handshake counts against the header timeout: a client that opens a
+            // connection and never finishes it is closed like one that sends no head.
+            let shake = tokio::select! {
+                r = tokio::time::timeout(header_timeout, tls.0.accept(stream)) => r,
+                () = stopped(stop) => return,
+            };
+            match shake {
+                Ok(Ok(stream)) => http(stream, builder, service, stats, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => {
+                    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+async fn http<S>(
+    stream: S,
+    builder: &hyper::server::conn::http1::Builder,
+    service: TowerToHyperService<Router>,
+    stats: &EdgeStats,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let stopping = stopped(stop);

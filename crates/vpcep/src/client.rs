@@ -17,6 +17,30 @@ pub struct ClientArgs {
     pub secret_key: Option<String>,
     #[arg(long, env = "VPCEP_PROJECT_ID", global = true)]
     pub project_id: Option<String>,
+    /// Trust only this CA (PEM) for an https endpoint, instead of the built-in roots
+    /// (default: the profile's, from `vpcep configure --ca-file`).
+    #[arg(long, env = "VPCEP_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// An HTTP client that, over HTTPS, trusts only the CA certificates in `ca_file` (PEM)
+/// when given, else the built-in web roots (Mozilla's, via webpki-roots).
+pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("--ca-file {}: cannot read it", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-file {}: not a PEM certificate", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("--ca-file {}: no PEM certificate in it", path.display());
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("cannot set up the HTTP client")
 }
 
 /// The API refused a request (it answered with an error).
@@ -44,6 +68,9 @@ pub struct Profile {
     pub secret_key: Option<String>,
     pub project_id: Option<String>,
     pub region: Option<String>,
+    /// The CA (PEM) an https endpoint's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 impl Profile {
@@ -135,8 +162,13 @@ impl ApiClient {
             pick(&a.secret_key, &profile.secret_key, "VPCEP_SECRET_KEY"),
             pick(&a.project_id, &profile.project_id, "VPCEP_PROJECT_ID"),
         );
+        let ca_file = a
+            .ca_file
+            .clone()
+            .or_else(|| profile.ca_file.clone().map(Into::into));
         Ok(ApiClient {
             missing,
+            http: http_client(ca_file.as_deref())?,
             ..ApiClient::with_keys(&endpoint, &ak, &sk, &project)
         })
     }

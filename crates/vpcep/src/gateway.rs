@@ -31,6 +31,9 @@ pub struct GatewayConfig {
     pub dns: crate::serve::DnsSettings,
     /// How often the kernel path is checked for drift.
     pub kernel_resync: Duration,
+    /// The CA (PEM) the control plane's certificate must chain to (`https://` URLs);
+    /// `None`: the built-in web roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 struct Link {
@@ -173,6 +176,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
     if cfg.token.is_empty() {
         bail!("--token (VPCEP_NODE_TOKEN) is required: the node token the control plane was started with");
     }
+    let http = crate::client::http_client(cfg.ca_file.as_deref())?;
     let node = std::sync::Arc::new(crate::serve::node(
         cfg.substrate,
         &cfg.netns_prefix,
@@ -187,7 +191,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
     let link = Link {
         base: cfg.control_plane.trim_end_matches('/').to_owned(),
         token: cfg.token.clone(),
-        http: reqwest::Client::new(),
+        http,
     };
     let mut after = -1i64;
     let (mut told, mut lost) = (Told::default(), false);
@@ -228,12 +232,15 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 };
                 lost = sent.is_err();
                 if let Err(e) = sent {
-                    tracing::warn!(error = %e, "status report failed");
+                    tracing::warn!(error = format!("{e:#}"), "status report failed");
                 }
                 after = revision as i64;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "following the control plane failed; retrying");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "following the control plane failed; retrying"
+                );
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(backoff) => {}

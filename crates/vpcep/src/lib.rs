@@ -13,3 +13,4 @@ pub mod lock;
 pub mod objects;
 pub mod output;
 pub mod serve;
+pub mod tls;

@@ -48,6 +48,10 @@ enum Cmd {
         /// Read the JSON that `admin account create` printed (keys and project).
         #[arg(long)]
         from_account: Option<std::path::PathBuf>,
+        /// Trust only this CA certificate (PEM) for an https endpoint, e.g. the cert.pem
+        /// of `admin tls self-signed`; saved as an absolute path.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Endpoint services (provider side).
     Service {
@@ -281,6 +285,13 @@ struct ServeArgs {
     /// --api-rate-limit).
     #[arg(long, env = "VPCEP_API_RATE_BURST", value_parser = clap::value_parser!(u32).range(1..))]
     api_rate_burst: Option<u32>,
+    /// Serve the API, and the gateway nodes' channel on it, over HTTPS only with this
+    /// PEM certificate (chain); needs --tls-key. Without both: plain HTTP.
+    #[arg(long, env = "VPCEP_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "VPCEP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// A listen address, or `off`.
@@ -348,6 +359,10 @@ struct GatewayArgs {
     /// This node's name in status reports.
     #[arg(long, env = "VPCEP_NODE_NAME", default_value = "gateway-1")]
     name: String,
+    /// Trust only this CA certificate (PEM) for an https control plane (default: the
+    /// built-in web roots).
+    #[arg(long, env = "VPCEP_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
     #[command(flatten)]
@@ -370,6 +385,32 @@ enum AdminCmd {
     PublicService {
         #[command(subcommand)]
         cmd: PublicServiceCmd,
+    },
+    /// Certificates for HTTPS (`serve --tls-cert --tls-key`).
+    Tls {
+        #[command(subcommand)]
+        cmd: TlsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// Write a self-signed certificate (cert.pem) and its key (key.pem, mode 0600) for a
+    /// first try, valid for a year for the --name values, 127.0.0.1 and localhost; prints
+    /// its SHA-256 fingerprint. Clients trust it with `--ca-file cert.pem`.
+    SelfSigned {
+        /// Where to write cert.pem and key.pem (made if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// A host name or IP address clients use to reach the API; repeatable.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Replace cert.pem and key.pem if they exist.
+        #[arg(long)]
+        force: bool,
+        /// table (for people) or json (for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -516,13 +557,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             },
         },
         metrics_listen: a.metrics_listen.0,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => Some(vpcep::serve::TlsFiles { cert, key }),
+            _ => None,
+        },
     };
     let server = Server::build(config.clone()).await?;
     // Scripts read this line to find the port; a closed stdout must not stop the server.
     {
         use std::io::Write;
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "vpcep listening on http://{}", server.addr);
+        let _ = writeln!(
+            out,
+            "vpcep listening on {}://{}",
+            server.scheme(),
+            server.addr
+        );
         // Second, always when metrics are on: scripts read it after the first.
         if let Some(m) = server.metrics_addr {
             let _ = writeln!(out, "metrics on http://{m}/metrics");
@@ -750,6 +800,7 @@ async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         forwarding: a.node.forwarding,
         dns: a.node.dns(),
         kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
+        ca_file: a.ca_file,
     };
     tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
     vpcep::gateway::run(cfg, shutdown_watch()).await
@@ -766,7 +817,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             secret_key,
             project_id,
             from_account,
-        } => configure(endpoint, access_key, secret_key, project_id, from_account),
+            ca_file,
+        } => configure(
+            endpoint,
+            access_key,
+            secret_key,
+            project_id,
+            from_account,
+            ca_file,
+        ),
         Cmd::Service { client, fmt, cmd } => {
             cli::service(&ApiClient::new(&client)?, fmt, cmd).await
         }
@@ -959,6 +1018,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&admin::public_service_json(&svc));
                 Ok(())
             }
+            AdminCmd::Tls {
+                cmd:
+                    TlsCmd::SelfSigned {
+                        out,
+                        names,
+                        force,
+                        output,
+                    },
+            } => {
+                let made = vpcep::tls::self_signed(&out, &names, force)?;
+                match output {
+                    Output::Json => print_json(&made.json()),
+                    Output::Table => print_table(
+                        &["FIELD", "VALUE"],
+                        &[
+                            vec!["certificate".into(), made.cert.display().to_string()],
+                            vec!["key".into(), made.key.display().to_string()],
+                            vec!["sha256 fingerprint".into(), made.fingerprint.clone()],
+                            vec!["names".into(), made.names.join(",")],
+                        ],
+                    ),
+                }
+                Ok(())
+            }
         },
     }
 }
@@ -1002,6 +1085,7 @@ fn configure(
     secret_key: Option<String>,
     project_id: Option<String>,
     from_account: Option<std::path::PathBuf>,
+    ca_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     let mut p = vpcep::client::Profile::load().unwrap_or_default();
     if let Some(path) = from_account {
@@ -1019,6 +1103,14 @@ fn configure(
     p.access_key = access_key.or(p.access_key);
     p.secret_key = secret_key.or(p.secret_key);
     p.project_id = project_id.or(p.project_id);
+    if let Some(ca) = ca_file {
+        // Checked now, and saved absolute: later commands run from anywhere.
+        let usage =
+            |e: &dyn std::fmt::Display| cli::UsageError(format!("--ca-file {}: {e}", ca.display()));
+        let abs = std::fs::canonicalize(&ca).map_err(|e| usage(&e))?;
+        vpcep::client::http_client(Some(&abs)).map_err(|e| usage(&e))?;
+        p.ca_file = Some(abs.display().to_string());
+    }
     let path = p.save()?;
     println!("saved {}", path.display());
     Ok(())

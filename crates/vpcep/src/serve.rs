@@ -136,6 +136,16 @@ pub struct Config {
     /// Where `/metrics` is served (`None`: nowhere). Never on the API's port: it names
     /// every tenant's endpoints.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the API (and so the gateway nodes' channel, `/internal/v1`) over HTTPS
+    /// only, with this PEM certificate chain and key; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the API's certificate and key are (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How the API's listener treats connections and requests.
@@ -230,6 +240,7 @@ impl Config {
             // A port of its own, chosen by the kernel, so that servers side by side
             // (tests, demos) never collide; `vpcep serve` defaults to 127.0.0.1:9877.
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            tls: None,
         }
     }
 
@@ -348,6 +359,8 @@ pub struct Server {
     pub store: Arc<SqliteStore>,
     /// The in-process data plane (`None` with `--dataplane remote`).
     pub node: Option<Arc<Node>>,
+    /// The API's certificate, when it speaks HTTPS.
+    tls: Option<vpcep_api::edge::Tls>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     config: Config,
@@ -359,6 +372,14 @@ pub struct Server {
 impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         config.validate().map_err(anyhow::Error::msg)?;
+        // A wrong certificate or key is refused before anything starts.
+        let tls = match &config.tls {
+            Some(t) => Some(
+                vpcep_api::edge::Tls::from_pem_files(&t.cert, &t.key)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        };
         // Before anything else touches the directory, or the node touches namespaces a
         // server already running on it holds.
         let mut lock = crate::lock::DataDirLock::acquire(&config.data_dir)?;
@@ -419,12 +440,22 @@ impl Server {
             gateway_budget,
             store,
             node,
+            tls,
             listener,
             metrics_listener,
             config,
             object_store,
             _lock: lock,
         })
+    }
+
+    /// `https` when the API speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Serves until `shutdown` turns true, then drains in-flight requests.
@@ -478,6 +509,7 @@ impl Server {
                     header_timeout: self.config.api.header_timeout,
                     max_connections: METRICS_CONNECTIONS,
                     max_per_ip: METRICS_CONNECTIONS,
+                    tls: None,
                 },
                 Arc::default(),
                 shutdown.clone(),
@@ -495,6 +527,7 @@ impl Server {
                     .max_per_ip
                     .unwrap_or((self.api_connections / 4).max(1))
                     as usize,
+                tls: self.tls,
             },
             api_stats,
             shutdown.clone(),

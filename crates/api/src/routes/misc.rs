@@ -4,10 +4,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::edge::Https;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Ids, Params};
 use crate::openapi::{body, Document, Io};
@@ -121,7 +122,7 @@ struct OneVersion {
     version: VersionOut,
 }
 
-fn version_object(id: &str, host: &str) -> Option<VersionOut> {
+fn version_object(id: &str, base: &str) -> Option<VersionOut> {
     let (status, updated) = match id {
         "v1" => ("SUPPORT", "2018-09-30T00:00:00Z"),
         "v2" => ("CURRENT", "2020-03-30T00:00:00Z"),
@@ -135,22 +136,27 @@ fn version_object(id: &str, host: &str) -> Option<VersionOut> {
         updated: updated.to_owned(),
         links: vec![Link {
             rel: "self".to_owned(),
-            href: format!("http://{host}/{id}"),
+            href: format!("{base}/{id}"),
             kind: "application/json".to_owned(),
         }],
     })
 }
 
-fn host(headers: &axum::http::HeaderMap) -> String {
-    headers
+/// `SCHEME://HOST` of this request: https on a TLS listener.
+fn base(headers: &axum::http::HeaderMap, https: Option<&Extension<Https>>) -> String {
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_owned()
+        .unwrap_or("localhost");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// The versions document; a browser asking for HTML is sent to the console instead.
-async fn versions(headers: axum::http::HeaderMap) -> axum::response::Response {
+async fn versions(
+    https: Option<Extension<Https>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -158,7 +164,7 @@ async fn versions(headers: axum::http::HeaderMap) -> axum::response::Response {
     if wants_html {
         return axum::response::Redirect::to("/console/").into_response();
     }
-    let h = host(&headers);
+    let h = base(&headers, https.as_ref());
     let versions = ["v1", "v2"]
         .iter()
         .filter_map(|v| version_object(v, &h))
@@ -166,8 +172,12 @@ async fn versions(headers: axum::http::HeaderMap) -> axum::response::Response {
     Json(Versions { versions }).into_response()
 }
 
-async fn version(headers: axum::http::HeaderMap, ids: Ids) -> ApiResult<Json<OneVersion>> {
-    version_object(&ids.get("version"), &host(&headers))
+async fn version(
+    https: Option<Extension<Https>>,
+    headers: axum::http::HeaderMap,
+    ids: Ids,
+) -> ApiResult<Json<OneVersion>> {
+    version_object(&ids.get("version"), &base(&headers, https.as_ref()))
         .map(|version| Json(OneVersion { version }))
         .ok_or_else(ApiError::no_route)
 }

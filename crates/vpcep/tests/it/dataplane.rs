@@ -89,17 +89,17 @@ pub(crate) async fn local(c: &Client, vpc: &str, ip: &str) -> Ipv4Addr {
     Ipv4Addr::new(127, n, o[2], o[3])
 }
 
-struct Setup {
-    provider: Client,
-    consumer: Client,
-    service: String,
-    endpoint: Value,
-    node: Ipv4Addr,
+pub(crate) struct Setup {
+    pub(crate) provider: Client,
+    pub(crate) consumer: Client,
+    pub(crate) service: String,
+    pub(crate) endpoint: Value,
+    pub(crate) node: Ipv4Addr,
 }
 
 /// Provider (alice) with a backend host and a service (no approval, whitelisted consumer bob),
 /// consumer with an accepted endpoint: the user guide's 2.3 without the approval step.
-async fn setup(app: &TestApp, tcp_proxy: &str, endpoint_extra: Value) -> Setup {
+pub(crate) async fn setup(app: &TestApp, tcp_proxy: &str, endpoint_extra: Value) -> Setup {
     let (provider, consumer) = (app.account("alice").await, app.account("bob").await);
     let (pvpc, psub, _) = provider.network().await;
     let host = provider
@@ -371,6 +371,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
             forwarding: vpcep::serve::ForwardingMode::Auto,
             dns: Default::default(),
             kernel_resync: vpcep::serve::DEFAULT_KERNEL_RESYNC,
+            ca_file: None,
         },
         rx,
     ));

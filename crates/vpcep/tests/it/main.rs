@@ -10,3 +10,4 @@ mod edge;
 mod kernel;
 mod netns;
 mod support;
+mod tls;

@@ -19,6 +19,10 @@ pub(crate) struct TestApp {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub(crate) config: Config,
+    /// `http://ADDR`, or `https://ADDR` when the server speaks TLS.
+    pub(crate) base: String,
+    /// An HTTP client that trusts the server's certificate (its own CA) if it has one.
+    pub(crate) http: reqwest::Client,
 }
 
 impl Drop for TestApp {
@@ -74,7 +78,11 @@ pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: C
     let metrics_addr = server.metrics_addr;
     let store = server.store.clone();
     let task = Some(tokio::spawn(server.run_until_stopped(rx)));
+    let base = format!("{}://{addr}", server_scheme(&config));
+    let http = vpcep::client::http_client(config.tls.as_ref().map(|t| t.cert.as_path())).unwrap();
     TestApp {
+        base,
+        http,
         addr,
         metrics_addr,
         store,
@@ -82,6 +90,14 @@ pub(crate) async fn spawn_with(dir: std::sync::Arc<tempfile::TempDir>, config: C
         stop,
         task,
         config,
+    }
+}
+
+fn server_scheme(config: &Config) -> &'static str {
+    if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -151,7 +167,7 @@ impl TestApp {
             sk: a.secret_key,
             password: a.password,
         };
-        Client::new(format!("http://{}", self.addr), acct)
+        Client::with_http(self.base.clone(), acct, self.http.clone())
     }
 }
 
@@ -198,7 +214,7 @@ impl Client {
         let bytes = body
             .map(|b| serde_json::to_vec(b).unwrap())
             .unwrap_or_default();
-        let host = self.base.trim_start_matches("http://").to_owned();
+        let host = self.base.split("://").last().unwrap_or_default().to_owned();
         let date = self.sdk_date.clone().unwrap_or_else(sign::sdk_date_now);
         let sk = self.sk_override.as_deref().unwrap_or(&self.acct.sk);
         let out = sign::Outgoing {
