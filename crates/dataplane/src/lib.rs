@@ -657,21 +657,23 @@ impl Node {
             now.iter().map(|n| (n.id.as_str(), n.marker_id)).collect();
         for old in &gone {
             if !staying.contains(&(old.id.as_str(), old.marker_id)) {
-                self.forget(old).await;
+                self.forget(old);
             }
         }
     }
 
-    /// Ends the kernel-path sessions of an endpoint at once. They are tracked, and
-    /// marked, in the consumer's namespace only: the provider's router just routes.
-    async fn forget(&self, e: &EndpointSpec) {
+    /// Ends the kernel-path sessions of an endpoint, starting now. They are tracked, and
+    /// marked, in the consumer's namespace only: the provider's router just routes. Not
+    /// waited for: `conntrack -D` walks the namespace's whole conntrack table, which
+    /// grows with the sessions on the node, and the next change need not wait behind
+    /// it; new sessions are refused already, since the endpoint's elements are gone.
+    fn forget(&self, e: &EndpointSpec) {
         let (sub, c, m) = (self.substrate.clone(), e.consumer_vpc.clone(), e.marker_id);
-        let _ = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             if let Some(k) = sub.kernel() {
                 k.forget(&c, m);
             }
-        })
-        .await;
+        });
     }
 
     /// Forced to userspace on a node that may hold kernel state from an earlier run:

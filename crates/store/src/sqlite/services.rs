@@ -87,13 +87,15 @@ pub(super) async fn own_service(
 const VISIBLE: &str = "(s.project_id = ? OR s.is_public = 1 OR EXISTS (SELECT 1 FROM permissions p WHERE p.service_id = s.id AND (p.permission = '*' OR p.permission = 'iam:domain::' || ?)))";
 
 /// A service the caller may connect to: its own, a public one, or one whose whitelist
-/// names the caller's account. Anything else is reported as missing.
+/// names the caller's account. Anything else is reported as missing. Read for an
+/// endpoint's create, which does not need the service's connections: they are not
+/// counted (`connection_count` is 0), since counting them costs what the service holds.
 pub(super) async fn connectable_service(
     conn: &mut SqliteConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Option<Service>> {
-    let sql = format!("{SERVICE_SELECT} WHERE s.id = ? AND s.status != 'deleting' AND {VISIBLE}");
+    let sql = format!("SELECT s.*, 0 AS connection_count FROM services s WHERE s.id = ? AND s.status != 'deleting' AND {VISIBLE}");
     let row = sqlx::query(&sql)
         .bind(id)
         .bind(&caller.project_id)
