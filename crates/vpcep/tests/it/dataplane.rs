@@ -101,6 +101,16 @@ pub(crate) struct Setup {
 /// consumer with an accepted endpoint: the user guide's 2.3 without the approval step.
 pub(crate) async fn setup(app: &TestApp, tcp_proxy: &str, endpoint_extra: Value) -> Setup {
     let (provider, consumer) = (app.account("alice").await, app.account("bob").await);
+    setup_between(provider, consumer, tcp_proxy, endpoint_extra).await
+}
+
+/// [`setup`] for two accounts of any server (one running as its own process, too).
+pub(crate) async fn setup_between(
+    provider: Client,
+    consumer: Client,
+    tcp_proxy: &str,
+    endpoint_extra: Value,
+) -> Setup {
     let (pvpc, psub, _) = provider.network().await;
     let host = provider
         .ok(

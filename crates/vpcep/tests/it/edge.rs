@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::dataplane::{backends, echo, local};
+use crate::dataplane::echo;
 use crate::durability::admin_account;
 use crate::support::{bare_config, spawn_with, Client, TestApp};
 
@@ -185,7 +185,10 @@ async fn half_requests_neither_exhaust_descriptors_nor_stay_open() {
     };
     let provider = Client::with_http(url.clone(), alice, http());
     let consumer = Client::with_http(url.clone(), bob, http());
-    let node = endpoint(&provider, &consumer).await;
+    let node =
+        crate::dataplane::setup_between(provider.clone(), consumer.clone(), "close", json!({}))
+            .await
+            .node;
     assert_eq!(
         echo((node, 8080).into(), b"before").await.unwrap(),
         b"before"
@@ -320,50 +323,6 @@ async fn half_requests_neither_exhaust_descriptors_nor_stay_open() {
     );
     drop(helpers);
     drop(server);
-}
-
-/// An accepted endpoint of bob's to a service of alice's whose backend echoes on :80;
-/// the endpoint's node address (client port 8080).
-async fn endpoint(provider: &Client, consumer: &Client) -> Ipv4Addr {
-    let (pvpc, psub) = provider
-        .network_of("192.168.0.0/16", "192.168.0.0/24")
-        .await;
-    let host = provider
-        .ok(
-            "POST",
-            "/v1/{p}/hosts",
-            Some(json!({"host": {"vpc_id": pvpc, "subnet_id": psub, "name": "web"}})),
-        )
-        .await;
-    let backend: Ipv4Addr = host["host"]["local_ip"].as_str().unwrap().parse().unwrap();
-    backends(backend).await;
-    let svc = provider
-        .ok("POST", "/v1/{p}/vpc-endpoint-services", Some(json!({"vpc_id": pvpc, "port_id": host["host"]["port_id"], "server_type": "VM", "approval_enabled": false,
-            "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"}]})))
-        .await;
-    let service = svc["id"].as_str().unwrap().to_owned();
-    provider
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoint-services/{service}"),
-            "available",
-        )
-        .await;
-    provider.ok("POST", &format!("/v1/{{p}}/vpc-endpoint-services/{service}/permissions/action"), Some(json!({"permissions": [format!("iam:domain::{}", consumer.acct.domain_id)], "action": "add"}))).await;
-    let (cvpc, csub) = consumer
-        .network_of("192.168.0.0/16", "192.168.0.0/24")
-        .await;
-    let ep = consumer
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": service, "vpc_id": cvpc, "subnet_id": csub})),
-        )
-        .await;
-    let id = ep["id"].as_str().unwrap();
-    let ep = consumer
-        .wait(&format!("/v1/{{p}}/vpc-endpoints/{id}"), "accepted")
-        .await;
-    local(consumer, &cvpc, ep["ip"].as_str().unwrap()).await
 }
 
 /// An in-process server without a loopback block (these tests make no VPCs), changed by
