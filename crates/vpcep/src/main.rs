@@ -953,29 +953,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match output {
                     Output::Json => print_json(&Value::Array(rows)),
                     Output::Table => vpcep::output::print_rows(
-                        &rows
-                            .iter()
-                            .map(|r| {
-                                let mut r = r.clone();
-                                r["ports_text"] = r["ports"]
-                                    .as_array()
-                                    .map(|ps| {
-                                        ps.iter()
-                                            .map(|p| {
-                                                json!(format!(
-                                                    "{}:{}/{}",
-                                                    p["client_port"],
-                                                    p["server_port"],
-                                                    p["protocol"].as_str().unwrap_or("TCP")
-                                                ))
-                                            })
-                                            .collect::<Vec<_>>()
-                                    })
-                                    .map(Value::Array)
-                                    .unwrap_or_default();
-                                r
-                            })
-                            .collect::<Vec<_>>(),
+                        &rows.iter().map(with_ports_text).collect::<Vec<_>>(),
                         &[
                             ("ID", "/id"),
                             ("NAME", "/service_name"),
@@ -1138,6 +1116,26 @@ fn main() {
         eprintln!("vpcep: {}", message(&e));
         std::process::exit(exit_code(&e));
     }
+}
+
+/// A public service's row with its ports as `CLIENT:SERVER/PROTOCOL` cells, for tables.
+fn with_ports_text(row: &Value) -> Value {
+    let port = |p: &Value| {
+        let protocol = p["protocol"].as_str().unwrap_or("TCP");
+        json!(format!(
+            "{}:{}/{protocol}",
+            p["client_port"], p["server_port"]
+        ))
+    };
+    let mut row = row.clone();
+    let ports: Vec<Value> = row["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(port)
+        .collect();
+    row["ports_text"] = Value::Array(ports);
+    row
 }
 
 #[cfg(test)]

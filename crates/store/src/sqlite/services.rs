@@ -105,6 +105,28 @@ pub(super) async fn connectable_service(
     row.as_ref().map(service_row).transpose()
 }
 
+/// Hands `svc` to the controller for deletion (a tenant's or the operator's): refused,
+/// with `in_use(count)`, while endpoints are accepted or creating; `false` when it was
+/// already being deleted (nothing to write).
+async fn mark_deleting(
+    conn: &mut SqliteConnection,
+    svc: &Service,
+    in_use: impl FnOnce(i64) -> String,
+) -> Result<bool> {
+    if svc.status == ServiceStatus::Deleting {
+        return Ok(false);
+    }
+    if svc.connection_count > 0 {
+        return reject(Reason::ServiceInUse, in_use(svc.connection_count));
+    }
+    sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
+        .bind(now_micros())
+        .bind(&svc.id)
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
 async fn count(conn: &mut SqliteConnection, sql: &str, arg: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(sql).bind(arg).fetch_one(conn).await?)
 }
@@ -501,18 +523,13 @@ impl SqliteStore {
             );
         }
         let svc = own_service(&mut tx, &caller, &id).await?;
-        if svc.status == ServiceStatus::Deleting {
-            return Ok(());
+        let in_use = |n| {
+            format!("the service has {n} endpoint(s) connected (accepted or creating); delete or reject them first")
+        };
+        if mark_deleting(&mut tx, &svc, in_use).await? {
+            self.commit(tx).await?;
         }
-        if svc.connection_count > 0 {
-            return reject(Reason::ServiceInUse, format!("the service has {} endpoint(s) connected (accepted or creating); delete or reject them first", svc.connection_count));
-        }
-        sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        self.commit(tx).await
+        Ok(())
     }
 
     pub(crate) async fn add_server_resources(
@@ -943,17 +960,12 @@ impl SqliteStore {
     pub(crate) async fn delete_public_service(&self, key: String) -> Result<Service> {
         let mut tx = self.begin().await?;
         let svc = Self::public_service(&mut tx, &key).await?;
-        if svc.status == ServiceStatus::Deleting {
+        let in_use = |n| {
+            format!("{} has {n} endpoint(s) connected (accepted or creating); their owners must delete them first", svc.service_name)
+        };
+        if !mark_deleting(&mut tx, &svc, in_use).await? {
             return Ok(svc);
         }
-        if svc.connection_count > 0 {
-            return reject(Reason::ServiceInUse, format!("{} has {} endpoint(s) connected (accepted or creating); their owners must delete them first", svc.service_name, svc.connection_count));
-        }
-        sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
-            .bind(now_micros())
-            .bind(&svc.id)
-            .execute(&mut *tx)
-            .await?;
         let svc = Self::public_service(&mut tx, &svc.id).await?;
         self.commit(tx).await?;
         Ok(svc)
