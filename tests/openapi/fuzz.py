@@ -63,6 +63,25 @@ def resources(url: str, token: str, project: str) -> dict[str, str]:
             "endpoint_id": endpoint, "permission_id": permission}
 
 
+def only_tool_errors(report_dir: Path) -> bool:
+    """Whether the JUnit report holds no failed check, and every error in it is a crash
+    inside schemathesis or hypothesis themselves (not a network error: a server that
+    stops answering is a finding)."""
+    import xml.etree.ElementTree as ET
+    reports = list(report_dir.glob("*.xml"))
+    if not reports:
+        return False
+    root = ET.parse(reports[0]).getroot()
+    if any(True for _ in root.iter("failure")):
+        return False
+    errors = [(e.text or "") for e in root.iter("error")]
+    internal = ("site-packages/hypothesis/", "site-packages/schemathesis/")
+    return bool(errors) and all(
+        e.lstrip().startswith("Runtime Error") and any(i in e for i in internal)
+        and "Connection" not in e
+        for e in errors)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-time", type=int, default=60, help="schemathesis time budget (seconds)")
@@ -119,6 +138,12 @@ def main() -> int:
         # The budget bounds generation; the margin covers loading and shrinking.
         # Run from the temporary directory: schemathesis keeps its cache in the cwd.
         rc = subprocess.run(cmd, env=env, cwd=tmp, timeout=args.max_time + 120).returncode
+        if rc and only_tool_errors(tmp / "report"):
+            # Nothing vpcep answered failed a check; schemathesis or hypothesis crashed
+            # in their own code while generating one case (seen once: hypothesis's
+            # "AST constructor recursion depth mismatch" on Python 3.11). Say so, pass.
+            print("schemathesis: no check failed; its own runtime error(s) above are not findings")
+            rc = 0
         print(f"schemathesis: exit {rc} after {time.monotonic() - started:.0f}s"
               + (f"; server log and report in {tmp}" if rc else ""))
         if server.poll() is not None:
