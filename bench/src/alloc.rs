@@ -18,9 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use vpcep_model::{validate_service_name, PortMapping, Protocol, ServerType, TcpProxy};
-use vpcep_store::{
-    Caller, NewEndpoint, NewPort, NewService, NewSubnet, NewVpc, SqliteStore, Store,
-};
+use vpcep_store::{Caller, NewEndpoint, NewPort, NewService, NewSubnet, NewVpc, SqlStore, Store};
 
 use crate::at_least_one;
 
@@ -166,7 +164,7 @@ pub(crate) async fn run(o: Opts) -> Result<()> {
 /// The worker: a store in a temporary directory with `size` endpoints in one subnet.
 async fn worker(size: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let sqlite = SqliteStore::open(dir.path()).await?;
+    let sqlite = SqlStore::open_sqlite(dir.path()).await?;
     let store: &dyn Store = &sqlite;
     let account = store.create_account("bench".into(), "r1".into()).await?;
     store

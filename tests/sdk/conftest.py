@@ -7,6 +7,9 @@ with the SDK-HMAC-SHA256 signer implemented here from spec section 1.3.
 
 Environment:
     VPCEP_BIN   path of the server binary (default <repo>/target/debug/vpcep)
+    VPCEP_SDK_ENGINE  `postgres`: every server keeps its store in a database of its own
+                in a throwaway PostgreSQL cluster (started by `vpcep-testpg`, next to
+                VPCEP_BIN), instead of SQLite in its data directory
 """
 
 from __future__ import annotations
@@ -331,12 +334,37 @@ def _die_with_parent() -> None:
         pass
 
 
+_postgres: Optional[subprocess.Popen] = None
+
+
+def _store_args() -> list[str]:
+    """`--database URL` of a new database when the suite runs on PostgreSQL, else none.
+    The cluster is started once, and stops when this process ends (its stdin closes)."""
+    global _postgres
+    if os.environ.get("VPCEP_SDK_ENGINE") != "postgres":
+        return []
+    if _postgres is None:
+        binary = Path(os.environ.get("VPCEP_BIN", "target/debug/vpcep")).parent / "vpcep-testpg"
+        _postgres = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, preexec_fn=_die_with_parent)
+        if not _postgres.stdout.readline():
+            pytest.exit(f"{binary} started no PostgreSQL cluster", returncode=3)
+    _postgres.stdin.write(f"create sdk_{uuid.uuid4().hex[:12]}\n")
+    _postgres.stdin.flush()
+    url = _postgres.stdout.readline().strip()
+    if not url.startswith("postgres"):
+        pytest.exit(f"no test database: {url}", returncode=3)
+    return ["--database", url]
+
+
 class Server:
-    """One `vpcep serve` process on a fresh data dir."""
+    """One `vpcep serve` process on a fresh data dir (and, on PostgreSQL, a fresh
+    database)."""
 
     def __init__(self, binary: Path, data_dir: Path, extra_args: Iterable[str] = ()):
         self.binary, self.data_dir = binary, data_dir
-        self.extra_args = list(extra_args)
+        self.store_args = _store_args()
+        self.extra_args = self.store_args + list(extra_args)
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
         self.log_path = data_dir.parent / "server.log"
@@ -388,7 +416,7 @@ class Server:
     def admin(self, *args: str) -> Any:
         """Run `vpcep admin ARGS --data-dir DIR`; return its stdout parsed as JSON
         (or the plain text when it is not JSON)."""
-        cmd = [str(self.binary), "admin", *args, "--data-dir", str(self.data_dir)]
+        cmd = [str(self.binary), "admin", *args, "--data-dir", str(self.data_dir), *self.store_args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr or res.stdout}"
         out = res.stdout.strip()

@@ -149,6 +149,14 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %detail, "store cannot write: storage full or failing");
                 ApiError::storage_full()
             }
+            StoreError::Unavailable(detail) => {
+                tracing::error!(error = %detail, "the store's database cannot be reached");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "EndPoint.0015",
+                    "the service's database cannot be reached; nothing was changed; retry later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()
@@ -183,7 +191,8 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            // The store's storage is full or failing: a client backs off this long.
+            // The store's storage is full or failing, or its database cannot be
+            // reached: a client backs off this long.
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static(STORAGE_RETRY_AFTER),

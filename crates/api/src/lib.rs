@@ -31,7 +31,7 @@ use vpcep_store::{Credential, Store};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use nodes::{NodeReports, StatusReport};
+pub use nodes::{NodeReports, Role, StatusReport, REPORT_TTL};
 pub use openapi::OPERATIONS;
 
 /// Shared state of the API.
@@ -96,6 +96,7 @@ pub struct AppInner {
     pub(crate) limiter: Option<ratelimit::Limiter>,
     /// The API listener's connection counters and cap, for `/metrics`.
     pub connections: Option<(Arc<edge::EdgeStats>, usize)>,
+    pub role: Arc<nodes::Role>,
 }
 
 /// What the API is built from.
@@ -110,6 +111,8 @@ pub struct AppConfig {
     pub limits: edge::RequestLimits,
     /// The API listener's connection counters and cap, shown in `/metrics`.
     pub connections: Option<(Arc<edge::EdgeStats>, usize)>,
+    /// Which replica this is, and whether it leads.
+    pub role: Arc<nodes::Role>,
 }
 
 impl std::ops::Deref for App {
@@ -136,6 +139,7 @@ impl App {
             limiter: c.limits.rate.map(ratelimit::Limiter::new),
             limits: c.limits,
             connections: c.connections,
+            role: c.role,
         }))
     }
 }

@@ -22,7 +22,25 @@ use crate::App;
 
 /// How long a node's report counts after it was sent; a node that stops reporting is
 /// taken to have stopped forwarding.
-const REPORT_TTL: Duration = Duration::from_secs(60);
+pub const REPORT_TTL: Duration = Duration::from_secs(60);
+
+/// This process among the processes serving its database.
+#[derive(Debug, Default)]
+pub struct Role {
+    /// Its name among the replicas (`vpcep admin cluster status`).
+    pub name: String,
+    /// Whether it runs the controller now (always, on the embedded store).
+    pub leading: std::sync::atomic::AtomicBool,
+    /// Gateway nodes' reports go to the shared store, for whichever replica leads
+    /// (replicas of one PostgreSQL database), instead of staying in this process.
+    pub shared_reports: bool,
+}
+
+impl Role {
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 /// The longest a snapshot request waits for a newer revision.
 const MAX_WAIT_SECS: u64 = 60;
 
@@ -210,13 +228,27 @@ async fn status(
     if report.node.is_empty() || report.node.len() > 64 {
         return Err(ApiError::param("node: 1-64 characters"));
     }
-    app.reports.record(report).map_err(|NeedFull| {
-        ApiError::new(
+    let known = if app.role.shared_reports {
+        app.store
+            .record_gateway_report(
+                report.node,
+                report.revision,
+                report.full,
+                report.endpoints.into_iter().collect(),
+                report.gone,
+                REPORT_TTL.as_secs(),
+            )
+            .await?
+    } else {
+        app.reports.record(report).is_ok()
+    };
+    if !known {
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             "APIGW.0409",
             "this node's earlier report is not known here; send a full one",
-        )
-    })?;
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,10 +1,12 @@
 //! Durable state of vpcep. Every mutation is one transaction that also advances a
 //! monotonic revision; the controller and (later) the data plane watch that revision.
-//! The API talks to a [`Store`]; [`SqliteStore`] is the embedded implementation.
+//! The API talks to a [`Store`]; [`SqlStore`] implements it on SQLite (embedded) and PostgreSQL (shared by replicas).
 #![forbid(unsafe_code)]
 
+pub mod postgres;
 mod records;
 mod secrets;
+mod sql;
 mod sqlite;
 
 use std::future::Future;
@@ -12,7 +14,7 @@ use std::pin::Pin;
 
 pub use records::*;
 pub use secrets::{sign_key_matches, MasterKey};
-pub use sqlite::SqliteStore;
+pub use sql::{Database, Engine, SqlStore};
 use vpcep_model::Rejection;
 
 /// Everything the store can fail with.
@@ -31,6 +33,11 @@ pub enum StoreError {
     /// room again: the connection that met the failure is closed, not reused.
     #[error("storage full or failing: {0}")]
     Storage(String),
+    /// The database cannot be reached (PostgreSQL down, restarting or full of
+    /// connections; the pool found no connection in time). Nothing was written; the same
+    /// request succeeds once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("the database has schema version {found}, newer than this vpcep knows ({known}): run the vpcep that wrote it, or restore a backup made for this one")]
@@ -42,8 +49,25 @@ fn io_is_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
+/// PostgreSQL's SQLSTATEs of a server that cannot serve now: class 08 (connection
+/// exception), `53300` too many connections, `57P01`-`57P03` shutting down or starting.
+fn unreachable_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03")
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Io(io) => !io_is_full(io),
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.len() == 5 && unreachable_state(&c)),
+            _ => false,
+        };
+        if unavailable {
+            return StoreError::Unavailable(e.to_string());
+        }
         let storage = match &e {
             // The primary result code is the low byte of SQLite's extended one:
             // SQLITE_IOERR (10, e.g. a WAL write or an fsync that failed) and
@@ -86,9 +110,9 @@ macro_rules! store_trait {
             $($(#[$m])* fn $name(&self $(, $arg: $ty)*) -> BoxFuture<'_, $ret>;)*
         }
 
-        impl Store for SqliteStore {
+        impl Store for SqlStore {
             $(fn $name(&self $(, $arg: $ty)*) -> BoxFuture<'_, $ret> {
-                Box::pin(SqliteStore::$name(self $(, $arg)*))
+                Box::pin(SqlStore::$name(self $(, $arg)*))
             })*
         }
     };
@@ -194,4 +218,15 @@ store_trait! {
     fn settle_endpoints(&self, outcomes: Vec<(String, Outcome)>) -> ();
     /// Removes services and endpoints whose deletion is complete, in one transaction.
     fn finish_deletions(&self, services: Vec<String>, endpoints: Vec<String>) -> ();
+
+    /// Says that replica `name` (API at `address`) is alive, and whether it leads.
+    fn heartbeat(&self, name: String, address: String, leader: bool) -> ();
+    /// Every process that has served this database, as it last said.
+    fn replicas(&self) -> Vec<Replica>;
+    /// A gateway node's report (everything, or what changed), kept for every replica's
+    /// controller; `false` when changes come from a node whose last report is unknown or
+    /// older than `ttl_secs`.
+    fn record_gateway_report(&self, node: String, revision: u64, full: bool, endpoints: Vec<(String, Option<String>)>, gone: Vec<String>, ttl_secs: u64) -> bool;
+    /// What gateway nodes that reported within `ttl_secs` say of endpoints `ids`.
+    fn gateway_outcomes(&self, ids: Vec<String>, ttl_secs: u64) -> Vec<(String, Outcome)>;
 }

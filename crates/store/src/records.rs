@@ -448,3 +448,18 @@ pub struct DnsRecordFilter {
     /// A plain, case-sensitive substring of the name.
     pub name_contains: Option<String>,
 }
+
+/// A process serving the database, as it last said (`vpcep admin cluster status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replica {
+    pub name: String,
+    /// Where its API listens.
+    pub address: String,
+    pub version: String,
+    /// Unix microseconds.
+    pub started_at: i64,
+    pub seen_at: i64,
+    pub seen_secs_ago: f64,
+    /// Holds the controller lease.
+    pub leader: bool,
+}

@@ -50,6 +50,17 @@ impl MasterKey {
         }
     }
 
+    /// A value that tells keys apart without giving this one away (the first 8 bytes of
+    /// a hash of it), kept in a shared database so that replicas with different keys
+    /// are refused.
+    pub fn check_value(&self) -> i64 {
+        let digest = Sha256::new()
+            .chain_update(b"vpcep master key check")
+            .chain_update(self.0.as_slice())
+            .finalize();
+        i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+
     pub fn seal(&self, plain: &str) -> String {
         let nonce = random_bytes::<12>();
         let ct = ChaCha20Poly1305::new(&self.0)

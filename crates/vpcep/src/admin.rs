@@ -1,26 +1,26 @@
-//! `vpcep admin`: operator commands that work on the data directory directly, whether or
-//! not a server is running (SQLite serialises the writers).
+//! `vpcep admin`: operator commands that work on the store directly, whether or not
+//! servers are running (the store serialises the writers): SQLite in the data
+//! directory, or the PostgreSQL database of `--database`.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use serde_json::{json, Value};
 use vpcep_model::{validate_port_mappings, PortMapping, ServiceType};
 use vpcep_store::{
-    Account, NewPublicService, Page, PublicServiceUpdate, Service, ServiceFilter, SqliteStore,
-    Store,
+    Account, Database, NewPublicService, Page, PublicServiceUpdate, Service, ServiceFilter,
+    SqlStore, Store,
 };
 
 use crate::cli::UsageError;
 
-async fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(data_dir)
+async fn open(db: &Database) -> anyhow::Result<SqlStore> {
+    SqlStore::open(db)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))
+        .map_err(|e| anyhow::anyhow!("cannot open the store ({}): {e}", db.describe()))
 }
 
-pub async fn create_account(data_dir: &Path, name: &str, region: &str) -> anyhow::Result<Value> {
-    let store = open(data_dir).await?;
+pub async fn create_account(db: &Database, name: &str, region: &str) -> anyhow::Result<Value> {
+    let store = open(db).await?;
     let a = Store::create_account(&store, name.to_owned(), region.to_owned()).await?;
     store.close().await;
     Ok(json!({
@@ -42,15 +42,15 @@ pub fn account_json(a: &Account) -> Value {
     })
 }
 
-pub async fn list_accounts(data_dir: &Path) -> anyhow::Result<Vec<Account>> {
-    let store = open(data_dir).await?;
+pub async fn list_accounts(db: &Database) -> anyhow::Result<Vec<Account>> {
+    let store = open(db).await?;
     let list = Store::list_accounts(&store).await?;
     store.close().await;
     Ok(list)
 }
 
 pub async fn set_quota(
-    data_dir: &Path,
+    db: &Database,
     name: &str,
     services: Option<i64>,
     endpoints: Option<i64>,
@@ -58,7 +58,7 @@ pub async fn set_quota(
     if services.is_none() && endpoints.is_none() {
         return Err(UsageError("give --endpoint-services and/or --endpoints".into()).into());
     }
-    let store = open(data_dir).await?;
+    let store = open(db).await?;
     let a = Store::set_quota(&store, name.to_owned(), services, endpoints).await?;
     store.close().await;
     Ok(a)
@@ -107,7 +107,7 @@ fn port_mappings(raw: &[String]) -> anyhow::Result<Vec<PortMapping>> {
 }
 
 pub async fn create_public_service(
-    data_dir: &Path,
+    db: &Database,
     region: &str,
     p: PublicService<'_>,
 ) -> anyhow::Result<Value> {
@@ -115,7 +115,7 @@ pub async fn create_public_service(
         ServiceType::parse(p.kind).map_err(|e| UsageError(format!("--type: {e}")))?;
     let backend_ip = backend_ip(p.backend)?;
     let ports = port_mappings(p.ports)?;
-    let store = open(data_dir).await?;
+    let store = open(db).await?;
     let svc = Store::create_public_service(
         &store,
         NewPublicService {
@@ -150,8 +150,8 @@ pub fn public_service_json(svc: &Service) -> Value {
 }
 
 /// Every public service, oldest first.
-pub async fn list_public_services(data_dir: &Path) -> anyhow::Result<Vec<Service>> {
-    let store = open(data_dir).await?;
+pub async fn list_public_services(db: &Database) -> anyhow::Result<Vec<Service>> {
+    let store = open(db).await?;
     let (list, _) = Store::list_public_services(
         &store,
         ServiceFilter::default(),
@@ -174,7 +174,7 @@ pub struct PublicServiceChange<'a> {
 }
 
 pub async fn update_public_service(
-    data_dir: &Path,
+    db: &Database,
     key: &str,
     c: PublicServiceChange<'_>,
 ) -> anyhow::Result<Service> {
@@ -189,17 +189,54 @@ pub async fn update_public_service(
         cidr: c.cidr.map(str::to_owned),
         description: c.description.map(str::to_owned),
     };
-    let store = open(data_dir).await?;
+    let store = open(db).await?;
     let svc = Store::update_public_service(&store, key.to_owned(), update).await;
     store.close().await;
     Ok(svc?)
 }
 
-pub async fn delete_public_service(data_dir: &Path, key: &str) -> anyhow::Result<Service> {
-    let store = open(data_dir).await?;
+pub async fn delete_public_service(db: &Database, key: &str) -> anyhow::Result<Service> {
+    let store = open(db).await?;
     let svc = Store::delete_public_service(&store, key.to_owned()).await;
     store.close().await;
     Ok(svc?)
+}
+
+/// Brings the store to this vpcep's schema (opening it does) and says which version it
+/// was and is: `vpcep admin migrate`, before the first start of a new release.
+pub async fn migrate(db: &Database) -> anyhow::Result<Value> {
+    let before = SqlStore::schema_version(db)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the store ({}): {e}", db.describe()))?;
+    let store = open(db).await?;
+    let after = SqlStore::schema_version(db).await?;
+    store.close().await;
+    Ok(json!({"store": db.describe(), "schema_before": before, "schema": after}))
+}
+
+/// Every process serving the store, as it last said, and who leads.
+pub async fn cluster_status(db: &Database) -> anyhow::Result<Vec<vpcep_store::Replica>> {
+    let store = open(db).await?;
+    let list = Store::replicas(&store).await?;
+    store.close().await;
+    Ok(list)
+}
+
+/// A consistent copy of a live SQLite store in the new file `to`.
+pub async fn backup(db: &Database, to: &std::path::Path) -> anyhow::Result<Value> {
+    if to.exists() {
+        return Err(UsageError(format!(
+            "{} exists already: back up into a new file",
+            to.display()
+        ))
+        .into());
+    }
+    let store = open(db).await?;
+    let done = store.backup(to).await;
+    store.close().await;
+    done?;
+    let bytes = std::fs::metadata(to)?.len();
+    Ok(json!({"backup": to.display().to_string(), "bytes": bytes}))
 }
 
 #[cfg(test)]

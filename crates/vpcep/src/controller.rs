@@ -4,6 +4,7 @@
 //! moves resources out of transitional statuses (`creating`, `deleting`) according to
 //! what is actually live. Handlers only write rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,7 +87,23 @@ pub struct Wiring {
     pub local: Option<Arc<Node>>,
     pub revision: watch::Receiver<u64>,
     pub reports: watch::Receiver<u64>,
+    /// The gateway nodes' reports are in the store (replicas of one database), not in
+    /// `plane`.
+    pub shared_reports: bool,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// What the gateway nodes said of some endpoints, read from the store for one pass.
+struct Reported(HashMap<String, Outcome>);
+
+impl DataPlane for Reported {
+    fn service_outcome(&self, _: &str) -> Option<Outcome> {
+        Some(Ok(()))
+    }
+
+    fn endpoint_outcome(&self, id: &str) -> Option<Outcome> {
+        self.0.get(id).cloned()
+    }
 }
 
 /// Brings the node to the store's revision: what changed since the revision it applied
@@ -113,7 +130,21 @@ async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
     if t.is_empty() {
         return Ok(0);
     }
-    let moved = step(w.store.as_ref(), w.plane.as_ref(), t).await?;
+    let moved = if w.shared_reports {
+        let asked = t
+            .endpoints_creating
+            .iter()
+            .filter(|(_, needs_plane)| *needs_plane)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let said = w
+            .store
+            .gateway_outcomes(asked, vpcep_api::REPORT_TTL.as_secs())
+            .await?;
+        step(w.store.as_ref(), &Reported(said.into_iter().collect()), t).await?
+    } else {
+        step(w.store.as_ref(), w.plane.as_ref(), t).await?
+    };
     tracing::debug!(
         moved,
         fed_ms = fed.as_secs_f64() * 1e3,

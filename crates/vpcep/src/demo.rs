@@ -168,7 +168,7 @@ pub async fn run(substrate: SubstrateKind, loopback_base: u8) -> Result<()> {
 async fn scenario(
     d: &mut Demo,
     url: &str,
-    store: Arc<vpcep_store::SqliteStore>,
+    store: Arc<vpcep_store::SqlStore>,
 ) -> Result<Vec<String>> {
     let t = d.start("creating two accounts (provider and consumer)");
     let client = |a: &vpcep_store::NewAccount| {

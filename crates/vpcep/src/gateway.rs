@@ -2,7 +2,9 @@
 //! control plane for the desired state — whole at start, then what changed since the
 //! revision it applied — applies it with the same `Node` that `vpcep serve` runs
 //! in-process, and reports which endpoints are live (everything first, then what
-//! changed); the control plane's controller turns those reports into statuses.
+//! changed); the control plane's controller turns those reports into statuses. Given
+//! several control-plane URLs (replicas of one database, which answer alike), it follows
+//! one and moves to the next when that one stops answering.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,7 +39,9 @@ pub struct GatewayConfig {
 }
 
 struct Link {
-    base: String,
+    /// The control plane's URLs; `current` indexes the one followed.
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
     http: reqwest::Client,
 }
@@ -50,10 +54,43 @@ enum Reported {
 }
 
 impl Link {
+    fn new(urls: &str, token: String, http: reqwest::Client) -> Result<Link> {
+        let bases: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bail!("--control-plane: give the control plane's URL, or several separated by commas");
+        }
+        Ok(Link {
+            bases,
+            current: Default::default(),
+            token,
+            http,
+        })
+    }
+
+    fn base(&self) -> &str {
+        &self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// After a failure: the next URL, if there are several. `true` when it moved.
+    fn fail_over(&self) -> bool {
+        if self.bases.len() < 2 {
+            return false;
+        }
+        let was = self.base().to_owned();
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(from = %was, to = %self.base(), "moving to the next control-plane URL");
+        true
+    }
+
     async fn get(&self, what: &str, after: i64) -> Result<reqwest::Response> {
         let url = format!(
             "{}/internal/v1/{what}?after={after}&wait={POLL_SECS}",
-            self.base
+            self.base()
         );
         self.http
             .get(&url)
@@ -61,7 +98,7 @@ impl Link {
             .timeout(Duration::from_secs(POLL_SECS + 15))
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.base))
+            .with_context(|| format!("cannot reach {}", self.base()))
     }
 
     async fn snapshot(&self, after: i64) -> Result<Snapshot> {
@@ -95,7 +132,7 @@ impl Link {
     async fn report(&self, report: &StatusReport) -> Result<Reported> {
         let resp = self
             .http
-            .post(format!("{}/internal/v1/status", self.base))
+            .post(format!("{}/internal/v1/status", self.base()))
             .bearer_auth(&self.token)
             .json(report)
             .send()
@@ -188,11 +225,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
         node.clone()
             .resync_every(cfg.kernel_resync, shutdown.clone()),
     );
-    let link = Link {
-        base: cfg.control_plane.trim_end_matches('/').to_owned(),
-        token: cfg.token.clone(),
-        http,
-    };
+    let link = Link::new(&cfg.control_plane, cfg.token.clone(), http)?;
     let mut after = -1i64;
     let (mut told, mut lost) = (Told::default(), false);
     let mut backoff = Duration::from_millis(200);
@@ -233,6 +266,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 lost = sent.is_err();
                 if let Err(e) = sent {
                     tracing::warn!(error = format!("{e:#}"), "status report failed");
+                    link.fail_over();
                 }
                 after = revision as i64;
             }
@@ -241,11 +275,19 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
                     error = format!("{e:#}"),
                     "following the control plane failed; retrying"
                 );
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                // Another replica is tried at once; the same one after a growing pause.
+                if !link.fail_over() {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                } else {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
         if *shutdown.borrow() {

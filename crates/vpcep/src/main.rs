@@ -205,12 +205,30 @@ enum HostCmd {
 
 #[derive(Args)]
 struct DataDir {
-    /// Where the SQLite database and the master key live.
+    /// Where the SQLite database and the master key live (with --database: the master
+    /// key only, the same master.key on every replica).
     #[arg(long, env = "VPCEP_DATA_DIR", default_value = "./vpcep-data")]
     data_dir: PathBuf,
+    /// A postgres://… URL: the store is that PostgreSQL database, which replicas share
+    /// (replicas run `serve --dataplane remote`: one process with the in-process data
+    /// plane must be the only one). Without it the store is SQLite in --data-dir.
+    #[arg(long, env = "VPCEP_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
     /// The region id (one project per account and region).
     #[arg(long, env = "VPCEP_REGION", default_value = "local-1")]
     region: String,
+}
+
+impl DataDir {
+    fn database(&self) -> anyhow::Result<vpcep_store::Database> {
+        match &self.database {
+            None => Ok(vpcep_store::Database::Sqlite {
+                dir: self.data_dir.clone(),
+            }),
+            Some(url) => vpcep_store::Database::from_url(url, self.data_dir.clone())
+                .map_err(|e| vpcep::cli::UsageError(e).into()),
+        }
+    }
 }
 
 /// How log lines are written (always to standard error).
@@ -247,6 +265,10 @@ struct ServeArgs {
     /// Where the data plane runs: in this process, or on gateway nodes.
     #[arg(long, env = "VPCEP_DATAPLANE", value_enum, default_value = "local")]
     dataplane: DataplaneMode,
+    /// This replica's name in `vpcep admin cluster status` (default: host name and API
+    /// port).
+    #[arg(long, env = "VPCEP_REPLICA_NAME")]
+    replica_name: Option<String>,
     /// Secret that gateway nodes present (needed with --dataplane remote).
     #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
@@ -350,8 +372,9 @@ impl NodeArgs {
 
 #[derive(Args)]
 struct GatewayArgs {
-    /// The control plane's API URL.
-    #[arg(long, env = "VPCEP_CONTROL_PLANE")]
+    /// The control plane's API URL, or several separated by commas (replicas of one
+    /// database): the node follows one and moves to the next when it stops answering.
+    #[arg(long, env = "VPCEP_CONTROL_PLANE", value_name = "URL[,URL...]")]
     control_plane: String,
     /// The node token the control plane was started with.
     #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
@@ -390,6 +413,39 @@ enum AdminCmd {
     Tls {
         #[command(subcommand)]
         cmd: TlsCmd,
+    },
+    /// Bring the store to this vpcep's schema version (every start does too); prints the
+    /// version before and after.
+    Migrate {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// The processes serving the store.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Write a consistent copy of the SQLite store into a new FILE while servers run
+    /// (restore: stop the server, put FILE in place of DATA_DIR/vpcep.db with the same
+    /// master.key). A PostgreSQL store is backed up with pg_dump.
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every replica that has served the store: its address, version, when it was last
+    /// heard of, and which one holds the controller lease.
+    Status {
+        #[command(flatten)]
+        dir: DataDir,
+        /// table (for people) or json (for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -529,6 +585,8 @@ fn init_tracing(format: LogFormat, level: &str) {
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         data_dir: a.dir.data_dir,
+        database: a.dir.database,
+        replica_name: a.replica_name,
         listen: a.listen,
         region: a.dir.region,
         clock_skew_secs: a.clock_skew_secs,
@@ -866,13 +924,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             AdminCmd::Account {
                 cmd: AccountCmd::Create { name, dir },
             } => {
-                print_json(&admin::create_account(&dir.data_dir, &name, &dir.region).await?);
+                print_json(&admin::create_account(&dir.database()?, &name, &dir.region).await?);
                 Ok(())
             }
             AdminCmd::Account {
                 cmd: AccountCmd::List { dir, output },
             } => {
-                let list = admin::list_accounts(&dir.data_dir).await?;
+                let list = admin::list_accounts(&dir.database()?).await?;
                 if output == Output::Json {
                     print_json(&serde_json::Value::Array(
                         list.iter().map(admin::account_json).collect(),
@@ -917,8 +975,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         dir,
                     },
             } => {
-                let a =
-                    admin::set_quota(&dir.data_dir, &account, endpoint_services, endpoints).await?;
+                let a = admin::set_quota(&dir.database()?, &account, endpoint_services, endpoints)
+                    .await?;
                 print_json(&admin::account_json(&a));
                 Ok(())
             }
@@ -942,13 +1000,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     cidr: cidr.as_deref(),
                     description: &description,
                 };
-                print_json(&admin::create_public_service(&dir.data_dir, &dir.region, spec).await?);
+                print_json(
+                    &admin::create_public_service(&dir.database()?, &dir.region, spec).await?,
+                );
                 Ok(())
             }
             AdminCmd::PublicService {
                 cmd: PublicServiceCmd::List { dir, output },
             } => {
-                let list = admin::list_public_services(&dir.data_dir).await?;
+                let list = admin::list_public_services(&dir.database()?).await?;
                 let rows: Vec<Value> = list.iter().map(admin::public_service_json).collect();
                 match output {
                     Output::Json => print_json(&Value::Array(rows)),
@@ -985,15 +1045,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     cidr: cidr.as_deref(),
                     description: description.as_deref(),
                 };
-                let svc = admin::update_public_service(&dir.data_dir, &service, change).await?;
+                let svc = admin::update_public_service(&dir.database()?, &service, change).await?;
                 print_json(&admin::public_service_json(&svc));
                 Ok(())
             }
             AdminCmd::PublicService {
                 cmd: PublicServiceCmd::Delete { service, dir },
             } => {
-                let svc = admin::delete_public_service(&dir.data_dir, &service).await?;
+                let svc = admin::delete_public_service(&dir.database()?, &service).await?;
                 print_json(&admin::public_service_json(&svc));
+                Ok(())
+            }
+            AdminCmd::Migrate { dir } => {
+                print_json(&admin::migrate(&dir.database()?).await?);
+                Ok(())
+            }
+            AdminCmd::Backup { file, dir } => {
+                print_json(&admin::backup(&dir.database()?, &file).await?);
+                Ok(())
+            }
+            AdminCmd::Cluster {
+                cmd: ClusterCmd::Status { dir, output },
+            } => {
+                let list = admin::cluster_status(&dir.database()?).await?;
+                match output {
+                    Output::Json => print_json(&serde_json::to_value(&list)?),
+                    Output::Table => print_table(
+                        &["NAME", "ADDRESS", "VERSION", "LAST SEEN", "LEADER"],
+                        &list
+                            .iter()
+                            .map(|r| {
+                                vec![
+                                    r.name.clone(),
+                                    r.address.clone(),
+                                    r.version.clone(),
+                                    format!("{:.0} s ago", r.seen_secs_ago),
+                                    if r.leader {
+                                        "yes".into()
+                                    } else {
+                                        String::new()
+                                    },
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                }
                 Ok(())
             }
             AdminCmd::Tls {

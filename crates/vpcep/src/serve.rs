@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vpcep_api::NodeReports;
 use vpcep_dataplane::{Loopback, Netns, Node, Substrate};
-use vpcep_store::{SqliteStore, Store};
+use vpcep_store::{Database, SqlStore, Store};
 
 use crate::controller;
 
@@ -114,6 +114,10 @@ pub fn node(
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL shared with other replicas; `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
+    /// This replica's name among those of its database (`None`: host name and port).
+    pub replica_name: Option<String>,
     pub listen: SocketAddr,
     pub region: String,
     pub clock_skew_secs: i64,
@@ -224,6 +228,8 @@ impl Config {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
+            database: None,
+            replica_name: None,
             listen,
             region: "local-1".into(),
             clock_skew_secs: 900,
@@ -241,6 +247,16 @@ impl Config {
             // (tests, demos) never collide; `vpcep serve` defaults to 127.0.0.1:9877.
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             tls: None,
+        }
+    }
+
+    /// Where the store is.
+    pub fn database(&self) -> anyhow::Result<Database> {
+        match &self.database {
+            None => Ok(Database::Sqlite {
+                dir: self.data_dir.clone(),
+            }),
+            Some(url) => Database::from_url(url, self.data_dir.clone()).map_err(anyhow::Error::msg),
         }
     }
 
@@ -356,7 +372,7 @@ pub struct Server {
     /// Open API connections at most, and what the userspace gateway may spend.
     pub api_connections: u64,
     pub gateway_budget: u64,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<SqlStore>,
     /// The in-process data plane (`None` with `--dataplane remote`).
     pub node: Option<Arc<Node>>,
     /// The API's certificate, when it speaks HTTPS.
@@ -399,11 +415,9 @@ impl Server {
             )),
             DataplaneMode::Remote => None,
         };
-        let store = Arc::new(SqliteStore::open(&config.data_dir).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the store in {}: {e}",
-                config.data_dir.display()
-            )
+        let database = config.database()?;
+        let store = Arc::new(SqlStore::open(&database).await.map_err(|e| {
+            anyhow::anyhow!("cannot open the store ({}): {e}", database.describe())
         })?);
         let listener = vpcep_api::edge::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -449,6 +463,17 @@ impl Server {
         })
     }
 
+    /// This process's name among the replicas of its database: `--replica-name`, or the
+    /// host's name and the API's port.
+    pub fn replica_name(&self) -> String {
+        self.config.replica_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", self.addr.port())
+        })
+    }
+
     /// `https` when the API speaks TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
@@ -470,6 +495,14 @@ impl Server {
             }),
         };
         let reports = Arc::new(NodeReports::default());
+        let lease_url = self.config.database.clone();
+        let role = Arc::new(vpcep_api::Role {
+            name: self.replica_name(),
+            // Replicas share the gateway nodes' reports; an in-process data plane
+            // answers for itself.
+            shared_reports: lease_url.is_some() && self.node.is_none(),
+            ..Default::default()
+        });
         let api_stats = Arc::new(vpcep_api::edge::EdgeStats::default());
         let app = vpcep_api::App::new(vpcep_api::AppConfig {
             store: store.clone(),
@@ -481,19 +514,37 @@ impl Server {
             revision: self.store.subscribe(),
             limits: self.config.api.requests.clone(),
             connections: Some((api_stats.clone(), self.api_connections as usize)),
+            role: role.clone(),
         });
         let plane: Arc<dyn controller::DataPlane> = match &self.node {
             Some(n) => n.clone(),
             None => reports.clone(),
         };
-        let ctl = tokio::spawn(controller::run(controller::Wiring {
+        let wiring = {
+            let (store, local, sql) = (store.clone(), self.node.clone(), self.store.clone());
+            let shared_reports = role.shared_reports;
+            move |shutdown| controller::Wiring {
+                store: store.clone(),
+                plane: plane.clone(),
+                local: local.clone(),
+                revision: sql.subscribe(),
+                reports: reports.subscribe(),
+                shared_reports,
+                shutdown,
+            }
+        };
+        let ctl = tokio::spawn(crate::cluster::lead(
+            lease_url,
+            role.clone(),
+            wiring,
+            shutdown.clone(),
+        ));
+        let beat = tokio::spawn(crate::cluster::heartbeat(
             store,
-            plane,
-            local: self.node.clone(),
-            revision: self.store.subscribe(),
-            reports: reports.subscribe(),
-            shutdown: shutdown.clone(),
-        }));
+            role,
+            format!("{}://{}", self.scheme(), self.addr),
+            shutdown.clone(),
+        ));
         if let Some(objects) = self.object_store {
             tokio::spawn(objects.serve(shutdown.clone()));
         }
@@ -537,6 +588,7 @@ impl Server {
             let _ = m.await;
         }
         let _ = ctl.await;
+        let _ = beat.await;
         if let Some(r) = resync {
             let _ = r.await;
         }

@@ -1,5 +1,7 @@
 //! Quotas, API versions, metrics, health and the OpenAPI document.
 
+use std::fmt::Write;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -31,11 +33,18 @@ pub(super) fn router() -> Router<App> {
         .route("/v1/{project_id}/quotas", get(quotas))
         .route("/", get(versions))
         .route("/{version}", get(version))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
         )
+}
+
+/// `GET /healthz`: `ok` while the store answers; a replica that cannot reach its
+/// database says so with a 503, for a balancer to take it out of rotation.
+async fn healthz(State(app): State<App>) -> ApiResult<&'static str> {
+    app.store.revision().await?;
+    Ok("ok")
 }
 
 /// `GET /metrics`, served on the metrics listener only.
@@ -185,6 +194,12 @@ async fn version(
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
     let rev = app.store.revision().await.unwrap_or(0);
     let mut extra = format!("# HELP vpcep_store_revision Revision of the durable state.\n# TYPE vpcep_store_revision gauge\nvpcep_store_revision {rev}\n");
+    let _ = write!(
+        extra,
+        "# HELP vpcep_controller_leader Whether this replica holds the controller lease.\n# TYPE vpcep_controller_leader gauge\nvpcep_controller_leader{{replica=\"{}\"}} {}\n",
+        app.role.name,
+        u8::from(app.role.leading())
+    );
     if let Some((stats, max)) = &app.connections {
         extra.push_str(&stats.render("api", *max));
     }

@@ -14,7 +14,7 @@ pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     /// Where `/metrics` is served (a port of its own).
     pub(crate) metrics_addr: Option<SocketAddr>,
-    pub(crate) store: std::sync::Arc<vpcep_store::SqliteStore>,
+    pub(crate) store: std::sync::Arc<vpcep_store::SqlStore>,
     pub(crate) dir: std::sync::Arc<tempfile::TempDir>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -34,10 +34,22 @@ impl Drop for TestApp {
 /// Loopback blocks handed to the servers of this test binary, so that tests running in
 /// parallel never share 127.N addresses: a block is held by a data directory (a server
 /// restarted on it keeps it), and handed out again only once every block has been used
-/// and that directory is gone.
-static BLOCKS: std::sync::Mutex<Vec<Option<std::path::PathBuf>>> =
-    std::sync::Mutex::new(Vec::new());
+/// and that directory has been gone for [`BLOCK_REST`].
+static BLOCKS: std::sync::Mutex<Vec<Option<Holder>>> = std::sync::Mutex::new(Vec::new());
+
+/// Who holds a block: a data directory, and since when it is known to be gone.
+struct Holder {
+    dir: std::path::PathBuf,
+    gone_since: Option<std::time::Instant>,
+}
+
+/// How long a block rests after its directory went: the stopped server's gateway
+/// threads may still hold its addresses for a moment.
+const BLOCK_REST: Duration = Duration::from_secs(3);
 const BLOCKS_PER_APP: u8 = 12;
+/// The blocks from here up belong to servers the tests run as processes: 228 (`edge`)
+/// and 240 (`durability`).
+const SERVED_BY_PROCESSES: u8 = 228;
 
 /// A server's configuration on port 0, without a loopback block (netns servers).
 pub(crate) fn bare_config(dir: &tempfile::TempDir) -> Config {
@@ -46,20 +58,39 @@ pub(crate) fn bare_config(dir: &tempfile::TempDir) -> Config {
 
 pub(crate) fn test_config(dir: &tempfile::TempDir) -> Config {
     let mut config = bare_config(dir);
-    let mut blocks = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
-    blocks.resize((254 / BLOCKS_PER_APP) as usize, None);
-    // A block never used first: a stopped server's gateway threads may hold its
-    // addresses for a moment after its directory went.
-    let free = blocks
-        .iter()
-        .position(Option::is_none)
-        .or_else(|| {
+    let waited = std::time::Instant::now();
+    let free = loop {
+        let mut blocks = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        blocks.resize_with((SERVED_BY_PROCESSES / BLOCKS_PER_APP) as usize, || None);
+        for h in blocks.iter_mut().flatten() {
+            if h.gone_since.is_none() && !h.dir.exists() {
+                h.gone_since = Some(std::time::Instant::now());
+            }
+        }
+        // A block never used first, else the one rested longest.
+        let free = blocks.iter().position(Option::is_none).or_else(|| {
             blocks
                 .iter()
-                .position(|b| b.as_ref().is_some_and(|d| !d.exists()))
-        })
-        .expect("more servers at once than loopback blocks");
-    blocks[free] = Some(dir.path().to_owned());
+                .enumerate()
+                .filter_map(|(i, h)| Some((i, h.as_ref()?.gone_since?)))
+                .filter(|(_, since)| since.elapsed() >= BLOCK_REST)
+                .min_by_key(|(_, since)| *since)
+                .map(|(i, _)| i)
+        });
+        if let Some(i) = free {
+            blocks[i] = Some(Holder {
+                dir: dir.path().to_owned(),
+                gone_since: None,
+            });
+            break i;
+        }
+        drop(blocks);
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "more servers at once than loopback blocks"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     config.loopback_base = free as u8 * BLOCKS_PER_APP;
     config
 }

@@ -1,7 +1,8 @@
 //! Endpoints: the consumer side of a connection.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use crate::sql::numbered;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use vpcep_model::{
     parse_cidr, validate_description, validate_endpoint_whitelist, validate_tags, EndpointStatus,
     Reason, Rejection, ServiceStatus, ServiceType, MARKER_ID_BASE, SNAT_RANGE, SNAT_SIZE,
@@ -13,7 +14,7 @@ use super::tags::{insert_tags, kind_str, load_tags};
 use super::vpc::{claim_address, find_subnet, find_vpc, overlaps, release_address};
 use super::{
     from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject,
-    SqliteStore,
+    SqlStore,
 };
 use crate::{
     Caller, Endpoint, EndpointFilter, NewEndpoint, Page, ResourceKind, Result, StoreError,
@@ -23,7 +24,7 @@ use crate::{
 /// endpoints whose service is gone).
 pub(super) const ENDPOINT_SELECT: &str = "SELECT e.*, COALESCE(s.service_name, e.service_name) AS current_service_name FROM endpoints e LEFT JOIN services s ON s.id = e.service_id";
 
-fn endpoint_row(r: &SqliteRow) -> Result<Endpoint> {
+fn endpoint_row(r: &AnyRow) -> Result<Endpoint> {
     let s = |col: &str| -> Result<String> { Ok(r.try_get::<String, _>(col)?) };
     let corrupt = |e: Rejection| StoreError::Corrupt(e.msg);
     let opt_json = |col: &str| -> Result<Option<serde_json::Value>> {
@@ -66,20 +67,22 @@ fn endpoint_row(r: &SqliteRow) -> Result<Endpoint> {
 
 /// Endpoints matching `where_` (over alias `e`), with tags; paged when `page` is given.
 pub(super) async fn endpoint_rows(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     where_: &str,
     args: &[String],
     page: Option<&Page>,
 ) -> Result<(Vec<Endpoint>, i64)> {
     let count_sql = format!("SELECT COUNT(*) FROM endpoints e WHERE {where_}");
-    let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
+    let cq_sql = numbered(&count_sql);
+    let mut cq = sqlx::query_scalar::<_, i64>(&cq_sql);
     for a in args {
         cq = cq.bind(a);
     }
     let total = cq.fetch_one(&mut *conn).await?;
     let tail = page.map(|p| order_clause(p, "e.")).unwrap_or_default();
     let sql = format!("{ENDPOINT_SELECT} WHERE {where_}{tail}");
-    let mut q = sqlx::query(&sql);
+    let q_sql = numbered(&sql);
+    let mut q = sqlx::query(&q_sql);
     for a in args {
         q = q.bind(a);
     }
@@ -92,17 +95,14 @@ pub(super) async fn endpoint_rows(
 }
 
 /// Any endpoint by id, whoever owns it: for the provider side, which scopes by service.
-pub(super) async fn endpoint_by_id(
-    conn: &mut SqliteConnection,
-    id: &str,
-) -> Result<Option<Endpoint>> {
+pub(super) async fn endpoint_by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<Endpoint>> {
     Ok(endpoint_rows(conn, "e.id = ?", &[id.to_owned()], None)
         .await?
         .0
         .pop())
 }
 
-async fn own_endpoint(conn: &mut SqliteConnection, caller: &Caller, id: &str) -> Result<Endpoint> {
+async fn own_endpoint(conn: &mut AnyConnection, caller: &Caller, id: &str) -> Result<Endpoint> {
     endpoint_rows(
         conn,
         "e.id = ? AND e.project_id = ?",
@@ -149,8 +149,8 @@ fn check_policy(
 /// Checks gateway route tables: each belongs to the VPC and routes no other endpoint of
 /// the same service. An empty choice means the VPC's default table.
 async fn check_route_tables(
-    conn: &mut SqliteConnection,
-    store: &SqliteStore,
+    conn: &mut AnyConnection,
+    store: &SqlStore,
     caller: &Caller,
     vpc_id: &str,
     service_id: &str,
@@ -160,10 +160,12 @@ async fn check_route_tables(
     let tables = match wanted {
         Some(t) if !t.is_empty() => t,
         _ => {
-            sqlx::query_scalar("SELECT id FROM route_tables WHERE vpc_id = ? AND is_default = 1")
-                .bind(vpc_id)
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query_scalar(&numbered(
+                "SELECT id FROM route_tables WHERE vpc_id = ? AND is_default = 1",
+            ))
+            .bind(vpc_id)
+            .fetch_all(&mut *conn)
+            .await?
         }
     };
     let mut seen = Vec::new();
@@ -183,7 +185,7 @@ async fn check_route_tables(
         }
         seen.push(t.clone());
     }
-    let others: Vec<(String, String)> = sqlx::query_as("SELECT id, routetables FROM endpoints WHERE service_id = ? AND vpc_id = ? AND status != 'deleting'")
+    let others: Vec<(String, String)> = sqlx::query_as(&numbered("SELECT id, routetables FROM endpoints WHERE service_id = ? AND vpc_id = ? AND status != 'deleting'"))
         .bind(service_id).bind(vpc_id).fetch_all(&mut *conn).await?;
     for (id, rts) in others {
         if Some(id.as_str()) == except {
@@ -204,7 +206,7 @@ async fn check_route_tables(
 /// centres): refused when the VPC's own CIDR or a data centre's range overlaps it, since
 /// those addresses would then be the service's for some sources and local for others.
 async fn check_gateway_range(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     vpc: &crate::Vpc,
     svc: &crate::Service,
 ) -> Result<()> {
@@ -222,11 +224,12 @@ async fn check_gateway_range(
             ),
         );
     }
-    let idcs: Vec<(String, String)> =
-        sqlx::query_as("SELECT cidr, COALESCE(NULLIF(name, ''), id) FROM idcs WHERE vpc_id = ?")
-            .bind(&vpc.id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let idcs: Vec<(String, String)> = sqlx::query_as(&numbered(
+        "SELECT cidr, COALESCE(NULLIF(name, ''), id) FROM idcs WHERE vpc_id = ?",
+    ))
+    .bind(&vpc.id)
+    .fetch_all(&mut *conn)
+    .await?;
     for (c, name) in idcs {
         let other = parse_cidr("cidr", &c)?;
         if overlaps(&other, &range) {
@@ -244,16 +247,14 @@ async fn check_gateway_range(
 
 /// Claims the lowest SNAT host number (1 = 198.19.128.1) that no endpoint towards
 /// `provider_vpc` holds, or `None` when all of them are held.
-async fn claim_snat_host(conn: &mut SqliteConnection, provider_vpc: &str) -> Result<Option<i64>> {
+async fn claim_snat_host(conn: &mut AnyConnection, provider_vpc: &str) -> Result<Option<i64>> {
     take_lowest(conn, Pool::Snat(provider_vpc), 1, i64::from(SNAT_SIZE)).await
 }
 
 /// Removes an endpoint whose deletion is complete, with its tags, freeing its address
 /// and its SNAT address; nothing happens unless it is being deleted.
-pub(super) async fn remove_deleted_endpoint(conn: &mut SqliteConnection, id: &str) -> Result<()> {
-    let gone: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
-        "DELETE FROM endpoints WHERE id = ? AND status = 'deleting' RETURNING snat_vpc_id, snat_host",
-    )
+pub(super) async fn remove_deleted_endpoint(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    let gone: Option<(Option<String>, Option<i64>)> = sqlx::query_as(&numbered("DELETE FROM endpoints WHERE id = ? AND status = 'deleting' RETURNING snat_vpc_id, snat_host",))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -264,15 +265,17 @@ pub(super) async fn remove_deleted_endpoint(conn: &mut SqliteConnection, id: &st
         release(&mut *conn, Pool::Snat(&vpc), host).await?;
     }
     release_address(&mut *conn, id).await?;
-    sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ?")
-        .bind(kind_str(ResourceKind::Endpoint))
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(&numbered(
+        "DELETE FROM tags WHERE resource_type = ? AND resource_id = ?",
+    ))
+    .bind(kind_str(ResourceKind::Endpoint))
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn create_endpoint(&self, caller: Caller, n: NewEndpoint) -> Result<Endpoint> {
         validate_description("description", &n.description)?;
         validate_tags(&n.tags)?;
@@ -358,7 +361,7 @@ impl SqliteStore {
                     );
                 }
                 if n.enable_dns {
-                    let dup: Option<String> = sqlx::query_scalar("SELECT id FROM endpoints WHERE service_id = ? AND vpc_id = ? AND enable_dns = 1 AND status != 'deleting'")
+                    let dup: Option<String> = sqlx::query_scalar(&numbered("SELECT id FROM endpoints WHERE service_id = ? AND vpc_id = ? AND enable_dns = 1 AND status != 'deleting'"))
                         .bind(&svc.id).bind(&vpc.id).fetch_optional(&mut *tx).await?;
                     if let Some(other) = dup {
                         return reject(Reason::DnsAlreadyEnabled, format!("enable_dns: endpoint {other} of this VPC already has the private domain name of this service"));
@@ -402,11 +405,12 @@ impl SqliteStore {
             })?;
             Some((&svc.vpc_id, host))
         };
-        let marker: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(marker_id) + 1, ?) FROM endpoints")
-                .bind(MARKER_ID_BASE)
-                .fetch_one(&mut *tx)
-                .await?;
+        let marker: i64 = sqlx::query_scalar(&numbered(
+            "SELECT COALESCE(MAX(marker_id) + 1, ?) FROM endpoints",
+        ))
+        .bind(MARKER_ID_BASE)
+        .fetch_one(&mut *tx)
+        .await?;
         let short = if svc.short_name.is_empty() {
             "service"
         } else {
@@ -423,10 +427,10 @@ impl SqliteStore {
         };
         let now = now_micros();
         let opt = |v: &Option<serde_json::Value>| v.as_ref().map(json_text).unwrap_or_default();
-        sqlx::query("INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, whitelist, enable_whitelist, routetables, description, conn_description, policy_statement, policy_document, edition, error, created_at, updated_at, snat_vpc_id, snat_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 'default', '', ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, whitelist, enable_whitelist, routetables, description, conn_description, policy_statement, policy_document, edition, error, created_at, updated_at, snat_vpc_id, snat_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, '', ?, ?, 'default', '', ?, ?, ?, ?)"))
             .bind(&id).bind(&caller.project_id).bind(&caller.domain_id).bind(&svc.id).bind(&svc.service_name).bind(svc.service_type.as_str())
-            .bind(&vpc.id).bind(&subnet_id).bind(&ip).bind(marker).bind(enable_dns).bind(&dns_name)
-            .bind(json_text(&n.whitelist)).bind(n.enable_whitelist).bind(json_text(&routetables)).bind(&n.description)
+            .bind(&vpc.id).bind(&subnet_id).bind(&ip).bind(marker).bind(i64::from(enable_dns)).bind(&dns_name)
+            .bind(json_text(&n.whitelist)).bind(i64::from(n.enable_whitelist)).bind(json_text(&routetables)).bind(&n.description)
             .bind(opt(&n.policy_statement)).bind(opt(&n.policy_document)).bind(now).bind(now)
             .bind(snat.map(|s| s.0)).bind(snat.map(|s| s.1))
             .execute(&mut *tx).await?;
@@ -487,7 +491,8 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let ep = own_endpoint(&mut tx, caller, id).await?;
         ep.status.check_modifiable()?;
-        let mut q = sqlx::query(sql);
+        let q_sql = numbered(sql);
+        let mut q = sqlx::query(&q_sql);
         for a in &args {
             q = q.bind(a);
         }
@@ -517,7 +522,7 @@ impl SqliteStore {
         self.modify_endpoint(
             &caller,
             &id,
-            "UPDATE endpoints SET whitelist = ?, enable_whitelist = ?, updated_at = ? WHERE id = ?",
+            "UPDATE endpoints SET whitelist = ?, enable_whitelist = CAST(? AS INTEGER), updated_at = ? WHERE id = ?",
             vec![json_text(&whitelist), (enable as i64).to_string()],
         )
         .await
@@ -595,12 +600,14 @@ impl SqliteStore {
             Some(&id),
         )
         .await?;
-        sqlx::query("UPDATE endpoints SET routetables = ?, updated_at = ? WHERE id = ?")
-            .bind(json_text(&rts))
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE endpoints SET routetables = ?, updated_at = ? WHERE id = ?",
+        ))
+        .bind(json_text(&rts))
+        .bind(now_micros())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         let ep = own_endpoint(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(ep)
@@ -612,11 +619,13 @@ impl SqliteStore {
         if ep.status == EndpointStatus::Deleting {
             return Ok(());
         }
-        sqlx::query("UPDATE endpoints SET status = 'deleting', updated_at = ? WHERE id = ?")
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE endpoints SET status = 'deleting', updated_at = ? WHERE id = ?",
+        ))
+        .bind(now_micros())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         self.commit(tx).await
     }
 
@@ -631,7 +640,7 @@ impl SqliteStore {
             );
         }
         let editions: Option<String> =
-            sqlx::query_scalar("SELECT editions FROM services WHERE id = ?")
+            sqlx::query_scalar(&numbered("SELECT editions FROM services WHERE id = ?"))
                 .bind(&ep.service_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -642,11 +651,13 @@ impl SqliteStore {
         if !editions.iter().any(|e| e == "profession") {
             return reject(Reason::Unsupported, "the endpoint service does not support professional endpoints; its owner must upgrade it first");
         }
-        sqlx::query("UPDATE endpoints SET edition = 'profession', updated_at = ? WHERE id = ?")
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE endpoints SET edition = 'profession', updated_at = ? WHERE id = ?",
+        ))
+        .bind(now_micros())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         self.commit(tx).await
     }
 }

@@ -1,10 +1,9 @@
 //! Ranges that would be routed twice, whitelist entries that name a project, and the
 //! operator's public services: list, change, delete.
 
+use crate::sql::numbered;
 use std::net::Ipv4Addr;
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, SqliteConnection};
 use vpcep_model::{Reason, ServiceType};
 
 use super::{new_endpoint, reason, setup, subnet, vpc};
@@ -29,7 +28,7 @@ fn subnet_in(vpc_id: &str, cidr: &str) -> NewSubnet {
 }
 
 /// An available operator gateway service routing `cidr`.
-async fn gateway_service(store: &SqliteStore, name: &str, cidr: &str) -> Service {
+async fn gateway_service(store: &SqlStore, name: &str, cidr: &str) -> Service {
     let svc = store
         .create_public_service(NewPublicService {
             name: name.into(),
@@ -88,18 +87,15 @@ async fn a_data_centre_range_is_never_also_local_to_its_vpc() {
 /// subnet created in its range later is refused all the same.
 #[tokio::test]
 async fn a_subnet_may_not_overlap_a_data_centre_of_its_vpc() {
-    let (d, store, caller) = setup().await;
+    let (_d, store, caller) = setup().await;
     let v = vpc(&store, &caller, "192.168.0.0/16").await;
     let other = vpc(&store, &caller, "192.168.0.0/16").await;
-    let opts = SqliteConnectOptions::new().filename(d.path().join("vpcep.db"));
-    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
-    sqlx::query("INSERT INTO idcs (id, project_id, vpc_id, name, cidr, ip, created_at) VALUES ('old-dc', ?, ?, 'old', '192.168.5.0/24', '192.168.5.1', 0)")
+    sqlx::query(&numbered("INSERT INTO idcs (id, project_id, vpc_id, name, cidr, ip, created_at) VALUES ('old-dc', ?, ?, 'old', '192.168.5.0/24', '192.168.5.1', 0)"))
         .bind(&caller.project_id)
         .bind(&v.id)
-        .execute(&mut conn)
+        .execute(store.pool())
         .await
         .unwrap();
-    conn.close().await.unwrap();
 
     for cidr in ["192.168.5.0/24", "192.168.5.128/25", "192.168.0.0/20"] {
         let e = store

@@ -1,16 +1,16 @@
 //! SNAT addresses: unique per provider VPC while their endpoint exists, reused once it is
 //! gone, refused when a VPC has none left; and the schema migrations that brought them.
 
+use crate::sql::numbered;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, Connection};
 use vpcep_model::{EndpointStatus, PortMapping, Protocol, Reason, ServiceType, MARKER_ID_BASE};
 
 use super::super::migrate::{migrate, LATEST};
-use super::{new_endpoint, reason, service, setup, vpc_with_subnet};
+use super::{new_endpoint, on_postgres, reason, service, setup, vpc_with_subnet};
 use crate::*;
 
 /// The consumer side: one VPC and subnet that every endpoint of a test is made in.
@@ -21,7 +21,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    async fn new(store: &SqliteStore, caller: &Caller) -> Consumer {
+    async fn new(store: &SqlStore, caller: &Caller) -> Consumer {
         let (vpc, subnet) = vpc_with_subnet(store, caller, "10.0.0.0/16", "10.0.0.0/16").await;
         Consumer {
             caller: caller.clone(),
@@ -30,7 +30,7 @@ impl Consumer {
         }
     }
 
-    async fn create(&self, store: &SqliteStore, service_id: &str) -> Result<Endpoint> {
+    async fn create(&self, store: &SqlStore, service_id: &str) -> Result<Endpoint> {
         store
             .create_endpoint(
                 self.caller.clone(),
@@ -40,7 +40,7 @@ impl Consumer {
     }
 
     /// Deletes an endpoint the way the API and the controller do: `deleting`, then gone.
-    async fn delete(&self, store: &SqliteStore, id: &str) {
+    async fn delete(&self, store: &SqlStore, id: &str) {
         store
             .delete_endpoint(self.caller.clone(), id.to_owned())
             .await
@@ -53,7 +53,7 @@ impl Consumer {
 }
 
 /// Every endpoint of the snapshot: (provider VPC, SNAT address).
-async fn snat_of(store: &SqliteStore) -> BTreeMap<String, (Option<String>, Ipv4Addr)> {
+async fn snat_of(store: &SqlStore) -> BTreeMap<String, (Option<String>, Ipv4Addr)> {
     store
         .snapshot()
         .await
@@ -65,7 +65,7 @@ async fn snat_of(store: &SqliteStore) -> BTreeMap<String, (Option<String>, Ipv4A
 }
 
 /// Fails if two endpoints towards one provider VPC share an address in the snapshot.
-async fn assert_unique(store: &SqliteStore) {
+async fn assert_unique(store: &SqlStore) {
     let mut seen = BTreeMap::new();
     for (id, (vpc, addr)) in snat_of(store).await {
         let Some(vpc) = vpc else { continue };
@@ -81,8 +81,8 @@ fn host(n: u8) -> Ipv4Addr {
 
 /// Sets an endpoint's marker id (the next endpoint gets one more), as if the endpoints
 /// with the ids between had come and gone.
-async fn set_marker(store: &SqliteStore, id: &str, marker: i64) {
-    sqlx::query("UPDATE endpoints SET marker_id = ? WHERE id = ?")
+async fn set_marker(store: &SqlStore, id: &str, marker: i64) {
+    sqlx::query(&numbered("UPDATE endpoints SET marker_id = ? WHERE id = ?"))
         .bind(marker)
         .bind(id)
         .execute(&store.pool)
@@ -181,34 +181,38 @@ async fn a_provider_vpc_without_free_addresses_refuses_new_endpoints() {
     // Endpoints 2 to 4,094 towards the same VPC, of other tenants (outside alice's quota),
     // as copies of the first row.
     let mut tx = store.pool.begin().await.unwrap();
-    sqlx::query("CREATE TEMP TABLE fill AS SELECT * FROM endpoints WHERE id = ?")
-        .bind(&first.id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(&numbered(
+        "CREATE TEMP TABLE fill AS SELECT * FROM endpoints WHERE id = ?",
+    ))
+    .bind(&first.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     for n in 2..=4094 {
-        sqlx::query("UPDATE fill SET id = ?, project_id = 'others', marker_id = marker_id + 1, snat_host = ?")
+        sqlx::query(&numbered("UPDATE fill SET id = ?, project_id = 'others', marker_id = marker_id + 1, snat_host = ?"))
             .bind(format!("fill-{n}"))
             .bind(n)
             .execute(&mut *tx)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO endpoints SELECT * FROM fill")
+        sqlx::query(&numbered("INSERT INTO endpoints SELECT * FROM fill"))
             .execute(&mut *tx)
             .await
             .unwrap();
     }
-    sqlx::query("DROP TABLE fill")
+    sqlx::query(&numbered("DROP TABLE fill"))
         .execute(&mut *tx)
         .await
         .unwrap();
     // The rows came in by hand: record that the VPC holds their numbers, as the store
     // does for what it allocates (the first endpoint's run, 1 to 1, now ends at 4,094).
-    sqlx::query("UPDATE held_runs SET hi = 4094 WHERE kind = 'snat' AND pool = ? AND lo = 1")
-        .bind(&s1.vpc_id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(&numbered(
+        "UPDATE held_runs SET hi = 4094 WHERE kind = 'snat' AND pool = ? AND lo = 1",
+    ))
+    .bind(&s1.vpc_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     let rev = store.revision().await.unwrap();
@@ -223,10 +227,12 @@ async fn a_provider_vpc_without_free_addresses_refuses_new_endpoints() {
     c.create(&store, &s2.id).await.unwrap();
 
     // The last address, once freed, is taken by the next endpoint.
-    sqlx::query("UPDATE endpoints SET status = 'deleting' WHERE id = 'fill-4094'")
-        .execute(&store.pool)
-        .await
-        .unwrap();
+    sqlx::query(&numbered(
+        "UPDATE endpoints SET status = 'deleting' WHERE id = 'fill-4094'",
+    ))
+    .execute(&store.pool)
+    .await
+    .unwrap();
     assert!(c.create(&store, &s1.id).await.is_err(), "still held");
     store
         .finish_deletions(vec![], vec!["fill-4094".into()])
@@ -241,12 +247,11 @@ async fn a_provider_vpc_without_free_addresses_refuses_new_endpoints() {
 
 /// Makes `dir` hold a database as version 1 of vpcep left it, with `rows` in it.
 async fn v1_database(dir: &Path, rows: &str) {
-    let opts = SqliteConnectOptions::new()
-        .filename(dir.join("vpcep.db"))
-        .create_if_missing(true);
-    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("vpcep.db").display());
+    let mut conn = AnyConnection::connect(&url).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    migrate(&mut tx, 1).await.unwrap();
+    migrate(&mut tx, Engine::Sqlite, 1).await.unwrap();
     sqlx::raw_sql(rows).execute(&mut *tx).await.unwrap();
     tx.commit().await.unwrap();
     conn.close().await.unwrap();
@@ -270,8 +275,8 @@ fn v1_endpoint(id: &str, service: &str, offset: i64, status: &str) -> String {
     )
 }
 
-async fn status_of(store: &SqliteStore, id: &str) -> EndpointStatus {
-    let raw: String = sqlx::query_scalar("SELECT status FROM endpoints WHERE id = ?")
+async fn status_of(store: &SqlStore, id: &str) -> EndpointStatus {
+    let raw: String = sqlx::query_scalar(&numbered("SELECT status FROM endpoints WHERE id = ?"))
         .bind(id)
         .fetch_one(&store.pool)
         .await
@@ -279,8 +284,8 @@ async fn status_of(store: &SqliteStore, id: &str) -> EndpointStatus {
     EndpointStatus::parse(&raw).unwrap()
 }
 
-async fn snat_host(store: &SqliteStore, id: &str) -> Option<i64> {
-    sqlx::query_scalar("SELECT snat_host FROM endpoints WHERE id = ?")
+async fn snat_host(store: &SqlStore, id: &str) -> Option<i64> {
+    sqlx::query_scalar(&numbered("SELECT snat_host FROM endpoints WHERE id = ?"))
         .bind(id)
         .fetch_one(&store.pool)
         .await
@@ -289,6 +294,9 @@ async fn snat_host(store: &SqliteStore, id: &str) -> Option<i64> {
 
 #[tokio::test]
 async fn a_version_1_database_keeps_its_addresses_and_splits_collisions() {
+    if on_postgres() {
+        return; // SQLite's own: PostgreSQL starts at version 6
+    }
     let dir = tempfile::tempdir().unwrap();
     let rows = [
         v1_service("s1", Some("vpc-p1")),
@@ -308,7 +316,7 @@ async fn a_version_1_database_keeps_its_addresses_and_splits_collisions() {
     .concat();
     v1_database(dir.path(), &rows).await;
 
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     let snat = snat_of(&store).await;
     let p1 = Some("vpc-p1".to_owned());
     assert_eq!(snat["a"], (p1.clone(), host(1)));
@@ -320,7 +328,7 @@ async fn a_version_1_database_keeps_its_addresses_and_splits_collisions() {
     assert_eq!(snat_host(&store, "f").await, None);
     // The data changed, so the revision moved on: gateway nodes fetch it again.
     assert_eq!(store.revision().await.unwrap(), 42);
-    let version: i64 = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'schema'")
+    let version: i64 = sqlx::query_scalar(&numbered("SELECT v FROM meta WHERE k = 'schema'"))
         .fetch_one(&store.pool)
         .await
         .unwrap();
@@ -328,13 +336,16 @@ async fn a_version_1_database_keeps_its_addresses_and_splits_collisions() {
     store.close().await;
 
     // Opening it again changes nothing.
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     assert_eq!(store.revision().await.unwrap(), 42);
     assert_eq!(snat_of(&store).await, snat);
 }
 
 #[tokio::test]
 async fn a_version_1_database_with_more_endpoints_than_addresses_fails_the_last() {
+    if on_postgres() {
+        return; // SQLite's own: PostgreSQL starts at version 6
+    }
     let dir = tempfile::tempdir().unwrap();
     // 4,096 endpoints towards one VPC: the last two find no address left. e4094 fails;
     // e4095, already being deleted, stays so (the controller finishes it).
@@ -345,7 +356,7 @@ async fn a_version_1_database_with_more_endpoints_than_addresses_fails_the_last(
     }
     v1_database(dir.path(), &rows).await;
 
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     assert_unique(&store).await;
     let snat = snat_of(&store).await;
     assert_eq!(snat.len(), 4094);
@@ -359,14 +370,14 @@ async fn a_version_1_database_with_more_endpoints_than_addresses_fails_the_last(
 #[tokio::test]
 async fn a_database_newer_than_the_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    sqlx::query("UPDATE meta SET v = ? WHERE k = 'schema'")
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
+    sqlx::query(&numbered("UPDATE meta SET v = ? WHERE k = 'schema'"))
         .bind(LATEST + 1)
         .execute(&store.pool)
         .await
         .unwrap();
     store.close().await;
-    let Err(refused) = SqliteStore::open(dir.path()).await else {
+    let Err(refused) = crate::sql::tests::open_store(dir.path()).await else {
         panic!("a database of an unknown version was opened");
     };
     assert!(

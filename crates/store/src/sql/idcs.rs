@@ -1,12 +1,13 @@
 //! Data centres attached to VPCs: a range of their own (which must not overlap the VPC's
 //! subnets or the ranges the platform uses) and one machine at its first host address.
 
-use sqlx::sqlite::SqliteRow;
+use crate::sql::numbered;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use vpcep_model::{overlaps_system_range, parse_cidr, Reason};
 
 use super::vpc::{find_vpc, overlaps};
-use super::{new_id, not_found, now_micros, reject, SqliteStore};
+use super::{new_id, not_found, now_micros, reject, SqlStore};
 use crate::{Caller, Idc, NewIdc, Result};
 
 /// Ranges a data centre cannot use: the platform's link (100.64.0.0/10), link-local, and
@@ -14,7 +15,7 @@ use crate::{Caller, Idc, NewIdc, Result};
 /// 100.64.0.0/10 too).
 const TAKEN: [&str; 3] = ["100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"];
 
-fn idc_row(r: &SqliteRow) -> Result<Idc> {
+fn idc_row(r: &AnyRow) -> Result<Idc> {
     Ok(Idc {
         id: r.try_get("id")?,
         project_id: r.try_get("project_id")?,
@@ -26,7 +27,7 @@ fn idc_row(r: &SqliteRow) -> Result<Idc> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn create_idc(&self, caller: Caller, n: NewIdc) -> Result<Idc> {
         let net = parse_cidr("cidr", &n.cidr)?;
         if net.prefix_len() > 30 {
@@ -58,7 +59,7 @@ impl SqliteStore {
             );
         }
         // Gateway endpoints route their service's range in this VPC, for its data centres too.
-        let routed: Vec<(String, String)> = sqlx::query_as("SELECT s.cidr, s.service_name FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status != 'deleting' AND s.cidr != ''")
+        let routed: Vec<(String, String)> = sqlx::query_as(&numbered("SELECT s.cidr, s.service_name FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status != 'deleting' AND s.cidr != ''"))
             .bind(&vpc.id)
             .fetch_all(&mut *tx)
             .await?;
@@ -71,9 +72,7 @@ impl SqliteStore {
                 );
             }
         }
-        let taken: Vec<String> = sqlx::query_scalar(
-            "SELECT cidr FROM subnets WHERE vpc_id = ? UNION ALL SELECT cidr FROM idcs WHERE vpc_id = ?",
-        )
+        let taken: Vec<String> = sqlx::query_scalar(&numbered("SELECT cidr FROM subnets WHERE vpc_id = ? UNION ALL SELECT cidr FROM idcs WHERE vpc_id = ?",))
         .bind(&n.vpc_id)
         .bind(&n.vpc_id)
         .fetch_all(&mut *tx)
@@ -96,7 +95,7 @@ impl SqliteStore {
             ip: std::net::Ipv4Addr::from(u32::from(net.network()) + 1).to_string(),
             created_at: now_micros(),
         };
-        sqlx::query("INSERT INTO idcs (id, project_id, vpc_id, name, cidr, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO idcs (id, project_id, vpc_id, name, cidr, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"))
             .bind(&idc.id).bind(&idc.project_id).bind(&idc.vpc_id).bind(&idc.name).bind(&idc.cidr).bind(&idc.ip).bind(idc.created_at)
             .execute(&mut *tx).await?;
         self.commit(tx).await?;
@@ -105,20 +104,24 @@ impl SqliteStore {
 
     pub(crate) async fn list_idcs(&self, caller: Caller) -> Result<Vec<Idc>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query("SELECT * FROM idcs WHERE project_id = ? ORDER BY created_at, id")
-            .bind(&caller.project_id)
-            .fetch_all(&mut *c)
-            .await?;
+        let rows = sqlx::query(&numbered(
+            "SELECT * FROM idcs WHERE project_id = ? ORDER BY created_at, id",
+        ))
+        .bind(&caller.project_id)
+        .fetch_all(&mut *c)
+        .await?;
         rows.iter().map(idc_row).collect()
     }
 
     pub(crate) async fn delete_idc(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        let gone = sqlx::query("DELETE FROM idcs WHERE id = ? AND project_id = ?")
-            .bind(&id)
-            .bind(&caller.project_id)
-            .execute(&mut *tx)
-            .await?;
+        let gone = sqlx::query(&numbered(
+            "DELETE FROM idcs WHERE id = ? AND project_id = ?",
+        ))
+        .bind(&id)
+        .bind(&caller.project_id)
+        .execute(&mut *tx)
+        .await?;
         if gone.rows_affected() == 0 {
             return Err(not_found("data centre"));
         }

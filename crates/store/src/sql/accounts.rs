@@ -1,9 +1,10 @@
 //! Accounts (domains), their projects, credentials and console tokens.
 
+use crate::sql::numbered;
 use sqlx::Row;
 use vpcep_model::{Rejection, DEFAULT_ENDPOINT_QUOTA, DEFAULT_SERVICE_QUOTA};
 
-use super::{now_micros, SqliteStore};
+use super::{now_micros, SqlStore};
 use crate::secrets::{hash_password, random_hex, random_text, token_hash, verify_password};
 use crate::{Account, Caller, Credential, IssuedToken, NewAccount, Result, StoreError};
 
@@ -11,7 +12,7 @@ const UPPER_DIGITS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const MIXED: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
 const TOKEN_LIFETIME_MICROS: i64 = 24 * 3600 * 1_000_000;
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn create_account(&self, name: String, region: String) -> Result<NewAccount> {
         let ok_name = !name.is_empty()
             && name.len() <= 64
@@ -34,14 +35,15 @@ impl SqliteStore {
         };
         let now = now_micros();
         let mut tx = self.begin().await?;
-        let taken: Option<String> = sqlx::query_scalar("SELECT name FROM accounts WHERE name = ?")
-            .bind(&acct.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let taken: Option<String> =
+            sqlx::query_scalar(&numbered("SELECT name FROM accounts WHERE name = ?"))
+                .bind(&acct.name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if taken.is_some() {
             return Err(Rejection::bad(format!("account {:?} already exists", acct.name)).into());
         }
-        sqlx::query("INSERT INTO accounts (domain_id, name, password_hash, service_quota, endpoint_quota, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO accounts (domain_id, name, password_hash, service_quota, endpoint_quota, created_at) VALUES (?, ?, ?, ?, ?, ?)"))
             .bind(&acct.domain_id)
             .bind(&acct.name)
             .bind(hash_password(&acct.password))
@@ -50,13 +52,15 @@ impl SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO projects (id, domain_id, region) VALUES (?, ?, ?)")
-            .bind(&acct.project_id)
-            .bind(&acct.domain_id)
-            .bind(&region)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO credentials (access_key, domain_id, secret_sealed, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query(&numbered(
+            "INSERT INTO projects (id, domain_id, region) VALUES (?, ?, ?)",
+        ))
+        .bind(&acct.project_id)
+        .bind(&acct.domain_id)
+        .bind(&region)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&numbered("INSERT INTO credentials (access_key, domain_id, secret_sealed, created_at) VALUES (?, ?, ?, ?)"))
             .bind(&acct.access_key)
             .bind(&acct.domain_id)
             .bind(self.key.seal(&acct.secret_key))
@@ -70,7 +74,8 @@ impl SqliteStore {
     async fn accounts_where(&self, clause: &str, arg: Option<&str>) -> Result<Vec<Account>> {
         let mut c = self.read().await?;
         let sql = format!("SELECT domain_id, name, service_quota, endpoint_quota, created_at FROM accounts {clause} ORDER BY created_at, name");
-        let mut q = sqlx::query(&sql);
+        let q_sql = numbered(&sql);
+        let mut q = sqlx::query(&q_sql);
         if let Some(a) = arg {
             q = q.bind(a);
         }
@@ -78,14 +83,15 @@ impl SqliteStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let domain_id: String = r.try_get("domain_id")?;
-            let projects =
-                sqlx::query("SELECT id, region FROM projects WHERE domain_id = ? ORDER BY region")
-                    .bind(&domain_id)
-                    .fetch_all(&mut *c)
-                    .await?
-                    .iter()
-                    .map(|p| Ok((p.try_get("region")?, p.try_get("id")?)))
-                    .collect::<Result<Vec<(String, String)>>>()?;
+            let projects = sqlx::query(&numbered(
+                "SELECT id, region FROM projects WHERE domain_id = ? ORDER BY region",
+            ))
+            .bind(&domain_id)
+            .fetch_all(&mut *c)
+            .await?
+            .iter()
+            .map(|p| Ok((p.try_get("region")?, p.try_get("id")?)))
+            .collect::<Result<Vec<(String, String)>>>()?;
             out.push(Account {
                 name: r.try_get("name")?,
                 domain_id,
@@ -122,7 +128,7 @@ impl SqliteStore {
             }
         }
         let mut tx = self.begin().await?;
-        let res = sqlx::query("UPDATE accounts SET service_quota = COALESCE(?, service_quota), endpoint_quota = COALESCE(?, endpoint_quota) WHERE name = ?")
+        let res = sqlx::query(&numbered("UPDATE accounts SET service_quota = COALESCE(?, service_quota), endpoint_quota = COALESCE(?, endpoint_quota) WHERE name = ?"))
             .bind(services)
             .bind(endpoints)
             .bind(&name)
@@ -141,11 +147,12 @@ impl SqliteStore {
 
     pub(crate) async fn credential(&self, access_key: String) -> Result<Option<Credential>> {
         let mut c = self.read().await?;
-        let row =
-            sqlx::query("SELECT domain_id, secret_sealed FROM credentials WHERE access_key = ?")
-                .bind(&access_key)
-                .fetch_optional(&mut *c)
-                .await?;
+        let row = sqlx::query(&numbered(
+            "SELECT domain_id, secret_sealed FROM credentials WHERE access_key = ?",
+        ))
+        .bind(&access_key)
+        .fetch_optional(&mut *c)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: String = row.try_get("secret_sealed")?;
         Ok(Some(Credential {
@@ -161,13 +168,13 @@ impl SqliteStore {
         region: String,
     ) -> Result<Option<String>> {
         let mut c = self.read().await?;
-        Ok(
-            sqlx::query_scalar("SELECT id FROM projects WHERE domain_id = ? AND region = ?")
-                .bind(&domain_id)
-                .bind(&region)
-                .fetch_optional(&mut *c)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(&numbered(
+            "SELECT id FROM projects WHERE domain_id = ? AND region = ?",
+        ))
+        .bind(&domain_id)
+        .bind(&region)
+        .fetch_optional(&mut *c)
+        .await?)
     }
 
     pub(crate) async fn login(
@@ -178,7 +185,7 @@ impl SqliteStore {
     ) -> Result<Option<IssuedToken>> {
         let row = {
             let mut c = self.read().await?;
-            sqlx::query("SELECT a.domain_id, a.password_hash, p.id AS project_id FROM accounts a JOIN projects p ON p.domain_id = a.domain_id AND p.region = ? WHERE a.name = ?")
+            sqlx::query(&numbered("SELECT a.domain_id, a.password_hash, p.id AS project_id FROM accounts a JOIN projects p ON p.domain_id = a.domain_id AND p.region = ? WHERE a.name = ?"))
                 .bind(&region)
                 .bind(&name)
                 .fetch_optional(&mut *c)
@@ -201,11 +208,11 @@ impl SqliteStore {
         let issued_at = now_micros();
         let expires_at = issued_at + TOKEN_LIFETIME_MICROS;
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM tokens WHERE expires_at < ?")
+        sqlx::query(&numbered("DELETE FROM tokens WHERE expires_at < ?"))
             .bind(issued_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO tokens (token_hash, domain_id, project_id, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO tokens (token_hash, domain_id, project_id, expires_at) VALUES (?, ?, ?, ?)"))
             .bind(token_hash(&token))
             .bind(&caller.domain_id)
             .bind(&caller.project_id)
@@ -224,9 +231,9 @@ impl SqliteStore {
 
     pub(crate) async fn token(&self, token: String) -> Result<Option<Caller>> {
         let mut c = self.read().await?;
-        let row = sqlx::query(
+        let row = sqlx::query(&numbered(
             "SELECT domain_id, project_id FROM tokens WHERE token_hash = ? AND expires_at > ?",
-        )
+        ))
         .bind(token_hash(&token))
         .bind(now_micros())
         .fetch_optional(&mut *c)

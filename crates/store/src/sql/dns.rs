@@ -4,10 +4,11 @@
 //! Zones come in the order of their first name (oldest endpoint, then id); records by
 //! zone in that order, then oldest first, the order the DNS API has always listed them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use crate::sql::numbered;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use super::SqliteStore;
+use super::{limit_all, Engine, SqlStore};
 use crate::{Caller, DnsRecord, DnsRecordFilter, DnsZone, Result};
 
 /// An endpoint of project `project` (an SQL expression) whose name is published:
@@ -20,21 +21,17 @@ fn named(alias: &str, project: &str) -> String {
     )
 }
 
-/// A key that sorts as `(created_at, id)` does (created_at is never negative).
-fn age_key(alias: &str) -> String {
-    format!("printf('%020d', {alias}created_at) || {alias}id")
-}
-
 /// The one number `sql` counts, with `args` bound.
-async fn count_of(conn: &mut SqliteConnection, sql: &str, args: &[String]) -> Result<i64> {
-    let mut q = sqlx::query_scalar::<_, i64>(sql);
+async fn count_of(conn: &mut AnyConnection, sql: &str, args: &[String]) -> Result<i64> {
+    let q_sql = numbered(sql);
+    let mut q = sqlx::query_scalar::<_, i64>(&q_sql);
     for a in args {
         q = q.bind(a);
     }
     Ok(q.fetch_one(conn).await?)
 }
 
-fn record_row(r: &SqliteRow) -> Result<DnsRecord> {
+fn record_row(r: &AnyRow) -> Result<DnsRecord> {
     Ok(DnsRecord {
         id: r.try_get("id")?,
         vpc_id: r.try_get("vpc_id")?,
@@ -45,7 +42,7 @@ fn record_row(r: &SqliteRow) -> Result<DnsRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// The project's zones (of VPC `vpc_id` only, if given), `offset` skipped and at most
     /// `limit` returned (all for a negative `limit`), with how many there are in all.
     pub(crate) async fn dns_zones(
@@ -68,13 +65,18 @@ impl SqliteStore {
             "SELECT vpc_id, COUNT(*) AS records, MIN(created_at) AS created_at, \
              MAX(updated_at) AS updated_at FROM endpoints WHERE {where_} \
              GROUP BY vpc_id ORDER BY MIN({}) LIMIT ? OFFSET ?",
-            age_key("")
+            Engine::of(&c).age_key("")
         );
-        let mut q = sqlx::query(&sql);
+        let q_sql = numbered(&sql);
+        let mut q = sqlx::query(&q_sql);
         for a in &args {
             q = q.bind(a);
         }
-        let rows = q.bind(limit).bind(offset.max(0)).fetch_all(&mut *c).await?;
+        let rows = q
+            .bind(limit_all(limit))
+            .bind(offset.max(0))
+            .fetch_all(&mut *c)
+            .await?;
         let zones = rows
             .iter()
             .map(|r| {
@@ -110,8 +112,11 @@ impl SqliteStore {
             args.push(id);
         }
         if let Some(part) = filter.name_contains {
-            // `instr`, not LIKE: a plain, case-sensitive substring, `%` and `_` included.
-            where_.push_str(" AND instr(e.dns_name, ?) > 0");
+            // Not LIKE: a plain, case-sensitive substring, `%` and `_` included.
+            where_.push_str(&format!(
+                " AND {} > 0",
+                Engine::of(&c).position("e.dns_name")
+            ));
             args.push(part);
         }
         let count = format!("SELECT COUNT(*) FROM endpoints e WHERE {where_}");
@@ -122,14 +127,19 @@ impl SqliteStore {
              FROM endpoints e WHERE {where_} ORDER BY \
              (SELECT {} FROM endpoints z WHERE {} AND z.vpc_id = e.vpc_id \
               ORDER BY z.created_at, z.id LIMIT 1), e.created_at, e.id LIMIT ? OFFSET ?",
-            age_key("z."),
+            Engine::of(&c).age_key("z."),
             named("z.", "e.project_id"),
         );
-        let mut q = sqlx::query(&sql);
+        let q_sql = numbered(&sql);
+        let mut q = sqlx::query(&q_sql);
         for a in &args {
             q = q.bind(a);
         }
-        let rows = q.bind(limit).bind(offset.max(0)).fetch_all(&mut *c).await?;
+        let rows = q
+            .bind(limit_all(limit))
+            .bind(offset.max(0))
+            .fetch_all(&mut *c)
+            .await?;
         let records = rows.iter().map(record_row).collect::<Result<Vec<_>>>()?;
         Ok((records, total))
     }
@@ -142,7 +152,7 @@ mod tests {
     /// One endpoint row as the DNS view reads it (the other columns do not matter here).
     #[allow(clippy::too_many_arguments)]
     async fn endpoint(
-        store: &SqliteStore,
+        store: &SqlStore,
         project: &str,
         id: &str,
         vpc: &str,
@@ -152,19 +162,20 @@ mod tests {
         created_at: i64,
     ) {
         let mut c = store.read().await.unwrap();
-        let marker: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(marker_id), 0) + 1 FROM endpoints")
-                .fetch_one(&mut *c)
-                .await
-                .unwrap();
-        sqlx::query(
+        let marker: i64 = sqlx::query_scalar(&numbered(
+            "SELECT COALESCE(MAX(marker_id), 0) + 1 FROM endpoints",
+        ))
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        sqlx::query(&numbered(
             "INSERT INTO endpoints (id, project_id, domain_id, service_id, service_name, \
              service_type, vpc_id, subnet_id, ip, status, marker_id, enable_dns, dns_name, \
              whitelist, enable_whitelist, routetables, description, conn_description, \
              policy_statement, policy_document, edition, error, created_at, updated_at) \
              VALUES (?, ?, 'd', 's', 'svc', ?, ?, 'sub', ?, ?, ?, ?, ?, '[]', 0, '[]', '', '', \
              '', '', 'default', '', ?, ?)",
-        )
+        ))
         .bind(id)
         .bind(project)
         .bind(service_type)
@@ -172,7 +183,7 @@ mod tests {
         .bind(format!("10.0.0.{}", marker % 250))
         .bind(status)
         .bind(marker)
-        .bind(!name.is_empty())
+        .bind(i64::from(!name.is_empty()))
         .bind(name)
         .bind(created_at)
         .bind(created_at + 5)
@@ -193,7 +204,7 @@ mod tests {
     }
 
     async fn records(
-        store: &SqliteStore,
+        store: &SqlStore,
         f: DnsRecordFilter,
         limit: i64,
         offset: i64,
@@ -207,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn zones_and_records_in_order_filtered_and_paged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
         let name = |id: &str| format!("{id}.svc.vpcep.r1.internal");
         // VPC b's first name is older than VPC a's; a2 and a3 are as old as each other.
         for (id, vpc, created) in [

@@ -1,14 +1,15 @@
 //! The VPC registry: VPCs, subnets, ports (NICs and LB VIPs) and route tables, plus
 //! address bookkeeping shared with endpoints.
 
+use crate::sql::numbered;
 use std::net::Ipv4Addr;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
 use super::runs::{hold, release, take_lowest, Pool};
-use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqliteStore};
+use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqlStore};
 use crate::secrets::random_bytes;
 use crate::{
     Caller, NewPort, NewRouteTable, NewSubnet, NewVpc, Port, PortFilter, Result, Route, RouteTable,
@@ -25,7 +26,7 @@ fn check_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn vpc_row(r: &SqliteRow) -> Result<Vpc> {
+fn vpc_row(r: &AnyRow) -> Result<Vpc> {
     Ok(Vpc {
         id: r.try_get("id")?,
         project_id: r.try_get("project_id")?,
@@ -38,7 +39,7 @@ fn vpc_row(r: &SqliteRow) -> Result<Vpc> {
     })
 }
 
-fn subnet_row(r: &SqliteRow) -> Result<Subnet> {
+fn subnet_row(r: &AnyRow) -> Result<Subnet> {
     Ok(Subnet {
         id: r.try_get("id")?,
         project_id: r.try_get("project_id")?,
@@ -55,7 +56,7 @@ fn subnet_row(r: &SqliteRow) -> Result<Subnet> {
 
 const PORT_COLS: &str = "p.id, p.project_id, p.vpc_id, p.subnet_id, s.neutron_subnet_id, p.name, p.ip, p.mac, p.device_owner, p.device_id, p.is_host, p.created_at, p.updated_at FROM ports p JOIN subnets s ON s.id = p.subnet_id";
 
-fn port_row(r: &SqliteRow) -> Result<Port> {
+fn port_row(r: &AnyRow) -> Result<Port> {
     Ok(Port {
         id: r.try_get("id")?,
         project_id: r.try_get("project_id")?,
@@ -74,38 +75,42 @@ fn port_row(r: &SqliteRow) -> Result<Port> {
 }
 
 pub(super) async fn find_vpc(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Option<Vpc>> {
-    let row = sqlx::query("SELECT * FROM vpcs WHERE id = ? AND project_id = ?")
-        .bind(id)
-        .bind(&caller.project_id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&numbered(
+        "SELECT * FROM vpcs WHERE id = ? AND project_id = ?",
+    ))
+    .bind(id)
+    .bind(&caller.project_id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(vpc_row).transpose()
 }
 
 pub(super) async fn find_subnet(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Option<Subnet>> {
-    let row = sqlx::query("SELECT * FROM subnets WHERE id = ? AND project_id = ?")
-        .bind(id)
-        .bind(&caller.project_id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&numbered(
+        "SELECT * FROM subnets WHERE id = ? AND project_id = ?",
+    ))
+    .bind(id)
+    .bind(&caller.project_id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(subnet_row).transpose()
 }
 
 pub(super) async fn find_port(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Option<Port>> {
     let sql = format!("SELECT {PORT_COLS} WHERE p.id = ? AND p.project_id = ?");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&numbered(&sql))
         .bind(id)
         .bind(&caller.project_id)
         .fetch_optional(conn)
@@ -115,18 +120,20 @@ pub(super) async fn find_port(
 
 /// The row of `ip` held by `owner`; the caller has recorded it in the subnet's runs.
 async fn insert_address(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     subnet_id: &str,
     ip: Ipv4Addr,
     owner: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)")
-        .bind(subnet_id)
-        .bind(ip_num(ip))
-        .bind(ip.to_string())
-        .bind(owner)
-        .execute(conn)
-        .await?;
+    sqlx::query(&numbered(
+        "INSERT INTO addresses (subnet_id, ip_num, ip, owner_id) VALUES (?, ?, ?, ?)",
+    ))
+    .bind(subnet_id)
+    .bind(ip_num(ip))
+    .bind(ip.to_string())
+    .bind(owner)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -136,7 +143,7 @@ fn ip_num(ip: Ipv4Addr) -> i64 {
 
 /// Marks a new subnet's network, broadcast and gateway addresses and its first two host
 /// addresses (the VPC router and its resolver) as taken by the subnet itself.
-async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Result<()> {
+async fn reserve_addresses(conn: &mut AnyConnection, subnet: &Subnet) -> Result<()> {
     let net = parse_cidr("cidr", &subnet.cidr)?;
     let first = u32::from(net.network());
     let mut reserved: Vec<Ipv4Addr> = [first, first + 1, first + 2]
@@ -162,7 +169,7 @@ async fn reserve_addresses(conn: &mut SqliteConnection, subnet: &Subnet) -> Resu
 /// Claims an address in a subnet for `owner`: the requested one after checking it, or
 /// the lowest free one.
 pub(super) async fn claim_address(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     subnet: &Subnet,
     requested: Option<Ipv4Addr>,
     owner: &str,
@@ -177,9 +184,9 @@ pub(super) async fn claim_address(
                     format!("port_ip: {ip} is outside the subnet {net}"),
                 );
             }
-            let holder: Option<String> = sqlx::query_scalar(
+            let holder: Option<String> = sqlx::query_scalar(&numbered(
                 "SELECT owner_id FROM addresses WHERE subnet_id = ? AND ip_num = ?",
-            )
+            ))
             .bind(&subnet.id)
             .bind(ip_num(ip))
             .fetch_optional(&mut *conn)
@@ -223,12 +230,13 @@ pub(super) async fn claim_address(
 
 /// Frees the addresses `owner` holds: a port's or an endpoint's, or a subnet's reserved
 /// ones when it goes.
-pub(super) async fn release_address(conn: &mut SqliteConnection, owner: &str) -> Result<()> {
-    let freed: Vec<(String, i64)> =
-        sqlx::query_as("DELETE FROM addresses WHERE owner_id = ? RETURNING subnet_id, ip_num")
-            .bind(owner)
-            .fetch_all(&mut *conn)
-            .await?;
+pub(super) async fn release_address(conn: &mut AnyConnection, owner: &str) -> Result<()> {
+    let freed: Vec<(String, i64)> = sqlx::query_as(&numbered(
+        "DELETE FROM addresses WHERE owner_id = ? RETURNING subnet_id, ip_num",
+    ))
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
     for (subnet, n) in freed {
         release(&mut *conn, Pool::Subnet(&subnet), n).await?;
     }
@@ -253,7 +261,7 @@ fn check_routes(routes: &[Route]) -> Result<()> {
     Ok(())
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn create_vpc(&self, caller: Caller, v: NewVpc) -> Result<Vpc> {
         check_name("name", &v.name)?;
         vpcep_model::validate_description("description", &v.description)?;
@@ -276,14 +284,14 @@ impl SqliteStore {
             updated_at: now,
         };
         let mut tx = self.begin().await?;
-        let seq: i64 = sqlx::query_scalar("SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpcs WHERE seq = 1) THEN 1 ELSE (SELECT MIN(v.seq + 1) FROM vpcs v WHERE NOT EXISTS (SELECT 1 FROM vpcs w WHERE w.seq = v.seq + 1)) END")
+        let seq: i64 = sqlx::query_scalar(&numbered("SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vpcs WHERE seq = 1) THEN 1 ELSE (SELECT MIN(v.seq + 1) FROM vpcs v WHERE NOT EXISTS (SELECT 1 FROM vpcs w WHERE w.seq = v.seq + 1)) END"))
             .fetch_one(&mut *tx).await?;
-        sqlx::query("INSERT INTO vpcs (id, project_id, name, cidr, description, seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO vpcs (id, project_id, name, cidr, description, seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&vpc.id).bind(&vpc.project_id).bind(&vpc.name).bind(&vpc.cidr).bind(&vpc.description).bind(seq).bind(now).bind(now)
             .execute(&mut *tx).await?;
         let vpc = Vpc { seq, ..vpc };
         // Every VPC has a default route table, as in the cloud.
-        sqlx::query("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 1, '[]', '', ?, ?)")
+        sqlx::query(&numbered("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 1, '[]', '', ?, ?)"))
             .bind(new_id()).bind(&vpc.project_id).bind(&vpc.id).bind(format!("rtb-{}", if vpc.name.is_empty() { &vpc.id[..8] } else { &vpc.name })).bind(now).bind(now)
             .execute(&mut *tx).await?;
         self.commit(tx).await?;
@@ -292,7 +300,7 @@ impl SqliteStore {
 
     pub(crate) async fn list_vpcs(&self, caller: Caller, id: Option<String>) -> Result<Vec<Vpc>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query("SELECT * FROM vpcs WHERE project_id = ? AND (? IS NULL OR id = ?) ORDER BY created_at, id")
+        let rows = sqlx::query(&numbered("SELECT * FROM vpcs WHERE project_id = ? AND (? IS NULL OR id = ?) ORDER BY created_at, id"))
             .bind(&caller.project_id).bind(&id).bind(&id)
             .fetch_all(&mut *c).await?;
         rows.iter().map(vpc_row).collect()
@@ -322,7 +330,7 @@ impl SqliteStore {
         find_vpc(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("VPC"))?;
-        sqlx::query("UPDATE vpcs SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?")
+        sqlx::query(&numbered("UPDATE vpcs SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?"))
             .bind(&name).bind(&description).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
         let vpc = find_vpc(&mut tx, &caller, &id)
@@ -360,11 +368,11 @@ impl SqliteStore {
                 );
             }
         }
-        sqlx::query("DELETE FROM route_tables WHERE vpc_id = ?")
+        sqlx::query(&numbered("DELETE FROM route_tables WHERE vpc_id = ?"))
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM vpcs WHERE id = ?")
+        sqlx::query(&numbered("DELETE FROM vpcs WHERE id = ?"))
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -398,10 +406,11 @@ impl SqliteStore {
             }
             None => Ipv4Addr::from(u32::from(net.network()) + 1),
         };
-        let siblings: Vec<String> = sqlx::query_scalar("SELECT cidr FROM subnets WHERE vpc_id = ?")
-            .bind(&vpc.id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let siblings: Vec<String> =
+            sqlx::query_scalar(&numbered("SELECT cidr FROM subnets WHERE vpc_id = ?"))
+                .bind(&vpc.id)
+                .fetch_all(&mut *tx)
+                .await?;
         for other in siblings {
             let o = parse_cidr("cidr", &other)?;
             if overlaps(&o, &net) {
@@ -412,9 +421,9 @@ impl SqliteStore {
             }
         }
         // A data centre's range is routed to it: an address there cannot also be local.
-        let idcs: Vec<(String, String)> = sqlx::query_as(
+        let idcs: Vec<(String, String)> = sqlx::query_as(&numbered(
             "SELECT cidr, COALESCE(NULLIF(name, ''), id) FROM idcs WHERE vpc_id = ?",
-        )
+        ))
         .bind(&vpc.id)
         .fetch_all(&mut *tx)
         .await?;
@@ -440,7 +449,7 @@ impl SqliteStore {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query("INSERT INTO subnets (id, project_id, vpc_id, name, cidr, gateway_ip, neutron_subnet_id, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO subnets (id, project_id, vpc_id, name, cidr, gateway_ip, neutron_subnet_id, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&sub.id).bind(&sub.project_id).bind(&sub.vpc_id).bind(&sub.name).bind(&sub.cidr).bind(&sub.gateway_ip).bind(&sub.neutron_subnet_id).bind(&sub.description).bind(now).bind(now)
             .execute(&mut *tx).await?;
         reserve_addresses(&mut tx, &sub).await?;
@@ -454,7 +463,7 @@ impl SqliteStore {
         vpc_id: Option<String>,
     ) -> Result<Vec<Subnet>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query("SELECT * FROM subnets WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) ORDER BY created_at, id")
+        let rows = sqlx::query(&numbered("SELECT * FROM subnets WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) ORDER BY created_at, id"))
             .bind(&caller.project_id).bind(&vpc_id).bind(&vpc_id)
             .fetch_all(&mut *c).await?;
         rows.iter().map(subnet_row).collect()
@@ -484,7 +493,7 @@ impl SqliteStore {
         find_subnet(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("subnet"))?;
-        sqlx::query("UPDATE subnets SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?")
+        sqlx::query(&numbered("UPDATE subnets SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?"))
             .bind(&name).bind(&description).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
         let s = find_subnet(&mut tx, &caller, &id)
@@ -520,7 +529,7 @@ impl SqliteStore {
             );
         }
         release_address(&mut tx, &id).await?;
-        sqlx::query("DELETE FROM subnets WHERE id = ?")
+        sqlx::query(&numbered("DELETE FROM subnets WHERE id = ?"))
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -542,9 +551,9 @@ impl SqliteStore {
         let ip = claim_address(&mut tx, &subnet, p.ip, &id).await?;
         let m = random_bytes::<3>();
         let now = now_micros();
-        sqlx::query("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, is_host, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, is_host, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&id).bind(&caller.project_id).bind(&subnet.vpc_id).bind(&subnet.id).bind(&p.name).bind(ip.to_string())
-            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(p.is_host).bind(now).bind(now)
+            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(i64::from(p.is_host)).bind(now).bind(now)
             .execute(&mut *tx).await?;
         let port = find_port(&mut tx, &caller, &id)
             .await?
@@ -556,7 +565,7 @@ impl SqliteStore {
     pub(crate) async fn list_ports(&self, caller: Caller, f: PortFilter) -> Result<Vec<Port>> {
         let mut c = self.read().await?;
         let sql = format!("SELECT {PORT_COLS} WHERE p.project_id = ? AND (? IS NULL OR p.id = ?) AND (? IS NULL OR p.subnet_id = ?) AND (? IS NULL OR p.device_owner = ?) AND (? IS NULL OR p.device_id = ?) AND (? IS NULL OR p.is_host = ?) ORDER BY p.created_at, p.id");
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(&caller.project_id)
             .bind(&f.id)
             .bind(&f.id)
@@ -566,8 +575,8 @@ impl SqliteStore {
             .bind(&f.device_owner)
             .bind(&f.device_id)
             .bind(&f.device_id)
-            .bind(f.is_host)
-            .bind(f.is_host)
+            .bind(f.is_host.map(i64::from))
+            .bind(f.is_host.map(i64::from))
             .fetch_all(&mut *c)
             .await?;
         rows.iter().map(port_row).collect()
@@ -593,12 +602,14 @@ impl SqliteStore {
         find_port(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("port"))?;
-        sqlx::query("UPDATE ports SET name = COALESCE(?, name), updated_at = ? WHERE id = ?")
-            .bind(&name)
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE ports SET name = COALESCE(?, name), updated_at = ? WHERE id = ?",
+        ))
+        .bind(&name)
+        .bind(now_micros())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         let p = find_port(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("port"))?;
@@ -618,31 +629,29 @@ impl SqliteStore {
             );
         }
         release_address(&mut tx, &id).await?;
-        sqlx::query("DELETE FROM ports WHERE id = ?")
+        sqlx::query(&numbered("DELETE FROM ports WHERE id = ?"))
             .bind(&id)
             .execute(&mut *tx)
             .await?;
         self.commit(tx).await
     }
 
-    async fn route_table_row(
-        &self,
-        conn: &mut SqliteConnection,
-        r: &SqliteRow,
-    ) -> Result<RouteTable> {
+    async fn route_table_row(&self, conn: &mut AnyConnection, r: &AnyRow) -> Result<RouteTable> {
         let vpc_id: String = r.try_get("vpc_id")?;
         let is_default = r.try_get::<i64, _>("is_default")? != 0;
         let subnet_ids = if is_default {
-            sqlx::query_scalar("SELECT id FROM subnets WHERE vpc_id = ? ORDER BY created_at, id")
-                .bind(&vpc_id)
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query_scalar(&numbered(
+                "SELECT id FROM subnets WHERE vpc_id = ? ORDER BY created_at, id",
+            ))
+            .bind(&vpc_id)
+            .fetch_all(&mut *conn)
+            .await?
         } else {
             Vec::new()
         };
         let id: String = r.try_get("id")?;
         // Routes that accepted gateway endpoints put into this table: derived, not stored.
-        let gateways: Vec<(String, String, String)> = sqlx::query_as("SELECT e.id, e.routetables, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status = 'accepted' ORDER BY e.created_at, e.id")
+        let gateways: Vec<(String, String, String)> = sqlx::query_as(&numbered("SELECT e.id, e.routetables, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE e.vpc_id = ? AND e.service_type = 'gateway' AND e.status = 'accepted' ORDER BY e.created_at, e.id"))
             .bind(&vpc_id)
             .fetch_all(&mut *conn)
             .await?;
@@ -674,15 +683,17 @@ impl SqliteStore {
 
     pub(super) async fn find_route_table(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         caller: &Caller,
         id: &str,
     ) -> Result<Option<RouteTable>> {
-        let row = sqlx::query("SELECT * FROM route_tables WHERE id = ? AND project_id = ?")
-            .bind(id)
-            .bind(&caller.project_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row = sqlx::query(&numbered(
+            "SELECT * FROM route_tables WHERE id = ? AND project_id = ?",
+        ))
+        .bind(id)
+        .bind(&caller.project_id)
+        .fetch_optional(&mut *conn)
+        .await?;
         match row {
             Some(r) => Ok(Some(self.route_table_row(conn, &r).await?)),
             None => Ok(None),
@@ -708,7 +719,7 @@ impl SqliteStore {
             })?;
         let id = new_id();
         let now = now_micros();
-        sqlx::query("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO route_tables (id, project_id, vpc_id, name, is_default, routes, description, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)"))
             .bind(&id).bind(&caller.project_id).bind(&rt.vpc_id).bind(&rt.name).bind(json_text(&rt.routes)).bind(&rt.description).bind(now).bind(now)
             .execute(&mut *tx).await?;
         let t = self
@@ -726,7 +737,7 @@ impl SqliteStore {
         id: Option<String>,
     ) -> Result<Vec<RouteTable>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query("SELECT * FROM route_tables WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) AND (? IS NULL OR id = ?) ORDER BY created_at, id")
+        let rows = sqlx::query(&numbered("SELECT * FROM route_tables WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) AND (? IS NULL OR id = ?) ORDER BY created_at, id"))
             .bind(&caller.project_id).bind(&vpc_id).bind(&vpc_id).bind(&id).bind(&id)
             .fetch_all(&mut *c).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -784,7 +795,7 @@ impl SqliteStore {
             }
             routes.push(a.clone());
         }
-        sqlx::query("UPDATE route_tables SET name = COALESCE(?, name), description = COALESCE(?, description), routes = ?, updated_at = ? WHERE id = ?")
+        sqlx::query(&numbered("UPDATE route_tables SET name = COALESCE(?, name), description = COALESCE(?, description), routes = ?, updated_at = ? WHERE id = ?"))
             .bind(&u.name).bind(&u.description).bind(json_text(&routes)).bind(now_micros()).bind(&id)
             .execute(&mut *tx).await?;
         let t = self
@@ -807,11 +818,12 @@ impl SqliteStore {
                 "the default route table of a VPC cannot be deleted",
             );
         }
-        let users: Vec<String> =
-            sqlx::query_scalar("SELECT routetables FROM endpoints WHERE vpc_id = ?")
-                .bind(&t.vpc_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let users: Vec<String> = sqlx::query_scalar(&numbered(
+            "SELECT routetables FROM endpoints WHERE vpc_id = ?",
+        ))
+        .bind(&t.vpc_id)
+        .fetch_all(&mut *tx)
+        .await?;
         for u in users {
             if from_json::<Vec<String>>(&u)?.contains(&id) {
                 return reject(
@@ -820,7 +832,7 @@ impl SqliteStore {
                 );
             }
         }
-        sqlx::query("DELETE FROM route_tables WHERE id = ?")
+        sqlx::query(&numbered("DELETE FROM route_tables WHERE id = ?"))
             .bind(&id)
             .execute(&mut *tx)
             .await?;

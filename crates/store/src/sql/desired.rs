@@ -3,16 +3,17 @@
 //! after it — the `rev` columns and the tombstones in `gone`, both kept by triggers
 //! (migration 3) — so following the store costs what changed, not what there is.
 
+use crate::sql::numbered;
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 use vpcep_model::{
     route_listen_ip, CloudName, EndpointSpec, HostSpec, IdcSpec, RouteSpec, Snapshot,
     SnapshotDelta, SubnetSpec, TcpProxy, VpcSpec, SNAT_BASE, SNAT_SIZE,
 };
 
-use super::{from_json, json_text, SqliteStore};
+use super::{from_json, json_text, Engine, SqlStore};
 use crate::{Result, StoreError};
 
 /// Tombstones are kept for this many revisions; a reader further behind reads whole.
@@ -28,18 +29,18 @@ enum Rows<'a> {
 
 impl Rows<'_> {
     /// `sql` with ` AND {col} IN (the listed ids)` in place of `{only}`.
-    fn sql(self, sql: &str, col: &str) -> String {
+    fn sql(self, c: &AnyConnection, sql: &str, col: &str) -> String {
         let only = match self {
             Rows::All => String::new(),
-            Rows::Only(_) => format!(" AND {col} IN (SELECT value FROM json_each(?))"),
+            Rows::Only(_) => format!(" AND {col} IN ({})", Engine::of(c).json_members()),
         };
-        sql.replace("{only}", &only)
+        numbered(&sql.replace("{only}", &only)).into_owned()
     }
 
     fn bind<'q, O>(
         self,
-        q: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>
+        q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>
     where
         Self: 'q,
     {
@@ -52,9 +53,8 @@ impl Rows<'_> {
 
 type SubnetRow = (String, String, String, String);
 
-async fn vpcs(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> {
-    let sql = rows.sql(
-        "SELECT id, vpc_id, cidr, gateway_ip FROM subnets WHERE 1 = 1{only} ORDER BY created_at, id",
+async fn vpcs(c: &mut AnyConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> {
+    let sql = rows.sql(c, "SELECT id, vpc_id, cidr, gateway_ip FROM subnets WHERE 1 = 1{only} ORDER BY created_at, id",
         "vpc_id",
     );
     let subnets: Vec<SubnetRow> = rows.bind(sqlx::query_as(&sql)).fetch_all(&mut *c).await?;
@@ -67,6 +67,7 @@ async fn vpcs(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> 
         });
     }
     let sql = rows.sql(
+        c,
         "SELECT id, seq FROM vpcs WHERE 1 = 1{only} ORDER BY seq",
         "id",
     );
@@ -82,10 +83,8 @@ async fn vpcs(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> 
 }
 
 /// Hosts written after revision `after` (all with -1).
-async fn hosts(c: &mut SqliteConnection, after: i64) -> Result<Vec<HostSpec>> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT id, vpc_id, subnet_id, ip FROM ports WHERE is_host = 1 AND rev > ? ORDER BY created_at, id",
-    )
+async fn hosts(c: &mut AnyConnection, after: i64) -> Result<Vec<HostSpec>> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(&numbered("SELECT id, vpc_id, subnet_id, ip FROM ports WHERE is_host = 1 AND rev > ? ORDER BY created_at, id",))
     .bind(after)
     .fetch_all(c)
     .await?;
@@ -102,10 +101,10 @@ async fn hosts(c: &mut SqliteConnection, after: i64) -> Result<Vec<HostSpec>> {
 }
 
 /// Data centres written after revision `after` (all with -1).
-async fn idcs(c: &mut SqliteConnection, after: i64) -> Result<Vec<IdcSpec>> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+async fn idcs(c: &mut AnyConnection, after: i64) -> Result<Vec<IdcSpec>> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(&numbered(
         "SELECT id, vpc_id, cidr, ip FROM idcs WHERE rev > ? ORDER BY created_at, id",
-    )
+    ))
     .bind(after)
     .fetch_all(c)
     .await?;
@@ -125,8 +124,8 @@ async fn idcs(c: &mut SqliteConnection, after: i64) -> Result<Vec<IdcSpec>> {
 /// approval. (`+e.status` keeps SQLite off the status index: a few listed ids are found
 /// by their key, not by walking every accepted endpoint — 2.6 ms per change at 10,000.) A gateway endpoint's route serves the subnets (and data centres) of its VPC
 /// when the VPC's default route table is one of the endpoint's.
-async fn endpoints(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<EndpointSpec>> {
-    let sql = rows.sql("SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, e.snat_host, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE (+e.status = 'accepted' OR (+e.status = 'creating' AND s.approval_enabled = 0)){only} ORDER BY e.created_at, e.id", "e.id");
+async fn endpoints(c: &mut AnyConnection, rows: Rows<'_>) -> Result<Vec<EndpointSpec>> {
+    let sql = rows.sql(c, "SELECT e.id, e.service_id, e.service_type, e.marker_id, e.vpc_id, e.subnet_id, e.ip, e.whitelist, e.enable_whitelist, e.enable_dns, e.dns_name, e.routetables, e.snat_host, s.vpc_id AS provider_vpc, s.is_public, s.backend_ip, s.ports, s.tcp_proxy, s.connection_limit, s.cidr FROM endpoints e JOIN services s ON s.id = e.service_id WHERE ({status} = 'accepted' OR ({status} = 'creating' AND s.approval_enabled = 0)){only} ORDER BY e.created_at, e.id", "e.id").replace("{status}", &Engine::of(c).unindexed("e.status"));
     let found = match rows {
         Rows::All => sqlx::query(&sql).fetch_all(&mut *c).await?,
         Rows::Only(ids) => sqlx::query(&sql).bind(ids).fetch_all(&mut *c).await?,
@@ -143,14 +142,14 @@ async fn endpoints(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<Endpo
     let mut sources: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
     if !gateway_vpcs.is_empty() {
         let list = json_text(&gateway_vpcs);
-        let in_list = "IN (SELECT value FROM json_each(?))";
-        let defaults: Vec<(String, String)> = sqlx::query_as(&format!(
+        let in_list = format!("IN ({})", Engine::of(c).json_members());
+        let defaults: Vec<(String, String)> = sqlx::query_as(&numbered(&format!(
             "SELECT vpc_id, id FROM route_tables WHERE is_default = 1 AND vpc_id {in_list}"
-        ))
+        )))
         .bind(&list)
         .fetch_all(&mut *c)
         .await?;
-        let cidrs: Vec<(String, String)> = sqlx::query_as(&format!("SELECT vpc_id, cidr FROM (SELECT vpc_id, cidr, created_at, id, 0 AS k FROM subnets WHERE vpc_id {in_list} UNION ALL SELECT vpc_id, cidr, created_at, id, 1 AS k FROM idcs WHERE vpc_id {in_list}) ORDER BY k, created_at, id"))
+        let cidrs: Vec<(String, String)> = sqlx::query_as(&numbered(&format!("SELECT vpc_id, cidr FROM (SELECT vpc_id, cidr, created_at, id, 0 AS k FROM subnets WHERE vpc_id {in_list} UNION ALL SELECT vpc_id, cidr, created_at, id, 1 AS k FROM idcs WHERE vpc_id {in_list}) AS u ORDER BY k, created_at, id")))
             .bind(&list)
             .bind(&list)
             .fetch_all(&mut *c)
@@ -219,8 +218,8 @@ async fn endpoints(c: &mut SqliteConnection, rows: Rows<'_>) -> Result<Vec<Endpo
 
 /// The cloud's internal zone: `{name}.{region}.vpcep.internal` for every operator
 /// gateway service, at the address its endpoints listen on.
-async fn cloud_names(c: &mut SqliteConnection) -> Result<Vec<CloudName>> {
-    let public: Vec<(String, String, String)> = sqlx::query_as("SELECT short_name, service_name, cidr FROM services WHERE is_public = 1 AND service_type = 'gateway' AND status != 'deleting' ORDER BY created_at, id")
+async fn cloud_names(c: &mut AnyConnection) -> Result<Vec<CloudName>> {
+    let public: Vec<(String, String, String)> = sqlx::query_as(&numbered("SELECT short_name, service_name, cidr FROM services WHERE is_public = 1 AND service_type = 'gateway' AND status != 'deleting' ORDER BY created_at, id"))
         .fetch_all(c)
         .await?;
     Ok(public
@@ -237,22 +236,24 @@ async fn cloud_names(c: &mut SqliteConnection) -> Result<Vec<CloudName>> {
         .collect())
 }
 
-async fn ids(c: &mut SqliteConnection, sql: &str, after: i64) -> Result<Vec<String>> {
+async fn ids(c: &mut AnyConnection, sql: &str, after: i64) -> Result<Vec<String>> {
     // Every `?` of these queries is the revision.
-    let mut q = sqlx::query_scalar::<_, String>(sql);
+    let q_sql = numbered(sql);
+    let mut q = sqlx::query_scalar::<_, String>(&q_sql);
     for _ in 0..sql.matches('?').count() {
         q = q.bind(after);
     }
     Ok(q.fetch_all(c).await?)
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn snapshot(&self) -> Result<Snapshot> {
         // One read transaction: the revision and the rows are of the same moment.
-        let mut tx = self.pool.begin().await?;
-        let revision: i64 = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'revision'")
-            .fetch_one(&mut *tx)
-            .await?;
+        let mut tx = self.read_tx().await?;
+        let revision: i64 =
+            sqlx::query_scalar(&numbered("SELECT v FROM meta WHERE k = 'revision'"))
+                .fetch_one(&mut *tx)
+                .await?;
         let snapshot = Snapshot {
             revision: revision as u64,
             vpcs: vpcs(&mut tx, Rows::All).await?,
@@ -268,16 +269,14 @@ impl SqliteStore {
     /// What changed after revision `from`, up to the current one; `None` when that is
     /// not known any more (tombstones pruned) or `from` is not a revision of this store.
     pub(crate) async fn changes_since(&self, from: u64) -> Result<Option<SnapshotDelta>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         // One look at which tables changed (each the last entry of its `rev` index), so
         // that a change of one endpoint reads the endpoints and nothing else.
-        let last: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT v FROM meta WHERE k = 'revision'), (SELECT v FROM meta WHERE k = 'gone_floor'), \
+        let last: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&numbered("SELECT (SELECT v FROM meta WHERE k = 'revision'), (SELECT v FROM meta WHERE k = 'gone_floor'), \
              COALESCE((SELECT MAX(rev) FROM vpcs), 0), COALESCE((SELECT MAX(rev) FROM subnets), 0), \
              COALESCE((SELECT MAX(rev) FROM ports), 0), COALESCE((SELECT MAX(rev) FROM idcs), 0), \
              COALESCE((SELECT MAX(rev) FROM route_tables), 0), COALESCE((SELECT MAX(rev) FROM services), 0), \
-             COALESCE((SELECT MAX(rev) FROM endpoints), 0)",
-        )
+             COALESCE((SELECT MAX(rev) FROM endpoints), 0)",))
         .fetch_one(&mut *tx)
         .await?;
         let (
@@ -303,9 +302,7 @@ impl SqliteStore {
         if after == revision {
             return Ok(Some(delta));
         }
-        let gone: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT kind, id, parent FROM gone WHERE kind IN ('vpcs', 'subnets', 'ports', 'idcs', 'route_tables', 'services', 'endpoints') AND rev > ?",
-        )
+        let gone: Vec<(String, String, String)> = sqlx::query_as(&numbered("SELECT kind, id, parent FROM gone WHERE kind IN ('vpcs', 'subnets', 'ports', 'idcs', 'route_tables', 'services', 'endpoints') AND rev > ?",))
         .bind(after)
         .fetch_all(&mut *tx)
         .await?;
@@ -352,10 +349,13 @@ impl SqliteStore {
             routed.extend(ids(&mut tx, "SELECT vpc_id FROM subnets WHERE rev > ? UNION SELECT vpc_id FROM idcs WHERE rev > ? UNION SELECT vpc_id FROM route_tables WHERE rev > ?", after).await?);
         }
         if !routed.is_empty() {
-            let found: Vec<String> = sqlx::query_scalar("SELECT id FROM endpoints WHERE service_type = 'gateway' AND vpc_id IN (SELECT value FROM json_each(?))")
-                .bind(json_text(&routed))
-                .fetch_all(&mut *tx)
-                .await?;
+            let found: Vec<String> = sqlx::query_scalar(&numbered(&format!(
+                "SELECT id FROM endpoints WHERE service_type = 'gateway' AND vpc_id IN ({})",
+                Engine::of(&tx).json_members()
+            )))
+            .bind(json_text(&routed))
+            .fetch_all(&mut *tx)
+            .await?;
             candidates.extend(found);
         }
         if !candidates.is_empty() {

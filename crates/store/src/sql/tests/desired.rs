@@ -6,7 +6,7 @@ use vpcep_model::{ServiceType, State};
 use super::*;
 
 /// Takes in what changed since `held` and checks that it is the whole snapshot now.
-async fn follow(store: &SqliteStore, held: &mut State) {
+async fn follow(store: &SqlStore, held: &mut State) {
     let delta = store
         .changes_since(held.revision)
         .await

@@ -1,8 +1,9 @@
 //! Endpoint services, their whitelists (permissions) and the provider's view of
 //! connections.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use crate::sql::numbered;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use vpcep_model::{
     full_service_name, validate_description, validate_tags, EndpointStatus, Permission,
     PortMapping, Reason, Rejection, ServerType, ServiceStatus, ServiceType, TcpProxy,
@@ -14,7 +15,7 @@ use super::tags::{insert_tags, load_tags};
 use super::vpc::{find_port, find_vpc};
 use super::{
     from_json, json_text, like_pattern, new_id, not_found, now_micros, order_clause, reject,
-    SqliteStore,
+    SqlStore,
 };
 use crate::{
     Caller, ConnectionFilter, Endpoint, NewPublicService, NewService, Page, PermissionRow,
@@ -24,7 +25,7 @@ use crate::{
 
 const SERVICE_SELECT: &str = "SELECT s.*, (SELECT COUNT(*) FROM endpoints e WHERE e.service_id = s.id AND e.status IN ('creating', 'accepted')) AS connection_count FROM services s";
 
-fn service_row(r: &SqliteRow) -> Result<Service> {
+fn service_row(r: &AnyRow) -> Result<Service> {
     let parse = |col: &str| -> Result<String> { Ok(r.try_get::<String, _>(col)?) };
     let corrupt = |e: Rejection| StoreError::Corrupt(e.msg);
     let error: String = r.try_get("error")?;
@@ -56,7 +57,7 @@ fn service_row(r: &SqliteRow) -> Result<Service> {
     })
 }
 
-async fn with_tags(conn: &mut SqliteConnection, mut rows: Vec<Service>) -> Result<Vec<Service>> {
+async fn with_tags(conn: &mut AnyConnection, mut rows: Vec<Service>) -> Result<Vec<Service>> {
     for s in &mut rows {
         s.tags = load_tags(conn, ResourceKind::Service, &s.id).await?;
     }
@@ -65,12 +66,12 @@ async fn with_tags(conn: &mut SqliteConnection, mut rows: Vec<Service>) -> Resul
 
 /// The caller's own service (never a public one), in any status.
 pub(super) async fn own_service(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Service> {
     let sql = format!("{SERVICE_SELECT} WHERE s.id = ? AND s.project_id = ? AND s.is_public = 0");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&numbered(&sql))
         .bind(id)
         .bind(&caller.project_id)
         .fetch_optional(&mut *conn)
@@ -91,12 +92,12 @@ const VISIBLE: &str = "(s.project_id = ? OR s.is_public = 1 OR EXISTS (SELECT 1 
 /// endpoint's create, which does not need the service's connections: they are not
 /// counted (`connection_count` is 0), since counting them costs what the service holds.
 pub(super) async fn connectable_service(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     id: &str,
 ) -> Result<Option<Service>> {
     let sql = format!("SELECT s.*, 0 AS connection_count FROM services s WHERE s.id = ? AND s.status != 'deleting' AND {VISIBLE}");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&numbered(&sql))
         .bind(id)
         .bind(&caller.project_id)
         .bind(&caller.domain_id)
@@ -109,7 +110,7 @@ pub(super) async fn connectable_service(
 /// with `in_use(count)`, while endpoints are accepted or creating; `false` when it was
 /// already being deleted (nothing to write).
 async fn mark_deleting(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     svc: &Service,
     in_use: impl FnOnce(i64) -> String,
 ) -> Result<bool> {
@@ -119,24 +120,31 @@ async fn mark_deleting(
     if svc.connection_count > 0 {
         return reject(Reason::ServiceInUse, in_use(svc.connection_count));
     }
-    sqlx::query("UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?")
-        .bind(now_micros())
-        .bind(&svc.id)
-        .execute(conn)
-        .await?;
+    sqlx::query(&numbered(
+        "UPDATE services SET status = 'deleting', updated_at = ? WHERE id = ?",
+    ))
+    .bind(now_micros())
+    .bind(&svc.id)
+    .execute(conn)
+    .await?;
     Ok(true)
 }
 
-async fn count(conn: &mut SqliteConnection, sql: &str, arg: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar(sql).bind(arg).fetch_one(conn).await?)
+async fn count(conn: &mut AnyConnection, sql: &str, arg: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(&numbered(sql))
+        .bind(arg)
+        .fetch_one(conn)
+        .await?)
 }
 
-pub(super) async fn quota_of(conn: &mut SqliteConnection, caller: &Caller) -> Result<Quota> {
-    let row = sqlx::query("SELECT service_quota, endpoint_quota FROM accounts WHERE domain_id = ?")
-        .bind(&caller.domain_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| not_found("account"))?;
+pub(super) async fn quota_of(conn: &mut AnyConnection, caller: &Caller) -> Result<Quota> {
+    let row = sqlx::query(&numbered(
+        "SELECT service_quota, endpoint_quota FROM accounts WHERE domain_id = ?",
+    ))
+    .bind(&caller.domain_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found("account"))?;
     Ok(Quota {
         services_used: count(
             conn,
@@ -158,7 +166,7 @@ pub(super) async fn quota_of(conn: &mut SqliteConnection, caller: &Caller) -> Re
 /// Checks that a new backend exists in the service's VPC, has the right kind, and that
 /// no other service on the same backend maps the same server port.
 async fn check_backend(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     vpc_id: &str,
     port_id: &str,
@@ -196,11 +204,12 @@ async fn check_backend(
         }
         _ => {}
     }
-    let others: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, ports FROM services WHERE port_id = ? AND status != 'deleting'")
-            .bind(port_id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let others: Vec<(String, String)> = sqlx::query_as(&numbered(
+        "SELECT id, ports FROM services WHERE port_id = ? AND status != 'deleting'",
+    ))
+    .bind(port_id)
+    .fetch_all(&mut *conn)
+    .await?;
     for (other_id, other_ports) in others {
         if Some(other_id.as_str()) == except_service {
             continue;
@@ -237,7 +246,7 @@ fn filter_sql(f: &ServiceFilter) -> (String, Vec<String>) {
 }
 
 async fn page_services(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     base_where: &str,
     base_args: &[&str],
     f: &ServiceFilter,
@@ -246,7 +255,8 @@ async fn page_services(
     let (extra, args) = filter_sql(f);
     let where_ = format!("WHERE {base_where}{extra}");
     let count_sql = format!("SELECT COUNT(*) FROM services s {where_}");
-    let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
+    let cq_sql = numbered(&count_sql);
+    let mut cq = sqlx::query_scalar::<_, i64>(&cq_sql);
     for a in base_args {
         cq = cq.bind(*a);
     }
@@ -255,7 +265,8 @@ async fn page_services(
     }
     let total = cq.fetch_one(&mut *conn).await?;
     let sql = format!("{SERVICE_SELECT} {where_}{}", order_clause(page, "s."));
-    let mut q = sqlx::query(&sql);
+    let q_sql = numbered(&sql);
+    let mut q = sqlx::query(&q_sql);
     for a in base_args {
         q = q.bind(*a);
     }
@@ -267,7 +278,7 @@ async fn page_services(
     Ok((with_tags(conn, svcs).await?, total))
 }
 
-fn permission_row(r: &SqliteRow) -> Result<PermissionRow> {
+fn permission_row(r: &AnyRow) -> Result<PermissionRow> {
     Ok(PermissionRow {
         id: r.try_get("id")?,
         permission: r.try_get("permission")?,
@@ -277,7 +288,7 @@ fn permission_row(r: &SqliteRow) -> Result<PermissionRow> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn create_service(&self, caller: Caller, s: NewService) -> Result<Service> {
         validate_description("description", &s.description)?;
         validate_tags(&s.tags)?;
@@ -312,15 +323,16 @@ impl SqliteStore {
         )
         .await?;
         let id = new_id();
-        let region: String = sqlx::query_scalar("SELECT region FROM projects WHERE id = ?")
-            .bind(&caller.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let region: String =
+            sqlx::query_scalar(&numbered("SELECT region FROM projects WHERE id = ?"))
+                .bind(&caller.project_id)
+                .fetch_one(&mut *tx)
+                .await?;
         let now = now_micros();
-        sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, connection_limit, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'interface', ?, 'creating', ?, ?, 0, '', ?, '[\"basic\"]', '[]', '', ?, ?, ?)")
+        sqlx::query(&numbered("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, connection_limit, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'interface', ?, 'creating', ?, ?, 0, '', ?, '[\"basic\"]', '[]', '', ?, ?, ?)"))
             .bind(&id).bind(&caller.project_id).bind(&caller.domain_id).bind(s.name.as_str())
             .bind(full_service_name(&region, &s.name, &id)).bind(&s.vpc_id).bind(&s.port_id).bind(&backend_ip)
-            .bind(s.server_type.as_str()).bind(s.approval_enabled).bind(s.tcp_proxy.as_str()).bind(&s.description)
+            .bind(s.server_type.as_str()).bind(i64::from(s.approval_enabled)).bind(s.tcp_proxy.as_str()).bind(&s.description)
             .bind(json_text(&s.ports)).bind(s.connection_limit).bind(now).bind(now)
             .execute(&mut *tx).await?;
         insert_tags(
@@ -375,12 +387,15 @@ impl SqliteStore {
                 format!("a public service named {full} exists already"),
             );
         }
-        sqlx::query("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, created_at, updated_at) VALUES (?, '', '', ?, ?, '', '', ?, 'VM', ?, 0, 'creating', 'close', ?, 1, ?, ?, '[\"basic\"]', '[]', '', ?, ?)")
+        sqlx::query(&numbered("INSERT INTO services (id, project_id, domain_id, short_name, service_name, vpc_id, port_id, backend_ip, server_type, service_type, approval_enabled, status, tcp_proxy, description, is_public, cidr, ports, editions, server_resources, error, created_at, updated_at) VALUES (?, '', '', ?, ?, '', '', ?, 'VM', ?, 0, 'creating', 'close', ?, 1, ?, ?, '[\"basic\"]', '[]', '', ?, ?)"))
             .bind(&id).bind(&s.name).bind(&full).bind(s.backend_ip.to_string()).bind(s.service_type.as_str())
             .bind(&s.description).bind(&cidr).bind(json_text(&s.ports)).bind(now).bind(now)
             .execute(&mut *tx).await?;
         let sql = format!("{SERVICE_SELECT} WHERE s.id = ?");
-        let row = sqlx::query(&sql).bind(&id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(&numbered(&sql))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
         let svc = service_row(&row)?;
         self.commit(tx).await?;
         Ok(svc)
@@ -424,7 +439,7 @@ impl SqliteStore {
         };
         let sql =
             format!("{SERVICE_SELECT} WHERE {col} = ? AND s.status != 'deleting' AND {VISIBLE}");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(&val)
             .bind(&caller.project_id)
             .bind(&caller.domain_id)
@@ -489,16 +504,17 @@ impl SqliteStore {
             )
             .await?;
         }
-        let region: String = sqlx::query_scalar("SELECT region FROM projects WHERE id = ?")
-            .bind(&caller.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let region: String =
+            sqlx::query_scalar(&numbered("SELECT region FROM projects WHERE id = ?"))
+                .bind(&caller.project_id)
+                .fetch_one(&mut *tx)
+                .await?;
         let (short, full) = match &u.name {
             Some(n) => (n.as_str().to_owned(), full_service_name(&region, n, &id)),
             None => (svc.short_name.clone(), svc.service_name.clone()),
         };
-        sqlx::query("UPDATE services SET approval_enabled = ?, short_name = ?, service_name = ?, port_id = ?, backend_ip = ?, tcp_proxy = ?, description = ?, connection_limit = ?, updated_at = ? WHERE id = ?")
-            .bind(u.approval_enabled.unwrap_or(svc.approval_enabled)).bind(&short).bind(&full)
+        sqlx::query(&numbered("UPDATE services SET approval_enabled = ?, short_name = ?, service_name = ?, port_id = ?, backend_ip = ?, tcp_proxy = ?, description = ?, connection_limit = ?, updated_at = ? WHERE id = ?"))
+            .bind(i64::from(u.approval_enabled.unwrap_or(svc.approval_enabled))).bind(&short).bind(&full)
             .bind(u.port_id.as_ref().unwrap_or(&svc.port_id)).bind(&backend_ip)
             .bind(u.tcp_proxy.unwrap_or(svc.tcp_proxy).as_str())            .bind(u.description.as_ref().unwrap_or(&svc.description))
             .bind(u.connection_limit.unwrap_or(svc.connection_limit))
@@ -511,11 +527,12 @@ impl SqliteStore {
 
     pub(crate) async fn delete_service(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        let public: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM services WHERE id = ? AND is_public = 1")
-                .bind(&id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let public: Option<i64> = sqlx::query_scalar(&numbered(
+            "SELECT 1 FROM services WHERE id = ? AND is_public = 1",
+        ))
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if public.is_some() {
             return reject(
                 Reason::SystemServiceImmutable,
@@ -550,10 +567,12 @@ impl SqliteStore {
             );
         }
         let mut list: Vec<String> = from_json(
-            &sqlx::query_scalar::<_, String>("SELECT server_resources FROM services WHERE id = ?")
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?,
+            &sqlx::query_scalar::<_, String>(&numbered(
+                "SELECT server_resources FROM services WHERE id = ?",
+            ))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?,
         )?;
         for r in resources {
             let port = find_port(&mut tx, &caller, &r).await?.ok_or_else(|| {
@@ -572,12 +591,14 @@ impl SqliteStore {
                 list.push(r);
             }
         }
-        sqlx::query("UPDATE services SET server_resources = ?, updated_at = ? WHERE id = ?")
-            .bind(json_text(&list))
-            .bind(now_micros())
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE services SET server_resources = ?, updated_at = ? WHERE id = ?",
+        ))
+        .bind(json_text(&list))
+        .bind(now_micros())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
         self.commit(tx).await
     }
 
@@ -590,7 +611,7 @@ impl SqliteStore {
                 format!("the service is {} and cannot be upgraded now", svc.status),
             );
         }
-        sqlx::query("UPDATE services SET editions = '[\"basic\",\"profession\"]', updated_at = ? WHERE id = ?").bind(now_micros()).bind(&id).execute(&mut *tx).await?;
+        sqlx::query(&numbered("UPDATE services SET editions = '[\"basic\",\"profession\"]', updated_at = ? WHERE id = ?")).bind(now_micros()).bind(&id).execute(&mut *tx).await?;
         self.commit(tx).await
     }
 
@@ -610,7 +631,7 @@ impl SqliteStore {
             args.push(id);
         }
         if let Some(m) = f.marker_id {
-            where_.push_str(" AND e.marker_id = ?");
+            where_.push_str(" AND e.marker_id = CAST(? AS INTEGER)");
             args.push(m.to_string());
         }
         if let Some(s) = f.status {
@@ -639,12 +660,14 @@ impl SqliteStore {
                 )
             })?;
         let next = ep.status.decide(accept)?;
-        sqlx::query("UPDATE endpoints SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(next.as_str())
-            .bind(now_micros())
-            .bind(&endpoint_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&numbered(
+            "UPDATE endpoints SET status = ?, updated_at = ? WHERE id = ?",
+        ))
+        .bind(next.as_str())
+        .bind(now_micros())
+        .bind(&endpoint_id)
+        .execute(&mut *tx)
+        .await?;
         let ep = endpoint_by_id(&mut tx, &endpoint_id)
             .await?
             .ok_or_else(|| not_found("endpoint"))?;
@@ -665,9 +688,9 @@ impl SqliteStore {
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for (id, desc) in items {
-            let res = sqlx::query(
+            let res = sqlx::query(&numbered(
                 "UPDATE endpoints SET conn_description = ? WHERE id = ? AND service_id = ?",
-            )
+            ))
             .bind(&desc)
             .bind(&id)
             .bind(&service_id)
@@ -699,10 +722,10 @@ impl SqliteStore {
         let mut c = self.read().await?;
         own_service(&mut c, &caller, &service_id).await?;
         let pat = like.as_deref().map(like_pattern);
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM permissions WHERE service_id = ? AND (? IS NULL OR LOWER(permission) LIKE ? ESCAPE '\\')")
+        let total: i64 = sqlx::query_scalar(&numbered("SELECT COUNT(*) FROM permissions WHERE service_id = ? AND (? IS NULL OR LOWER(permission) LIKE ? ESCAPE '\\')"))
             .bind(&service_id).bind(&pat).bind(&pat).fetch_one(&mut *c).await?;
         let sql = format!("SELECT * FROM permissions WHERE service_id = ? AND (? IS NULL OR LOWER(permission) LIKE ? ESCAPE '\\'){}", order_clause(&Page { sort: crate::SortKey::Created, ..page }, ""));
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(&service_id)
             .bind(&pat)
             .bind(&pat)
@@ -739,18 +762,19 @@ impl SqliteStore {
         let now = now_micros();
         let mut out = Vec::new();
         for (perm, desc) in parsed {
-            let existing =
-                sqlx::query("SELECT * FROM permissions WHERE service_id = ? AND permission = ?")
-                    .bind(&service_id)
-                    .bind(&perm)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let existing = sqlx::query(&numbered(
+                "SELECT * FROM permissions WHERE service_id = ? AND permission = ?",
+            ))
+            .bind(&service_id)
+            .bind(&perm)
+            .fetch_optional(&mut *tx)
+            .await?;
             if let Some(r) = existing {
                 out.push(permission_row(&r)?);
                 continue;
             }
             let id = new_id();
-            sqlx::query("INSERT INTO permissions (id, service_id, permission, permission_type, description, created_at) VALUES (?, ?, ?, 'domainId', ?, ?)")
+            sqlx::query(&numbered("INSERT INTO permissions (id, service_id, permission, permission_type, description, created_at) VALUES (?, ?, ?, 'domainId', ?, ?)"))
                 .bind(&id).bind(&service_id).bind(&perm).bind(&desc).bind(now).execute(&mut *tx).await?;
             out.push(PermissionRow {
                 id,
@@ -760,10 +784,12 @@ impl SqliteStore {
                 created_at: now,
             });
         }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM permissions WHERE service_id = ?")
-            .bind(&service_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let n: i64 = sqlx::query_scalar(&numbered(
+            "SELECT COUNT(*) FROM permissions WHERE service_id = ?",
+        ))
+        .bind(&service_id)
+        .fetch_one(&mut *tx)
+        .await?;
         if n as usize > MAX_PERMISSIONS {
             return reject(
                 Reason::PermissionListFull,
@@ -796,9 +822,9 @@ impl SqliteStore {
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for p in canon {
-            if let Some(r) = sqlx::query(
+            if let Some(r) = sqlx::query(&numbered(
                 "DELETE FROM permissions WHERE service_id = ? AND permission = ? RETURNING *",
-            )
+            ))
             .bind(&service_id)
             .bind(&p)
             .fetch_optional(&mut *tx)
@@ -827,18 +853,19 @@ impl SqliteStore {
         own_service(&mut tx, &caller, &service_id).await?;
         let mut out = Vec::new();
         for id in ids {
-            let r =
-                sqlx::query("DELETE FROM permissions WHERE service_id = ? AND id = ? RETURNING *")
-                    .bind(&service_id)
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        Rejection::new(
-                            Reason::NotFound,
-                            format!("permissions: whitelist entry {id} not found"),
-                        )
-                    })?;
+            let r = sqlx::query(&numbered(
+                "DELETE FROM permissions WHERE service_id = ? AND id = ? RETURNING *",
+            ))
+            .bind(&service_id)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::NotFound,
+                    format!("permissions: whitelist entry {id} not found"),
+                )
+            })?;
             out.push(permission_row(&r)?);
         }
         self.commit(tx).await?;
@@ -855,9 +882,9 @@ impl SqliteStore {
         validate_description("description", &description)?;
         let mut tx = self.begin().await?;
         own_service(&mut tx, &caller, &service_id).await?;
-        let r = sqlx::query(
+        let r = sqlx::query(&numbered(
             "UPDATE permissions SET description = ? WHERE service_id = ? AND id = ? RETURNING *",
-        )
+        ))
         .bind(&description)
         .bind(&service_id)
         .bind(&id)
@@ -870,9 +897,9 @@ impl SqliteStore {
     }
 
     /// An operator service by id, short name or full name.
-    async fn public_service(conn: &mut SqliteConnection, key: &str) -> Result<Service> {
+    async fn public_service(conn: &mut AnyConnection, key: &str) -> Result<Service> {
         let sql = format!("{SERVICE_SELECT} WHERE s.is_public = 1 AND (s.id = ? OR s.short_name = ? OR s.service_name = ?)");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(key)
             .bind(key)
             .bind(key)
@@ -928,9 +955,9 @@ impl SqliteStore {
         let reshapes = u.ports.as_ref().is_some_and(|p| *p != svc.ports)
             || cidr.as_ref().is_some_and(|c| *c != svc.cidr);
         if reshapes {
-            let users: i64 = sqlx::query_scalar(
+            let users: i64 = sqlx::query_scalar(&numbered(
                 "SELECT COUNT(*) FROM endpoints WHERE service_id = ? AND status != 'deleting'",
-            )
+            ))
             .bind(&svc.id)
             .fetch_one(&mut *tx)
             .await?;
@@ -941,7 +968,7 @@ impl SqliteStore {
                 );
             }
         }
-        sqlx::query("UPDATE services SET backend_ip = ?, ports = ?, cidr = ?, description = ?, updated_at = ? WHERE id = ?")
+        sqlx::query(&numbered("UPDATE services SET backend_ip = ?, ports = ?, cidr = ?, description = ?, updated_at = ? WHERE id = ?"))
             .bind(u.backend_ip.map(|ip| ip.to_string()).unwrap_or(svc.backend_ip.clone()))
             .bind(json_text(u.ports.as_ref().unwrap_or(&svc.ports)))
             .bind(cidr.unwrap_or(svc.cidr.clone()))
@@ -980,7 +1007,7 @@ impl SqliteStore {
 /// A whitelist entry names an account by its domain id. A project id has the same form
 /// (32 hex characters) and is an easy mistake, which would let nobody in: refused.
 async fn check_names_an_account(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     perm: &str,
 ) -> Result<()> {
@@ -1006,8 +1033,8 @@ async fn check_names_an_account(
 
 /// Endpoints left on a service that is going away are marked failed (they can only be
 /// deleted afterwards).
-pub(super) async fn orphan_endpoints(conn: &mut SqliteConnection, service_id: &str) -> Result<()> {
-    sqlx::query("UPDATE endpoints SET status = ?, error = 'the endpoint service was deleted', updated_at = ? WHERE service_id = ? AND status != 'deleting'")
+pub(super) async fn orphan_endpoints(conn: &mut AnyConnection, service_id: &str) -> Result<()> {
+    sqlx::query(&numbered("UPDATE endpoints SET status = ?, error = 'the endpoint service was deleted', updated_at = ? WHERE service_id = ? AND status != 'deleting'"))
         .bind(EndpointStatus::Failed.as_str()).bind(now_micros()).bind(service_id)
         .execute(conn).await?;
     Ok(())

@@ -4,7 +4,8 @@
 //! held. Whoever inserts or deletes a row that holds a number calls `hold` or `release`
 //! in the same transaction.
 
-use sqlx::SqliteConnection;
+use crate::sql::numbered;
+use sqlx::AnyConnection;
 
 use crate::{Result, StoreError};
 
@@ -30,14 +31,12 @@ impl<'a> Pool<'a> {
 /// The run starting nearest at or below `n`: the only one that may hold `n` or end
 /// right below it.
 async fn run_from_below(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     pool: Pool<'_>,
     n: i64,
 ) -> Result<Option<(i64, i64)>> {
     let (kind, id) = pool.key();
-    Ok(sqlx::query_as(
-        "SELECT lo, hi FROM held_runs WHERE kind = ? AND pool = ? AND lo <= ? ORDER BY lo DESC LIMIT 1",
-    )
+    Ok(sqlx::query_as(&numbered("SELECT lo, hi FROM held_runs WHERE kind = ? AND pool = ? AND lo <= ? ORDER BY lo DESC LIMIT 1",))
     .bind(kind)
     .bind(id)
     .bind(n)
@@ -46,14 +45,10 @@ async fn run_from_below(
 }
 
 /// Writes one change to the pool's runs: `sql` binds kind and pool, then `numbers`.
-async fn write(
-    conn: &mut SqliteConnection,
-    pool: Pool<'_>,
-    sql: &str,
-    numbers: &[i64],
-) -> Result<()> {
+async fn write(conn: &mut AnyConnection, pool: Pool<'_>, sql: &str, numbers: &[i64]) -> Result<()> {
     let (kind, id) = pool.key();
-    let mut q = sqlx::query(sql).bind(kind).bind(id);
+    let q_sql = numbered(sql);
+    let mut q = sqlx::query(&q_sql).bind(kind).bind(id);
     for n in numbers {
         q = q.bind(n);
     }
@@ -71,16 +66,16 @@ const DELETE: &str = "DELETE FROM held_runs WHERE kind = ? AND pool = ? AND lo =
 /// Takes the lowest number of the pool that it does not hold, or `None` when it holds
 /// them all. The pool's numbers are `first..=last`: nothing outside is ever held.
 pub(super) async fn take_lowest(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     pool: Pool<'_>,
     first: i64,
     last: i64,
 ) -> Result<Option<i64>> {
     let (kind, id) = pool.key();
     // The first run tells the number, and the second (or the first) the run it touches.
-    let runs: Vec<(i64, i64)> = sqlx::query_as(
+    let runs: Vec<(i64, i64)> = sqlx::query_as(&numbered(
         "SELECT lo, hi FROM held_runs WHERE kind = ? AND pool = ? ORDER BY lo LIMIT 2",
-    )
+    ))
     .bind(kind)
     .bind(id)
     .fetch_all(&mut *conn)
@@ -98,7 +93,7 @@ pub(super) async fn take_lowest(
 }
 
 /// Records that the pool holds `n`, which it must not hold yet.
-pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) -> Result<()> {
+pub(super) async fn hold(conn: &mut AnyConnection, pool: Pool<'_>, n: i64) -> Result<()> {
     let (kind, id) = pool.key();
     let below = run_from_below(conn, pool, n).await?;
     if below.is_some_and(|(_, hi)| hi >= n) {
@@ -106,13 +101,14 @@ pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) ->
             "held_runs: {kind} pool {id} holds {n} already"
         )));
     }
-    let above: Option<i64> =
-        sqlx::query_scalar("SELECT hi FROM held_runs WHERE kind = ? AND pool = ? AND lo = ?")
-            .bind(kind)
-            .bind(id)
-            .bind(n + 1)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let above: Option<i64> = sqlx::query_scalar(&numbered(
+        "SELECT hi FROM held_runs WHERE kind = ? AND pool = ? AND lo = ?",
+    ))
+    .bind(kind)
+    .bind(id)
+    .bind(n + 1)
+    .fetch_optional(&mut *conn)
+    .await?;
     let below = below.filter(|&(_, hi)| hi == n - 1).map(|(lo, _)| lo);
     join(conn, pool, n, below, above).await
 }
@@ -120,7 +116,7 @@ pub(super) async fn hold(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) ->
 /// Makes the free number `n` held: it joins the run starting at `below` (which ends at
 /// n - 1) and the run ending at `above` (which starts at n + 1), where there are such.
 async fn join(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     pool: Pool<'_>,
     n: i64,
     below: Option<i64>,
@@ -141,7 +137,7 @@ async fn join(
 
 /// Records that the pool no longer holds `n`, splitting the run that held it. Releasing
 /// a number that is not held changes nothing.
-pub(super) async fn release(conn: &mut SqliteConnection, pool: Pool<'_>, n: i64) -> Result<()> {
+pub(super) async fn release(conn: &mut AnyConnection, pool: Pool<'_>, n: i64) -> Result<()> {
     let Some((lo, hi)) = run_from_below(conn, pool, n)
         .await?
         .filter(|&(_, hi)| hi >= n)

@@ -1,8 +1,9 @@
 //! The store against a real SQLite database in a temporary directory.
 
+use crate::sql::numbered;
 use vpcep_model::{validate_service_name, PortMapping, Protocol, Reason, ServerType, TcpProxy};
 
-use super::SqliteStore;
+use super::SqlStore;
 use crate::*;
 
 mod alloc;
@@ -10,9 +11,57 @@ mod desired;
 mod hardening;
 mod snat;
 
-async fn setup() -> (tempfile::TempDir, SqliteStore, Caller) {
+/// The store of `dir`: SQLite in it, or with `VPCEP_TEST_ENGINE=postgres`, a database of
+/// its own (named after `dir`, so reopening finds it again) in this test process's
+/// throwaway PostgreSQL cluster.
+pub(crate) async fn open_store(dir: &std::path::Path) -> Result<SqlStore> {
+    SqlStore::open(&test_database(dir)).await
+}
+
+/// Whether these tests run against PostgreSQL (`VPCEP_TEST_ENGINE=postgres`).
+pub(crate) fn on_postgres() -> bool {
+    std::env::var("VPCEP_TEST_ENGINE").is_ok_and(|e| e == "postgres")
+}
+
+pub(crate) fn test_database(dir: &std::path::Path) -> Database {
+    if !on_postgres() {
+        return Database::Sqlite {
+            dir: dir.to_owned(),
+        };
+    }
+    static CLUSTER: std::sync::OnceLock<vpcep_testpg::Cluster> = std::sync::OnceLock::new();
+    let cluster = CLUSTER.get_or_init(|| {
+        let mut c = vpcep_testpg::Cluster::start().expect("a PostgreSQL cluster for the tests");
+        c.reap_on_exit().expect("a reaper for the test cluster");
+        c
+    });
+    let name = format!(
+        "t_{}",
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    static MADE: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap();
+    let url = match made.iter().find(|(n, _)| *n == name) {
+        Some((_, url)) => url.clone(),
+        None => {
+            let url = cluster.create_database(&name).expect("a test database");
+            made.push((name, url.clone()));
+            url
+        }
+    };
+    Database::Postgres {
+        url,
+        key_dir: dir.to_owned(),
+    }
+}
+
+async fn setup() -> (tempfile::TempDir, SqlStore, Caller) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     let a = store
         .create_account("alice".into(), "r1".into())
         .await
@@ -36,7 +85,7 @@ fn vm_port(subnet: &str, name: &str, ip: Option<&str>) -> NewPort {
     }
 }
 
-async fn vpc(store: &SqliteStore, caller: &Caller, cidr: &str) -> Vpc {
+async fn vpc(store: &SqlStore, caller: &Caller, cidr: &str) -> Vpc {
     store
         .create_vpc(
             caller.clone(),
@@ -52,7 +101,7 @@ async fn vpc(store: &SqliteStore, caller: &Caller, cidr: &str) -> Vpc {
 
 /// A subnet of `vpc`, with the given gateway or the default one (network + 1).
 async fn subnet(
-    store: &SqliteStore,
+    store: &SqlStore,
     caller: &Caller,
     vpc: &Vpc,
     cidr: &str,
@@ -75,7 +124,7 @@ async fn subnet(
 
 /// A VPC of `caller` with one subnet.
 async fn vpc_with_subnet(
-    store: &SqliteStore,
+    store: &SqlStore,
     caller: &Caller,
     cidr: &str,
     subnet_cidr: &str,
@@ -106,7 +155,7 @@ fn web_service(vpc_id: &str, port_id: &str) -> NewService {
 }
 
 /// An available service (no approval) on a VM in a VPC of its own.
-async fn service(store: &SqliteStore, caller: &Caller) -> Service {
+async fn service(store: &SqlStore, caller: &Caller) -> Service {
     let (vpc, subnet) = vpc_with_subnet(store, caller, "192.168.0.0/16", "192.168.0.0/16").await;
     let port = store
         .create_port(caller.clone(), vm_port(&subnet.id, "vm", None))
@@ -152,20 +201,35 @@ fn reason(e: StoreError) -> Reason {
 #[tokio::test]
 async fn secrets_are_not_stored_in_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     let a = store
         .create_account("bob".into(), "r1".into())
         .await
         .unwrap();
+    // Every row of the tables that hold them, as text (both engines), and SQLite's files.
+    let mut hays: Vec<Vec<u8>> = Vec::new();
+    for sql in [
+        "SELECT domain_id || name || password_hash FROM accounts",
+        "SELECT access_key || domain_id || secret_sealed FROM credentials",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(sql)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(!rows.is_empty());
+        hays.extend(rows.into_iter().map(String::into_bytes));
+    }
     store.close().await;
-    let db = std::fs::read(dir.path().join("vpcep.db")).unwrap();
-    let wal = std::fs::read(dir.path().join("vpcep.db-wal")).unwrap_or_default();
-    for hay in [&db, &wal] {
+    if !on_postgres() {
+        hays.push(std::fs::read(dir.path().join("vpcep.db")).unwrap());
+        hays.push(std::fs::read(dir.path().join("vpcep.db-wal")).unwrap_or_default());
+    }
+    for hay in &hays {
         let hay = String::from_utf8_lossy(hay);
         assert!(!hay.contains(&a.secret_key));
         assert!(!hay.contains(&a.password));
     }
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
     let cred = store
         .credential(a.access_key.clone())
         .await
@@ -356,11 +420,11 @@ async fn service_lifecycle_and_isolation() {
 
 /// Sets `PRAGMA max_page_count` on every connection of the pool (all eight at once, so
 /// none is missed), the way a full disk looks to SQLite: writes fail with `SQLITE_FULL`.
-async fn cap_pages(store: &SqliteStore, pages: i64) {
+async fn cap_pages(store: &SqlStore, pages: i64) {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut c = store.pool.acquire().await.unwrap();
-        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+        sqlx::query(&numbered(&format!("PRAGMA max_page_count = {pages}")))
             .execute(&mut *c)
             .await
             .unwrap();
@@ -370,8 +434,11 @@ async fn cap_pages(store: &SqliteStore, pages: i64) {
 
 #[tokio::test]
 async fn a_full_disk_fails_writes_cleanly_and_they_resume_when_there_is_room() {
+    if on_postgres() {
+        return; // SQLite's own: a full file system under the data directory
+    }
     let (_dir, store, alice) = setup().await;
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+    let pages: i64 = sqlx::query_scalar(&numbered("PRAGMA page_count"))
         .fetch_one(&store.pool)
         .await
         .unwrap();
@@ -414,13 +481,19 @@ async fn a_full_disk_fails_writes_cleanly_and_they_resume_when_there_is_room() {
 
 #[tokio::test]
 async fn a_transaction_sqlite_rolled_back_by_itself_leaves_no_connection_unusable() {
+    if on_postgres() {
+        return; // SQLite's own: SQLite rolls back by itself
+    }
     let (_dir, store, alice) = setup().await;
     // SQLite rolls a transaction back by itself when its COMMIT meets a full disk or an
     // I/O error; sqlx, which counts transactions, does not see it and its ROLLBACK fails
     // too. A ROLLBACK behind sqlx's back does the same.
     for _ in 0..3 {
         let mut tx = store.begin().await.unwrap();
-        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        sqlx::query(&numbered("ROLLBACK"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         assert!(store.commit(tx).await.is_err());
     }
     for i in 0..24 {
@@ -434,4 +507,33 @@ async fn a_transaction_sqlite_rolled_back_by_itself_leaves_no_connection_unusabl
             .await
             .unwrap_or_else(|e| panic!("write {i} after a failed commit: {e}"));
     }
+}
+
+/// Replicas share one database and must seal secrets with one key: a replica whose
+/// master.key is another is refused before it serves anything.
+#[tokio::test]
+async fn a_replica_with_another_master_key_is_refused() {
+    if !on_postgres() {
+        return; // One SQLite store has one data directory, and one key.
+    }
+    let (first, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = open_store(first.path()).await.unwrap();
+    store.close().await;
+    let Database::Postgres { url, .. } = test_database(first.path()) else {
+        unreachable!()
+    };
+    let elsewhere = Database::Postgres {
+        url: url.clone(),
+        key_dir: other.path().to_owned(),
+    };
+    let Err(refused) = SqlStore::open(&elsewhere).await else {
+        panic!("a replica with another master key was let in");
+    };
+    assert!(refused.to_string().contains("master.key"), "{refused}");
+    std::fs::copy(
+        first.path().join("master.key"),
+        other.path().join("master.key"),
+    )
+    .unwrap();
+    SqlStore::open(&elsewhere).await.unwrap().close().await;
 }

@@ -2,6 +2,7 @@
 //! requested and reserved addresses, full subnets refused; the same answers as version
 //! 4's walk to the first gap, under churn and after an upgrade from version 4.
 
+use crate::sql::numbered;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use vpcep_model::Reason;
 
 use super::super::migrate::LATEST;
-use super::{new_endpoint, reason, service, setup, subnet, vm_port, vpc};
+use super::{new_endpoint, on_postgres, reason, service, setup, subnet, vm_port, vpc};
 use crate::*;
 
 /// The lowest free address as version 4 found it: the first gap after a held address.
@@ -26,9 +27,9 @@ const WALK_SNAT: &str = "SELECT CASE WHEN COUNT(*) = COALESCE(MAX(snat_host), 0)
      FROM endpoints WHERE snat_vpc_id = ?1 AND snat_host IS NOT NULL";
 
 /// Version 4's answer for the next address of a subnet, `None` when it found it full.
-async fn walk_address(store: &SqliteStore, subnet: &Subnet) -> Option<Ipv4Addr> {
+async fn walk_address(store: &SqlStore, subnet: &Subnet) -> Option<Ipv4Addr> {
     let net: ipnet::Ipv4Net = subnet.cidr.parse().unwrap();
-    let next: Option<i64> = sqlx::query_scalar(WALK_ADDRESS)
+    let next: Option<i64> = sqlx::query_scalar(&numbered(WALK_ADDRESS))
         .bind(&subnet.id)
         .fetch_optional(&store.pool)
         .await
@@ -38,16 +39,16 @@ async fn walk_address(store: &SqliteStore, subnet: &Subnet) -> Option<Ipv4Addr> 
 }
 
 /// Version 4's answer for the next SNAT host number towards a VPC.
-async fn walk_snat(store: &SqliteStore, vpc: &str) -> i64 {
-    sqlx::query_scalar(WALK_SNAT)
+async fn walk_snat(store: &SqlStore, vpc: &str) -> i64 {
+    sqlx::query_scalar(&numbered(WALK_SNAT))
         .bind(vpc)
         .fetch_one(&store.pool)
         .await
         .unwrap()
 }
 
-async fn snat_host(store: &SqliteStore, endpoint: &str) -> i64 {
-    sqlx::query_scalar("SELECT snat_host FROM endpoints WHERE id = ?")
+async fn snat_host(store: &SqlStore, endpoint: &str) -> i64 {
+    sqlx::query_scalar(&numbered("SELECT snat_host FROM endpoints WHERE id = ?"))
         .bind(endpoint)
         .fetch_one(&store.pool)
         .await
@@ -56,17 +57,18 @@ async fn snat_host(store: &SqliteStore, endpoint: &str) -> i64 {
 
 /// Fails unless `held_runs` is exactly the runs of the numbers that the rows hold
 /// (addresses; endpoints' SNAT hosts), as computed here from the rows.
-async fn assert_runs_match_rows(store: &SqliteStore) {
-    let kept: Vec<(String, String, i64, i64)> =
-        sqlx::query_as("SELECT kind, pool, lo, hi FROM held_runs ORDER BY kind, pool, lo")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-    let held: Vec<(String, String, i64)> = sqlx::query_as(
+async fn assert_runs_match_rows(store: &SqlStore) {
+    let kept: Vec<(String, String, i64, i64)> = sqlx::query_as(&numbered(
+        "SELECT kind, pool, lo, hi FROM held_runs ORDER BY kind, pool, lo",
+    ))
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let held: Vec<(String, String, i64)> = sqlx::query_as(&numbered(
         "SELECT 'address', subnet_id, ip_num FROM addresses \
          UNION ALL SELECT 'snat', snat_vpc_id, snat_host FROM endpoints \
          WHERE snat_vpc_id IS NOT NULL AND snat_host IS NOT NULL ORDER BY 1, 2, 3",
-    )
+    ))
     .fetch_all(&store.pool)
     .await
     .unwrap();
@@ -81,7 +83,7 @@ async fn assert_runs_match_rows(store: &SqliteStore) {
 }
 
 async fn port(
-    store: &SqliteStore,
+    store: &SqlStore,
     caller: &Caller,
     subnet: &Subnet,
     ip: Option<&str>,
@@ -178,7 +180,7 @@ async fn the_lowest_free_address_is_given_and_reserved_ones_never() {
         .await
         .unwrap();
     assert_runs_match_rows(&store).await;
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM held_runs WHERE pool = ?")
+    let left: i64 = sqlx::query_scalar(&numbered("SELECT COUNT(*) FROM held_runs WHERE pool = ?"))
         .bind(&s.id)
         .fetch_one(&store.pool)
         .await
@@ -361,21 +363,25 @@ async fn churn_allocates_as_the_walk_to_the_first_gap_and_a_brute_force_model() 
     // The run went through full subnets and through holes both low and high.
     assert!(refused_full > 0, "no subnet filled up");
     for m in &subnets {
-        let rows: BTreeSet<u32> =
-            sqlx::query_scalar::<_, i64>("SELECT ip_num FROM addresses WHERE subnet_id = ?")
-                .bind(&m.subnet.id)
-                .fetch_all(&store.pool)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|n| n as u32)
-                .collect();
+        let rows: BTreeSet<u32> = sqlx::query_scalar::<_, i64>(&numbered(
+            "SELECT ip_num FROM addresses WHERE subnet_id = ?",
+        ))
+        .bind(&m.subnet.id)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n as u32)
+        .collect();
         assert_eq!(rows, m.held);
     }
 }
 
 #[tokio::test]
 async fn a_version_4_database_with_holes_allocates_as_before() {
+    if on_postgres() {
+        return; // SQLite's own: PostgreSQL starts at version 6
+    }
     let (dir, store, alice) = setup().await;
     let svc = service(&store, &alice).await;
     let v = vpc(&store, &alice, "10.0.0.0/16").await;
@@ -405,16 +411,16 @@ async fn a_version_4_database_with_holes_allocates_as_before() {
         )
         .await
         .unwrap();
-    // Migration 5 only adds held_runs, and 6 swaps an index: without them, and with
+    // Migration 5 only adds held_runs, 6 swaps an index and 7 adds tables: without them, and with
     // version 4 in meta, this is the database that version 4 left after the same requests.
-    sqlx::raw_sql("DROP TABLE held_runs; DROP INDEX endpoints_service_status; CREATE INDEX endpoints_service ON endpoints (service_id); UPDATE meta SET v = 4 WHERE k = 'schema';")
+    sqlx::raw_sql("DROP TABLE gateway_endpoints; DROP TABLE gateway_nodes; DROP TABLE replicas; DROP TABLE held_runs; DROP INDEX endpoints_service_status; CREATE INDEX endpoints_service ON endpoints (service_id); UPDATE meta SET v = 4 WHERE k = 'schema';")
         .execute(&store.pool)
         .await
         .unwrap();
     store.close().await;
 
-    let store = SqliteStore::open(dir.path()).await.unwrap();
-    let version: i64 = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'schema'")
+    let store = crate::sql::tests::open_store(dir.path()).await.unwrap();
+    let version: i64 = sqlx::query_scalar(&numbered("SELECT v FROM meta WHERE k = 'schema'"))
         .fetch_one(&store.pool)
         .await
         .unwrap();
@@ -455,7 +461,7 @@ async fn concurrent_creates_through_two_handles_take_distinct_lowest_numbers() {
     // the two meet only at SQLite's lock.
     let stores = [
         Arc::new(store),
-        Arc::new(SqliteStore::open(dir.path()).await.unwrap()),
+        Arc::new(crate::sql::tests::open_store(dir.path()).await.unwrap()),
     ];
     let mut creates = tokio::task::JoinSet::new();
     for i in 0..40 {

@@ -1,11 +1,12 @@
 //! Resource tags of services and endpoints.
 
+use crate::sql::numbered;
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use vpcep_model::{validate_tag, Reason, Tag, MAX_TAGS};
 
-use super::{exists, not_found, reject, SqliteStore};
+use super::{exists, not_found, reject, SqlStore};
 use crate::{Caller, ResourceKind, Result, TaggedResource};
 
 pub(super) fn kind_str(kind: ResourceKind) -> &'static str {
@@ -16,13 +17,13 @@ pub(super) fn kind_str(kind: ResourceKind) -> &'static str {
 }
 
 pub(super) async fn load_tags(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: ResourceKind,
     id: &str,
 ) -> Result<Vec<Tag>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows: Vec<(String, String)> = sqlx::query_as(&numbered(
         "SELECT k, v FROM tags WHERE resource_type = ? AND resource_id = ? ORDER BY k",
-    )
+    ))
     .bind(kind_str(kind))
     .bind(id)
     .fetch_all(conn)
@@ -34,14 +35,14 @@ pub(super) async fn load_tags(
 }
 
 pub(super) async fn insert_tags(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     kind: ResourceKind,
     id: &str,
     project: &str,
     tags: &[Tag],
 ) -> Result<()> {
     for t in tags {
-        sqlx::query("INSERT INTO tags (resource_type, resource_id, project_id, k, v) VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, resource_id, k) DO UPDATE SET v = excluded.v")
+        sqlx::query(&numbered("INSERT INTO tags (resource_type, resource_id, project_id, k, v) VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, resource_id, k) DO UPDATE SET v = excluded.v"))
             .bind(kind_str(kind))
             .bind(id)
             .bind(project)
@@ -54,7 +55,7 @@ pub(super) async fn insert_tags(
 }
 
 async fn owned(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     caller: &Caller,
     kind: ResourceKind,
     id: &str,
@@ -68,7 +69,7 @@ async fn owned(
     exists(conn, sql, &[id, &caller.project_id]).await
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(crate) async fn tag_resource(
         &self,
         caller: Caller,
@@ -118,14 +119,14 @@ impl SqliteStore {
                 )
                 .await?;
             } else {
-                sqlx::query("DELETE FROM tags WHERE resource_type = ? AND resource_id = ? AND k = ? AND (? IS NULL OR v = ?)")
+                sqlx::query(&numbered("DELETE FROM tags WHERE resource_type = ? AND resource_id = ? AND k = ? AND (? IS NULL OR v = ?)"))
                     .bind(kind_str(kind)).bind(&id).bind(k).bind(v).bind(v)
                     .execute(&mut *tx).await?;
             }
         }
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = sqlx::query_scalar(&numbered(
             "SELECT COUNT(*) FROM tags WHERE resource_type = ? AND resource_id = ?",
-        )
+        ))
         .bind(kind_str(kind))
         .bind(&id)
         .fetch_one(&mut *tx)
@@ -145,12 +146,13 @@ impl SqliteStore {
         kind: ResourceKind,
     ) -> Result<Vec<(String, Vec<String>)>> {
         let mut c = self.read().await?;
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT k, v FROM tags WHERE project_id = ? AND resource_type = ?")
-                .bind(&caller.project_id)
-                .bind(kind_str(kind))
-                .fetch_all(&mut *c)
-                .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(&numbered(
+            "SELECT k, v FROM tags WHERE project_id = ? AND resource_type = ?",
+        ))
+        .bind(&caller.project_id)
+        .bind(kind_str(kind))
+        .fetch_all(&mut *c)
+        .await?;
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (k, v) in rows {
             map.entry(k).or_default().insert(v);
@@ -171,7 +173,7 @@ impl SqliteStore {
             ResourceKind::Service => "SELECT id, service_name FROM services WHERE project_id = ? AND is_public = 0 ORDER BY created_at, id",
             ResourceKind::Endpoint => "SELECT id, id FROM endpoints WHERE project_id = ? ORDER BY created_at, id",
         };
-        let rows: Vec<(String, String)> = sqlx::query_as(sql)
+        let rows: Vec<(String, String)> = sqlx::query_as(&numbered(sql))
             .bind(&caller.project_id)
             .fetch_all(&mut *c)
             .await?;
