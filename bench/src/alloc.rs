@@ -262,6 +262,7 @@ async fn provider(store: &dyn Store, caller: &Caller) -> Result<String> {
                 device_owner: String::new(),
                 device_id: String::new(),
                 is_host: false,
+                machine: None,
             },
         )
         .await?;

@@ -27,6 +27,7 @@ fn vpc(id: &str, seq: u32) -> VpcSpec {
             id: format!("{id}-s"),
             cidr: "10.0.0.0/16".into(),
             gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+            vni: 0,
         }],
     }
 }

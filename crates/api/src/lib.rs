@@ -31,7 +31,7 @@ use vpcep_store::{Credential, Store};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use nodes::{NodeReports, Role, StatusReport, REPORT_TTL};
+pub use nodes::{MachineReport, NodeReports, Role, StatusReport, REPORT_TTL};
 pub use openapi::OPERATIONS;
 
 /// Shared state of the API.

@@ -57,6 +57,20 @@ pub struct StatusReport {
     pub gone: Vec<String>,
     #[serde(default = "everything")]
     pub full: bool,
+    /// What machine the node is, in a deployment across machines (`vpcep gateway
+    /// --role`): registered with every report.
+    #[serde(default)]
+    pub machine: Option<MachineReport>,
+}
+
+/// A machine's role, zone and underlay address, as its node reports them.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachineReport {
+    pub role: vpcep_model::MachineRole,
+    #[serde(default)]
+    pub zone: String,
+    #[schema(value_type = String)]
+    pub underlay: std::net::Ipv4Addr,
 }
 
 fn everything() -> bool {
@@ -227,6 +241,11 @@ async fn status(
     check_node(&app, &headers)?;
     if report.node.is_empty() || report.node.len() > 64 {
         return Err(ApiError::param("node: 1-64 characters"));
+    }
+    if let Some(m) = report.machine.clone() {
+        app.store
+            .register_machine(report.node.clone(), m.role, m.zone, m.underlay)
+            .await?;
     }
     let known = if app.role.shared_reports {
         app.store

@@ -397,6 +397,7 @@ mod tests {
                 id: format!("subnet-{seq}"),
                 cidr: "10.0.0.0/24".to_owned(),
                 gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+                vni: 0,
             }],
         }
     }

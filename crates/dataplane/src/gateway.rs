@@ -635,6 +635,7 @@ mod tests {
             id: format!("{id}-s"),
             cidr: "10.0.0.0/24".into(),
             gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+            vni: 0,
         }];
         VpcSpec {
             id: id.into(),

@@ -224,8 +224,11 @@ impl Node {
         self.dns.as_ref()
     }
 
+    /// The kernel path runs where routers are: not on a compute machine.
     fn kernel_on(&self) -> bool {
-        self.forwarding == Forwarding::Auto && self.substrate.kernel().is_some()
+        self.forwarding == Forwarding::Auto
+            && self.substrate.kernel().is_some()
+            && self.substrate.role() != Some(vpcep_model::MachineRole::Compute)
     }
 
     /// Whether this endpoint takes the kernel path on this node.
@@ -326,8 +329,31 @@ impl Node {
         let mut step = KernelStep::default();
         let mut touched = Touched::default();
         let changes = held.changes(&delta);
+        // A compute machine of several holds hosts only.
+        let compute = self.substrate.role() == Some(vpcep_model::MachineRole::Compute);
+        let overlay_touched = self.substrate.role().is_some()
+            && (first
+                || !delta.hosts.is_empty()
+                || !delta.hosts_gone.is_empty()
+                || !delta.vpcs.is_empty()
+                || !delta.vpcs_gone.is_empty()
+                || !delta.endpoints.is_empty()
+                || !delta.endpoints_gone.is_empty()
+                || delta.machines.is_some());
         for change in &changes {
             let sub = self.substrate.clone();
+            if compute
+                && matches!(
+                    change,
+                    Change::RemoveEndpoint(_)
+                        | Change::UpdateEndpoint { .. }
+                        | Change::AddEndpoint(_)
+                        | Change::AddIdc(_)
+                        | Change::RemoveIdc(_)
+                )
+            {
+                continue;
+            }
             match *change {
                 Change::RemoveEndpoint(old) => {
                     if self.on_kernel(old) {
@@ -432,7 +458,9 @@ impl Node {
             }
         }
         let kernel_began = std::time::Instant::now();
-        if self.kernel_on() {
+        if compute {
+            // No router here: nothing of the kernel path or of the routes.
+        } else if self.kernel_on() {
             self.apply_kernel(current, &vpcs, first, step, &failed_vpcs)
                 .await;
         } else if first && self.substrate.kernel().is_some() {
@@ -443,13 +471,19 @@ impl Node {
             // Nothing is known to be held, whatever an earlier run left.
             touched.routes.extend(vpcs.ids());
         }
-        self.apply_routes(current, &vpcs, &touched.routes, &failed_vpcs)
-            .await;
+        if !compute {
+            self.apply_routes(current, &vpcs, &touched.routes, &failed_vpcs)
+                .await;
+        }
         touched.cloud = delta.cloud_names.clone();
         drop(changes);
         drop(vpcs);
         let mut state = held;
         state.absorb(delta);
+        if overlay_touched {
+            let (sub, view) = (self.substrate.clone(), state.clone());
+            log(blocking(move || sub.set_overlay(&view)).await, "overlay");
+        }
         if let Some(dns) = &self.dns {
             if first {
                 if let Err(e) = dns.start_cloud().await {

@@ -130,4 +130,15 @@ pub trait Substrate: Send + Sync + 'static {
     fn kernel(&self) -> Option<&dyn KernelPath> {
         None
     }
+    /// This machine's role in a deployment across machines (`None`: one machine is
+    /// everything). A compute machine holds hosts only: no routers, endpoints, resolvers
+    /// or data centres.
+    fn role(&self) -> Option<vpcep_model::MachineRole> {
+        None
+    }
+    /// Makes the subnets' tunnels to the other machines carry what `state` places there.
+    fn set_overlay(&self, state: &vpcep_model::State) -> io::Result<()> {
+        let _ = state;
+        Ok(())
+    }
 }

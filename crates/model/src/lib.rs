@@ -20,8 +20,8 @@ pub use net::{
 };
 pub use ports::{validate_port_mappings, PortMapping, Protocol, MAX_PORT_MAPPINGS};
 pub use snapshot::{
-    route_listen_ip, Change, CloudName, EndpointSpec, HostSpec, IdcSpec, RouteSpec, Snapshot,
-    SubnetSpec, VpcSpec, SNAT_BASE, SNAT_SIZE,
+    route_listen_ip, Change, CloudName, EndpointSpec, HostSpec, IdcSpec, MachineRole, MachineSpec,
+    RouteSpec, Snapshot, SubnetSpec, VpcSpec, SNAT_BASE, SNAT_SIZE,
 };
 pub use state::{SnapshotDelta, State};
 pub use status::{

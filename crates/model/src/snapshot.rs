@@ -28,6 +28,53 @@ pub struct Snapshot {
     /// Names the cloud's internal DNS answers (the operator's gateway services).
     #[serde(default)]
     pub cloud_names: Vec<CloudName>,
+    /// The machines of a deployment across machines, by name (none: one machine is
+    /// everything).
+    #[serde(default)]
+    pub machines: Vec<MachineSpec>,
+}
+
+/// A machine that runs `vpcep gateway --role`: compute machines hold hosts (the VMs'
+/// stand-ins), gateway machines the VPCs' routers with their endpoints; the subnets
+/// between them are VXLAN segments over the machines' underlay addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct MachineSpec {
+    pub name: String,
+    pub role: MachineRole,
+    /// Its availability zone ("" when none was given).
+    #[serde(default)]
+    pub zone: String,
+    /// Where the other machines reach it (the VXLAN tunnels' endpoints).
+    #[cfg_attr(feature = "schema", schema(value_type = String))]
+    pub underlay: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MachineRole {
+    Compute,
+    Gateway,
+}
+
+impl MachineRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineRole::Compute => "compute",
+            MachineRole::Gateway => "gateway",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, crate::Rejection> {
+        match s {
+            "compute" => Ok(MachineRole::Compute),
+            "gateway" => Ok(MachineRole::Gateway),
+            other => Err(crate::Rejection::bad(format!(
+                "role {other:?}: compute or gateway"
+            ))),
+        }
+    }
 }
 
 /// An on-premises data centre joined to a VPC: its own address space, routed to the VPC.
@@ -80,6 +127,9 @@ pub struct SubnetSpec {
     pub cidr: String,
     #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub gateway_ip: Ipv4Addr,
+    /// Its VXLAN network identifier across machines (0: none), one subnet per VNI.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 /// A stand-in for a VM or a load balancer: a namespace joined to a subnet.
@@ -91,6 +141,12 @@ pub struct HostSpec {
     pub subnet_id: String,
     #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub ip: Ipv4Addr,
+    /// Its port's MAC address ("" for none given).
+    #[serde(default)]
+    pub mac: String,
+    /// The compute machine it is placed on (`None`: the one machine).
+    #[serde(default)]
+    pub machine: Option<String>,
 }
 
 /// One endpoint that must forward: listeners at `ip` in the consumer VPC, connections

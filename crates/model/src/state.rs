@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Change, CloudName, EndpointSpec, HostSpec, IdcSpec, Snapshot, VpcSpec};
+use crate::{Change, CloudName, EndpointSpec, HostSpec, IdcSpec, MachineSpec, Snapshot, VpcSpec};
 
 /// What changed between two revisions: what is new or changed (whole, as it is now) and
 /// the ids of what went. An entry may be unchanged after all (a service's description
@@ -37,6 +37,9 @@ pub struct SnapshotDelta {
     /// The cloud's names, when they changed.
     #[serde(default)]
     pub cloud_names: Option<Vec<CloudName>>,
+    /// The machines, when they changed.
+    #[serde(default)]
+    pub machines: Option<Vec<MachineSpec>>,
 }
 
 impl SnapshotDelta {
@@ -51,6 +54,7 @@ impl SnapshotDelta {
             && self.endpoints_gone.is_empty()
             && self.idcs_gone.is_empty()
             && self.cloud_names.is_none()
+            && self.machines.is_none()
     }
 }
 
@@ -63,6 +67,7 @@ pub struct State {
     pub endpoints: BTreeMap<String, EndpointSpec>,
     pub idcs: BTreeMap<String, IdcSpec>,
     pub cloud_names: Vec<CloudName>,
+    pub machines: Vec<MachineSpec>,
 }
 
 fn gone<'a, T>(held: &BTreeMap<String, T>, next: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -115,6 +120,7 @@ impl State {
             ),
             idcs_gone: gone(&self.idcs, next.idcs.iter().map(|i| i.id.as_str())),
             cloud_names: (next.cloud_names != self.cloud_names).then_some(next.cloud_names),
+            machines: (next.machines != self.machines).then_some(next.machines),
             vpcs: next.vpcs,
             hosts: next.hosts,
             endpoints: next.endpoints,
@@ -212,6 +218,9 @@ impl State {
         if let Some(names) = delta.cloud_names {
             self.cloud_names = names;
         }
+        if let Some(machines) = delta.machines {
+            self.machines = machines;
+        }
         self.revision = delta.revision;
     }
 
@@ -224,6 +233,7 @@ impl State {
             endpoints: self.endpoints.values().cloned().collect(),
             idcs: self.idcs.values().cloned().collect(),
             cloud_names: self.cloud_names.clone(),
+            machines: self.machines.clone(),
         }
     }
 }
@@ -248,6 +258,8 @@ mod tests {
             vpc_id: "a".into(),
             subnet_id: "sa".into(),
             ip: Ipv4Addr::new(10, 0, 0, 9),
+            mac: String::new(),
+            machine: None,
         }
     }
 

@@ -229,4 +229,8 @@ store_trait! {
     fn record_gateway_report(&self, node: String, revision: u64, full: bool, endpoints: Vec<(String, Option<String>)>, gone: Vec<String>, ttl_secs: u64) -> bool;
     /// What gateway nodes that reported within `ttl_secs` say of endpoints `ids`.
     fn gateway_outcomes(&self, ids: Vec<String>, ttl_secs: u64) -> Vec<(String, Outcome)>;
+    /// A machine of a deployment across machines says what it is (with every report).
+    fn register_machine(&self, name: String, role: vpcep_model::MachineRole, zone: String, underlay: std::net::Ipv4Addr) -> ();
+    /// Every registered machine, by name.
+    fn machines(&self) -> Vec<Machine>;
 }

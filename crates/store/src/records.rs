@@ -157,6 +157,9 @@ pub struct NewPort {
     pub device_id: String,
     /// A host: the data plane stands up a namespace (netns) or an address (loopback).
     pub is_host: bool,
+    /// For a host: the compute machine to place it on; `None`: the one with the fewest
+    /// hosts, if there are compute machines.
+    pub machine: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -181,6 +184,8 @@ pub struct Port {
     pub device_owner: String,
     pub device_id: String,
     pub is_host: bool,
+    /// The compute machine a host is placed on.
+    pub machine: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -462,4 +467,19 @@ pub struct Replica {
     pub seen_secs_ago: f64,
     /// Holds the controller lease.
     pub leader: bool,
+}
+
+/// A machine of a deployment across machines, as it registered (`vpcep admin node list`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Machine {
+    pub name: String,
+    pub role: String,
+    pub zone: String,
+    pub underlay: String,
+    pub registered_at: i64,
+    /// When it last reported (Unix microseconds), and how long ago that is.
+    pub seen_at: i64,
+    pub seen_secs_ago: f64,
+    /// Hosts placed on it.
+    pub hosts: i64,
 }

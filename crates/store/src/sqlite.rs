@@ -12,8 +12,10 @@ use crate::{MasterKey, Result};
 
 /// Every connection's settings. `busy_timeout`: how long a writer of another process
 /// waits for the database lock before the write fails.
-const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                       PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+/// The wait comes first: setting the journal mode needs the database's lock, which another
+/// connection may hold for a moment.
+const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                       PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
 
 pub(crate) async fn connect(dir: &Path) -> Result<(AnyPool, Engine, MasterKey)> {
     std::fs::create_dir_all(dir)?;

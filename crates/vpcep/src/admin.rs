@@ -222,6 +222,14 @@ pub async fn cluster_status(db: &Database) -> anyhow::Result<Vec<vpcep_store::Re
     Ok(list)
 }
 
+/// Every machine of a deployment across machines.
+pub async fn machines(db: &Database) -> anyhow::Result<Vec<vpcep_store::Machine>> {
+    let store = open(db).await?;
+    let list = Store::machines(&store).await?;
+    store.close().await;
+    Ok(list)
+}
+
 /// A consistent copy of a live SQLite store in the new file `to`.
 pub async fn backup(db: &Database, to: &std::path::Path) -> anyhow::Result<Value> {
     if to.exists() {

@@ -15,6 +15,7 @@ use vpcep_api::StatusReport;
 use vpcep_model::{Snapshot, SnapshotDelta};
 
 use crate::serve::SubstrateKind;
+use vpcep_dataplane::substrate::netns::Machine;
 use vpcep_dataplane::Node;
 
 /// How long one snapshot request may wait for a change (the server caps it at 60 s). A
@@ -36,9 +37,14 @@ pub struct GatewayConfig {
     /// The CA (PEM) the control plane's certificate must chain to (`https://` URLs);
     /// `None`: the built-in web roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// What machine this node is in a deployment across machines (`--role`), registered
+    /// with every report; `None`: the one machine that is everything.
+    pub machine: Option<vpcep_api::MachineReport>,
 }
 
 struct Link {
+    /// Said with every report: what machine this node is.
+    machine: Option<vpcep_api::MachineReport>,
     /// The control plane's URLs; `current` indexes the one followed.
     bases: Vec<String>,
     current: std::sync::atomic::AtomicUsize,
@@ -64,6 +70,7 @@ impl Link {
             bail!("--control-plane: give the control plane's URL, or several separated by commas");
         }
         Ok(Link {
+            machine: None,
             bases,
             current: Default::default(),
             token,
@@ -130,11 +137,15 @@ impl Link {
     }
 
     async fn report(&self, report: &StatusReport) -> Result<Reported> {
+        let report = StatusReport {
+            machine: self.machine.clone(),
+            ..report.clone()
+        };
         let resp = self
             .http
             .post(format!("{}/internal/v1/status", self.base()))
             .bearer_auth(&self.token)
-            .json(report)
+            .json(&report)
             .send()
             .await?;
         if resp.status() == reqwest::StatusCode::CONFLICT {
@@ -172,6 +183,7 @@ impl Told {
             endpoints: self.0.clone(),
             gone: Vec::new(),
             full: true,
+            machine: None,
         }
     }
 
@@ -189,6 +201,7 @@ impl Told {
             endpoints: HashMap::new(),
             gone: Vec::new(),
             full: false,
+            machine: None,
         };
         for id in ids {
             match node.endpoint_outcome(&id).map(|o| o.err()) {
@@ -214,18 +227,25 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
         bail!("--token (VPCEP_NODE_TOKEN) is required: the node token the control plane was started with");
     }
     let http = crate::client::http_client(cfg.ca_file.as_deref())?;
+    let machine = cfg.machine.as_ref().map(|m| Machine {
+        name: cfg.name.clone(),
+        role: m.role,
+        underlay: m.underlay,
+    });
     let node = std::sync::Arc::new(crate::serve::node(
         cfg.substrate,
         &cfg.netns_prefix,
         cfg.loopback_base,
         cfg.forwarding,
         &cfg.dns,
+        machine,
     )?);
     let resync = tokio::spawn(
         node.clone()
             .resync_every(cfg.kernel_resync, shutdown.clone()),
     );
-    let link = Link::new(&cfg.control_plane, cfg.token.clone(), http)?;
+    let mut link = Link::new(&cfg.control_plane, cfg.token.clone(), http)?;
+    link.machine = cfg.machine.clone();
     let mut after = -1i64;
     let (mut told, mut lost) = (Told::default(), false);
     let mut backoff = Duration::from_millis(200);

@@ -169,8 +169,10 @@ enum HostCmd {
     /// With --idc, a data centre joined to the VPC as over a VPN: its own --cidr, routed
     /// to the VPC (netns substrate).
     Create {
+        /// The VPC (id).
         #[arg(long)]
         vpc: String,
+        /// The subnet (id) the host joins.
         #[arg(long, required_unless_present = "idc")]
         subnet: Option<String>,
         /// Make an on-premises data centre instead of a VM (user guide 2.4).
@@ -179,10 +181,16 @@ enum HostCmd {
         /// The data centre's own range, e.g. 172.31.0.0/24 (its machine gets the first address).
         #[arg(long)]
         cidr: Option<String>,
+        /// Its address in the subnet (default: the lowest free one).
         #[arg(long)]
         ip: Option<String>,
+        /// Its name.
         #[arg(long, default_value = "")]
         name: String,
+        /// The compute machine to place it on, in a deployment across machines (default:
+        /// the one with the fewest hosts; `vpcep admin node list` shows them).
+        #[arg(long, conflicts_with = "idc")]
+        node: Option<String>,
         /// The host stands for a load balancer's VIP (for services with server_type LB).
         #[arg(long)]
         lb: bool,
@@ -370,6 +378,15 @@ impl NodeArgs {
     }
 }
 
+/// A machine's part in a deployment across machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    /// Holds hosts (the VMs' stand-ins).
+    Compute,
+    /// Holds the VPCs' routers, their endpoints and resolvers.
+    Gateway,
+}
+
 #[derive(Args)]
 struct GatewayArgs {
     /// The control plane's API URL, or several separated by commas (replicas of one
@@ -379,9 +396,27 @@ struct GatewayArgs {
     /// The node token the control plane was started with.
     #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
     token: String,
-    /// This node's name in status reports.
-    #[arg(long, env = "VPCEP_NODE_NAME", default_value = "gateway-1")]
+    /// This node's name in status reports (and its machine's name, with --role).
+    #[arg(
+        long,
+        alias = "node",
+        env = "VPCEP_NODE_NAME",
+        default_value = "gateway-1"
+    )]
     name: String,
+    /// This machine's part in a deployment across machines: `compute` holds the hosts
+    /// placed on it, `gateway` the VPCs' routers and their endpoints; subnets are VXLAN
+    /// segments between them (needs --underlay and --substrate netns). Without it the
+    /// node is the one machine that is everything.
+    #[arg(long, env = "VPCEP_ROLE", value_enum, requires = "underlay")]
+    role: Option<RoleArg>,
+    /// This machine's address on the network between the machines: the VXLAN tunnels'
+    /// endpoint (UDP 4789).
+    #[arg(long, env = "VPCEP_UNDERLAY", requires = "role")]
+    underlay: Option<std::net::Ipv4Addr>,
+    /// This machine's availability zone (shown by `vpcep admin node list`).
+    #[arg(long, env = "VPCEP_ZONE", default_value = "", requires = "role")]
+    zone: String,
     /// Trust only this CA certificate (PEM) for an https control plane (default: the
     /// built-in web roots).
     #[arg(long, env = "VPCEP_CA_FILE")]
@@ -425,6 +460,11 @@ enum AdminCmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// The machines of a deployment across machines (`vpcep gateway --role`).
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Write a consistent copy of the SQLite store into a new FILE while servers run
     /// (restore: stop the server, put FILE in place of DATA_DIR/vpcep.db with the same
     /// master.key). A PostgreSQL store is backed up with pg_dump.
@@ -433,6 +473,19 @@ enum AdminCmd {
         file: PathBuf,
         #[command(flatten)]
         dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Every machine that registered: its role, zone, underlay address, hosts, and when
+    /// it last reported.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// table (for people) or json (for scripts).
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -754,10 +807,11 @@ async fn host(client: &ClientArgs, output: Output, cmd: HostCmd) -> anyhow::Resu
             ip,
             name,
             lb,
+            node,
             no_wait,
             ..
         } => {
-            let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb}});
+            let body = json!({"host": {"vpc_id": vpc, "subnet_id": subnet, "ip": ip, "name": name, "lb": lb, "node": node}});
             let mut v = api.call("POST", "/v1/{p}/hosts", Some(&body)).await?["host"].take();
             if !no_wait {
                 let path = format!("/v1/{{p}}/hosts/{}", v["id"].as_str().unwrap_or_default());
@@ -859,8 +913,19 @@ async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         dns: a.node.dns(),
         kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
         ca_file: a.ca_file,
+        machine: match (a.role, a.underlay) {
+            (Some(role), Some(underlay)) => Some(vpcep_api::MachineReport {
+                role: match role {
+                    RoleArg::Compute => vpcep_model::MachineRole::Compute,
+                    RoleArg::Gateway => vpcep_model::MachineRole::Gateway,
+                },
+                zone: a.zone,
+                underlay,
+            }),
+            _ => None,
+        },
     };
-    tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, "gateway node following the control plane");
+    tracing::info!(control_plane = %cfg.control_plane, node = %cfg.name, substrate = ?cfg.substrate, machine = ?cfg.machine, "gateway node following the control plane");
     vpcep::gateway::run(cfg, shutdown_watch()).await
 }
 
@@ -1062,6 +1127,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             AdminCmd::Backup { file, dir } => {
                 print_json(&admin::backup(&dir.database()?, &file).await?);
+                Ok(())
+            }
+            AdminCmd::Node {
+                cmd: NodeCmd::List { dir, output },
+            } => {
+                let list = admin::machines(&dir.database()?).await?;
+                match output {
+                    Output::Json => print_json(&serde_json::to_value(&list)?),
+                    Output::Table => print_table(
+                        &["NAME", "ROLE", "ZONE", "UNDERLAY", "HOSTS", "LAST REPORT"],
+                        &list
+                            .iter()
+                            .map(|m| {
+                                vec![
+                                    m.name.clone(),
+                                    m.role.clone(),
+                                    m.zone.clone(),
+                                    m.underlay.clone(),
+                                    m.hosts.to_string(),
+                                    format!("{:.0} s ago", m.seen_secs_ago),
+                                ]
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                }
                 Ok(())
             }
             AdminCmd::Cluster {

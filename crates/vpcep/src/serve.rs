@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vpcep_api::NodeReports;
+use vpcep_dataplane::substrate::netns::Machine;
 use vpcep_dataplane::{Loopback, Netns, Node, Substrate};
 use vpcep_store::{Database, SqlStore, Store};
 
@@ -35,13 +36,21 @@ pub fn substrate(
     netns_prefix: &str,
     loopback_base: u8,
     forwarding: ForwardingMode,
+    machine: Option<Machine>,
 ) -> anyhow::Result<Arc<dyn Substrate>> {
-    Ok(match kind {
-        SubstrateKind::Loopback => Arc::new(Loopback::new(loopback_base)),
-        SubstrateKind::Netns => Arc::new(
-            Netns::with_kernel_path(netns_prefix, forwarding == ForwardingMode::Auto)
-                .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?,
-        ),
+    Ok(match (kind, machine) {
+        (SubstrateKind::Loopback, None) => Arc::new(Loopback::new(loopback_base)),
+        (SubstrateKind::Loopback, Some(_)) => {
+            anyhow::bail!("--role (a machine of several, joined by VXLAN) needs --substrate netns")
+        }
+        (SubstrateKind::Netns, machine) => {
+            let netns = Netns::with_kernel_path(netns_prefix, forwarding == ForwardingMode::Auto)
+                .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?;
+            Arc::new(match machine {
+                Some(m) => netns.on_machine(m),
+                None => netns,
+            })
+        }
     })
 }
 
@@ -92,19 +101,24 @@ impl DnsSettings {
 /// The VPC resolvers' port on the loopback substrate (53 needs privileges).
 pub const LOOPBACK_DNS_PORT: u16 = 10053;
 
-/// A data-plane node with its substrate and, unless turned off, private DNS.
+/// A data-plane node with its substrate and, unless turned off, private DNS (not on a
+/// compute machine: the resolvers are with the routers).
 pub fn node(
     kind: SubstrateKind,
     netns_prefix: &str,
     loopback_base: u8,
     forwarding: ForwardingMode,
     dns: &DnsSettings,
+    machine: Option<Machine>,
 ) -> anyhow::Result<Node> {
+    let compute = machine
+        .as_ref()
+        .is_some_and(|m| m.role == vpcep_model::MachineRole::Compute);
     let node = Node::with_forwarding(
-        substrate(kind, netns_prefix, loopback_base, forwarding)?,
+        substrate(kind, netns_prefix, loopback_base, forwarding, machine)?,
         forwarding.into(),
     );
-    Ok(match dns.config(kind) {
+    Ok(match dns.config(kind).filter(|_| !compute) {
         Some(c) => node.with_dns(c),
         None => node,
     })
@@ -410,6 +424,7 @@ impl Server {
                     config.loopback_base,
                     config.forwarding,
                     &config.dns,
+                    None,
                 )?
                 .with_gateway_budget(gateway_budget),
             )),

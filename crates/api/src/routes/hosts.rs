@@ -42,6 +42,8 @@ struct HostOut {
     /// Where it answers on this machine (loopback substrate).
     local_ip: Option<String>,
     substrate: Option<String>,
+    /// The compute machine it is placed on (deployments across machines).
+    node: Option<String>,
     /// `creating`, `up` or `failed`; null when the data plane runs on gateway nodes.
     status: Option<String>,
     error: Option<String>,
@@ -121,6 +123,7 @@ async fn host_json(app: &App, caller: &Caller, p: &Port) -> ApiResult<HostOut> {
         netns: node.and_then(|n| n.host_netns(&p.id)),
         local_ip,
         substrate: node.map(|n| n.substrate().to_owned()),
+        node: p.machine.clone(),
         status: status_json(app, &p.id),
         error: error_json(app, &p.id),
     })
@@ -152,6 +155,9 @@ struct HostIn {
     subnet_id: Option<String>,
     ip: Option<String>,
     lb: Option<bool>,
+    /// The compute machine to place it on (deployments across machines); by default
+    /// the one with the fewest hosts.
+    node: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -204,6 +210,7 @@ async fn create(
                 },
                 device_id: String::new(),
                 is_host: true,
+                machine: h.node.filter(|n| !n.is_empty()),
             },
         )
         .await?;

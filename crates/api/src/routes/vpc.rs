@@ -567,6 +567,7 @@ async fn create_port(
         device_owner: p.device_owner.unwrap_or_default(),
         device_id: p.device_id.unwrap_or_default(),
         is_host: false,
+        machine: None,
     };
     let port = app.store.create_port(caller, new).await?;
     Ok(Json(OnePort {

@@ -26,9 +26,11 @@ use vpcep_model::VpcSpec;
 use crate::kernel::{IpLine, Tolerate};
 
 mod kernel_path;
+mod overlay;
 mod rtnl;
 mod topology;
 
+pub use overlay::{neighbours, Machine, Neighbour, ROUTER_MAC, SEGMENT_MTU, VXLAN_PORT};
 pub use topology::{route_table_script, IDC_HOP, ROUTE_TABLE};
 
 use super::{KernelPath, Local, MakeSocket, Substrate};
@@ -39,6 +41,10 @@ pub struct Netns {
     kernel: bool,
     /// Open handles to the VPC namespaces, for entering them.
     ns_files: Mutex<HashMap<String, Arc<File>>>,
+    /// This machine, in a deployment across machines (`None`: one machine is all).
+    machine: Option<Machine>,
+    /// What each VPC's VXLAN ports were last told lies behind other machines.
+    overlay: Mutex<HashMap<String, std::collections::BTreeSet<Neighbour>>>,
 }
 
 thread_local! {
@@ -172,7 +178,32 @@ impl Netns {
             prefix: prefix.to_owned(),
             kernel,
             ns_files: Mutex::default(),
+            machine: None,
+            overlay: Mutex::default(),
         })
+    }
+
+    /// The substrate of one machine of a deployment across machines: a compute machine
+    /// holds the hosts placed on it, a gateway machine the VPCs' routers; their subnets
+    /// are VXLAN segments over the machines' underlay addresses.
+    pub fn on_machine(mut self, machine: Machine) -> Netns {
+        self.machine = Some(machine);
+        self
+    }
+
+    /// The role of this machine, if it is one of several.
+    fn role(&self) -> Option<vpcep_model::MachineRole> {
+        self.machine.as_ref().map(|m| m.role)
+    }
+
+    /// Whether this machine stands up `host`: the one machine does all; a machine of
+    /// several does those placed on it, and a gateway machine those placed nowhere.
+    fn holds(&self, host: &vpcep_model::HostSpec) -> bool {
+        match (&self.machine, &host.machine) {
+            (None, _) => true,
+            (Some(me), Some(on)) => me.name == *on,
+            (Some(me), None) => me.role == vpcep_model::MachineRole::Gateway,
+        }
     }
 
     pub fn vpc_ns(&self, vpc_id: &str) -> String {

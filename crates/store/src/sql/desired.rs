@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 
 use sqlx::{AnyConnection, Row};
 use vpcep_model::{
-    route_listen_ip, CloudName, EndpointSpec, HostSpec, IdcSpec, RouteSpec, Snapshot,
-    SnapshotDelta, SubnetSpec, TcpProxy, VpcSpec, SNAT_BASE, SNAT_SIZE,
+    route_listen_ip, CloudName, EndpointSpec, HostSpec, IdcSpec, MachineRole, MachineSpec,
+    RouteSpec, Snapshot, SnapshotDelta, SubnetSpec, TcpProxy, VpcSpec, SNAT_BASE, SNAT_SIZE,
 };
 
 use super::{from_json, json_text, Engine, SqlStore};
@@ -51,19 +51,20 @@ impl Rows<'_> {
     }
 }
 
-type SubnetRow = (String, String, String, String);
+type SubnetRow = (String, String, String, String, i64);
 
 async fn vpcs(c: &mut AnyConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> {
-    let sql = rows.sql(c, "SELECT id, vpc_id, cidr, gateway_ip FROM subnets WHERE 1 = 1{only} ORDER BY created_at, id",
+    let sql = rows.sql(c, "SELECT id, vpc_id, cidr, gateway_ip, vni FROM subnets WHERE 1 = 1{only} ORDER BY created_at, id",
         "vpc_id",
     );
     let subnets: Vec<SubnetRow> = rows.bind(sqlx::query_as(&sql)).fetch_all(&mut *c).await?;
     let mut by_vpc: HashMap<String, Vec<SubnetSpec>> = HashMap::new();
-    for (id, vpc, cidr, gw) in subnets {
+    for (id, vpc, cidr, gw, vni) in subnets {
         by_vpc.entry(vpc).or_default().push(SubnetSpec {
             id,
             cidr,
             gateway_ip: ip(&gw)?,
+            vni: vni as u32,
         });
     }
     let sql = rows.sql(
@@ -84,17 +85,40 @@ async fn vpcs(c: &mut AnyConnection, rows: Rows<'_>) -> Result<Vec<VpcSpec>> {
 
 /// Hosts written after revision `after` (all with -1).
 async fn hosts(c: &mut AnyConnection, after: i64) -> Result<Vec<HostSpec>> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(&numbered("SELECT id, vpc_id, subnet_id, ip FROM ports WHERE is_host = 1 AND rev > ? ORDER BY created_at, id",))
+    type HostRow = (String, String, String, String, String, Option<String>);
+    let rows: Vec<HostRow> = sqlx::query_as(
+        "SELECT id, vpc_id, subnet_id, ip, mac, machine FROM ports WHERE is_host = 1 AND rev > $1 ORDER BY created_at, id",
+    )
     .bind(after)
     .fetch_all(c)
     .await?;
     rows.into_iter()
-        .map(|(port_id, vpc_id, subnet_id, addr)| {
+        .map(|(port_id, vpc_id, subnet_id, addr, mac, machine)| {
             Ok(HostSpec {
                 port_id,
                 vpc_id,
                 subnet_id,
                 ip: ip(&addr)?,
+                mac,
+                machine,
+            })
+        })
+        .collect()
+}
+
+/// Every registered machine, by name.
+async fn machines(c: &mut AnyConnection) -> Result<Vec<MachineSpec>> {
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT name, role, zone, underlay FROM machines ORDER BY name")
+            .fetch_all(c)
+            .await?;
+    rows.into_iter()
+        .map(|(name, role, zone, underlay)| {
+            Ok(MachineSpec {
+                role: MachineRole::parse(&role).map_err(|e| StoreError::Corrupt(e.msg))?,
+                underlay: ip(&underlay)?,
+                name,
+                zone,
             })
         })
         .collect()
@@ -261,6 +285,7 @@ impl SqlStore {
             endpoints: endpoints(&mut tx, Rows::All).await?,
             idcs: idcs(&mut tx, -1).await?,
             cloud_names: cloud_names(&mut tx).await?,
+            machines: machines(&mut tx).await?,
         };
         tx.rollback().await?;
         Ok(snapshot)
@@ -272,11 +297,11 @@ impl SqlStore {
         let mut tx = self.read_tx().await?;
         // One look at which tables changed (each the last entry of its `rev` index), so
         // that a change of one endpoint reads the endpoints and nothing else.
-        let last: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&numbered("SELECT (SELECT v FROM meta WHERE k = 'revision'), (SELECT v FROM meta WHERE k = 'gone_floor'), \
+        let last: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&numbered("SELECT (SELECT v FROM meta WHERE k = 'revision'), (SELECT v FROM meta WHERE k = 'gone_floor'), \
              COALESCE((SELECT MAX(rev) FROM vpcs), 0), COALESCE((SELECT MAX(rev) FROM subnets), 0), \
              COALESCE((SELECT MAX(rev) FROM ports), 0), COALESCE((SELECT MAX(rev) FROM idcs), 0), \
              COALESCE((SELECT MAX(rev) FROM route_tables), 0), COALESCE((SELECT MAX(rev) FROM services), 0), \
-             COALESCE((SELECT MAX(rev) FROM endpoints), 0)",))
+             COALESCE((SELECT MAX(rev) FROM endpoints), 0), COALESCE((SELECT MAX(rev) FROM machines), 0)",))
         .fetch_one(&mut *tx)
         .await?;
         let (
@@ -289,6 +314,7 @@ impl SqlStore {
             tables_at,
             services_at,
             endpoints_at,
+            machines_at,
         ) = last;
         let after = from as i64;
         if after > revision || after < floor {
@@ -381,6 +407,9 @@ impl SqlStore {
                 .is_empty());
         if names_changed {
             delta.cloud_names = Some(cloud_names(&mut tx).await?);
+        }
+        if changed(machines_at) {
+            delta.machines = Some(machines(&mut tx).await?);
         }
         tx.rollback().await?;
         Ok(Some(delta))

@@ -31,12 +31,14 @@ const SQLITE: &[(&str, Option<RowWork>)] = &[
         None,
     ),
     (include_str!("../migrations/0007_replicas.sql"), None),
+    (include_str!("../migrations/0008_machines.sql"), None),
 ];
 
 /// PostgreSQL's scripts, by the version each brings the database to.
 const POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("../postgres/migrations/0006_schema.sql")),
     (7, include_str!("../migrations/0007_replicas.sql")),
+    (8, include_str!("../migrations/0008_machines.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -16,6 +16,8 @@ pub(super) enum Pool<'a> {
     Subnet(&'a str),
     /// The SNAT host numbers held towards a provider VPC (its id).
     Snat(&'a str),
+    /// The subnets' VXLAN network identifiers.
+    Vni,
 }
 
 impl<'a> Pool<'a> {
@@ -24,6 +26,7 @@ impl<'a> Pool<'a> {
         match self {
             Pool::Subnet(id) => ("address", id),
             Pool::Snat(id) => ("snat", id),
+            Pool::Vni => ("vni", ""),
         }
     }
 }

@@ -82,6 +82,7 @@ fn vm_port(subnet: &str, name: &str, ip: Option<&str>) -> NewPort {
         device_owner: String::new(),
         device_id: String::new(),
         is_host: false,
+        machine: None,
     }
 }
 

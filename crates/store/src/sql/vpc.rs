@@ -9,6 +9,9 @@ use sqlx::{AnyConnection, Row};
 use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
 use super::runs::{hold, release, take_lowest, Pool};
+
+/// VXLAN network identifiers are 24 bits.
+const MAX_VNI: i64 = (1 << 24) - 1;
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqlStore};
 use crate::secrets::random_bytes;
 use crate::{
@@ -54,7 +57,7 @@ fn subnet_row(r: &AnyRow) -> Result<Subnet> {
     })
 }
 
-const PORT_COLS: &str = "p.id, p.project_id, p.vpc_id, p.subnet_id, s.neutron_subnet_id, p.name, p.ip, p.mac, p.device_owner, p.device_id, p.is_host, p.created_at, p.updated_at FROM ports p JOIN subnets s ON s.id = p.subnet_id";
+const PORT_COLS: &str = "p.id, p.project_id, p.vpc_id, p.subnet_id, s.neutron_subnet_id, p.name, p.ip, p.mac, p.device_owner, p.device_id, p.is_host, p.machine, p.created_at, p.updated_at FROM ports p JOIN subnets s ON s.id = p.subnet_id";
 
 fn port_row(r: &AnyRow) -> Result<Port> {
     Ok(Port {
@@ -69,9 +72,39 @@ fn port_row(r: &AnyRow) -> Result<Port> {
         device_owner: r.try_get("device_owner")?,
         device_id: r.try_get("device_id")?,
         is_host: r.try_get::<i64, _>("is_host")? != 0,
+        machine: r.try_get("machine")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
+}
+
+/// The compute machine named `name`, for a host to be placed on.
+async fn placed_on(conn: &mut AnyConnection, name: &str) -> Result<String> {
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM machines WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    match role.as_deref() {
+        Some("compute") => Ok(name.to_owned()),
+        Some(other) => reject(
+            Reason::BadParameter,
+            format!("node: {name} is a {other} machine; hosts go on compute machines"),
+        ),
+        None => reject(
+            Reason::BadParameter,
+            format!("node: no machine {name} (vpcep admin node list shows them)"),
+        ),
+    }
+}
+
+/// The compute machine with the fewest hosts, if there are compute machines.
+async fn least_loaded_compute(conn: &mut AnyConnection) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT m.name FROM machines m WHERE m.role = 'compute' \
+         ORDER BY (SELECT COUNT(*) FROM ports p WHERE p.machine = m.name), m.name LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?)
 }
 
 pub(super) async fn find_vpc(
@@ -449,8 +482,15 @@ impl SqlStore {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(&numbered("INSERT INTO subnets (id, project_id, vpc_id, name, cidr, gateway_ip, neutron_subnet_id, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&sub.id).bind(&sub.project_id).bind(&sub.vpc_id).bind(&sub.name).bind(&sub.cidr).bind(&sub.gateway_ip).bind(&sub.neutron_subnet_id).bind(&sub.description).bind(now).bind(now)
+        // Its segment across machines: one subnet per VNI.
+        let Some(vni) = take_lowest(&mut tx, Pool::Vni, 1, MAX_VNI).await? else {
+            return reject(
+                Reason::QuotaExceeded,
+                "no VXLAN network identifier left for a new subnet",
+            );
+        };
+        sqlx::query(&numbered("INSERT INTO subnets (id, project_id, vpc_id, name, cidr, gateway_ip, neutron_subnet_id, description, created_at, updated_at, vni) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&sub.id).bind(&sub.project_id).bind(&sub.vpc_id).bind(&sub.name).bind(&sub.cidr).bind(&sub.gateway_ip).bind(&sub.neutron_subnet_id).bind(&sub.description).bind(now).bind(now).bind(vni)
             .execute(&mut *tx).await?;
         reserve_addresses(&mut tx, &sub).await?;
         self.commit(tx).await?;
@@ -529,10 +569,13 @@ impl SqlStore {
             );
         }
         release_address(&mut tx, &id).await?;
-        sqlx::query(&numbered("DELETE FROM subnets WHERE id = ?"))
+        let vni: i64 = sqlx::query_scalar("DELETE FROM subnets WHERE id = $1 RETURNING vni")
             .bind(&id)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        if vni > 0 {
+            release(&mut tx, Pool::Vni, vni).await?;
+        }
         self.commit(tx).await
     }
 
@@ -547,13 +590,18 @@ impl SqlStore {
                     format!("network_id: subnet {} not found", p.subnet_id),
                 )
             })?;
+        let machine = match (p.is_host, p.machine) {
+            (false, _) => None,
+            (true, Some(name)) => Some(placed_on(&mut tx, &name).await?),
+            (true, None) => least_loaded_compute(&mut tx).await?,
+        };
         let id = new_id();
         let ip = claim_address(&mut tx, &subnet, p.ip, &id).await?;
         let m = random_bytes::<3>();
         let now = now_micros();
-        sqlx::query(&numbered("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, is_host, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+        sqlx::query(&numbered("INSERT INTO ports (id, project_id, vpc_id, subnet_id, name, ip, mac, device_owner, device_id, is_host, created_at, updated_at, machine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&id).bind(&caller.project_id).bind(&subnet.vpc_id).bind(&subnet.id).bind(&p.name).bind(ip.to_string())
-            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(i64::from(p.is_host)).bind(now).bind(now)
+            .bind(format!("fa:16:3e:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2])).bind(&p.device_owner).bind(&p.device_id).bind(i64::from(p.is_host)).bind(now).bind(now).bind(machine)
             .execute(&mut *tx).await?;
         let port = find_port(&mut tx, &caller, &id)
             .await?

@@ -157,6 +157,7 @@ async fn replicas_share_one_database_and_one_takes_over_the_controller() {
             dns: Default::default(),
             kernel_resync: vpcep::serve::DEFAULT_KERNEL_RESYNC,
             ca_file: None,
+            machine: None,
         },
         rx,
     ));

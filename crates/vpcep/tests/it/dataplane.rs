@@ -382,6 +382,7 @@ async fn a_remote_gateway_node_carries_the_traffic() {
             dns: Default::default(),
             kernel_resync: vpcep::serve::DEFAULT_KERNEL_RESYNC,
             ca_file: None,
+            machine: None,
         },
         rx,
     ));

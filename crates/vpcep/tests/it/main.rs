@@ -9,6 +9,7 @@ mod demo;
 mod durability;
 mod edge;
 mod kernel;
+mod machines;
 mod netns;
 mod support;
 mod tls;

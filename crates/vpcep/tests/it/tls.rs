@@ -128,6 +128,7 @@ async fn the_cli_and_a_gateway_node_work_over_https_with_the_ca() {
             dns: Default::default(),
             kernel_resync: vpcep::serve::DEFAULT_KERNEL_RESYNC,
             ca_file: Some(ca.into()),
+            machine: None,
         },
         rx,
     ));

@@ -6,13 +6,13 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use socket2::Socket;
-use vpcep_model::{HostSpec, IdcSpec, RouteSpec, Snapshot, VpcSpec};
+use vpcep_model::{HostSpec, IdcSpec, MachineRole, RouteSpec, Snapshot, VpcSpec};
 
 use crate::kernel::{IpLine, Tolerate};
 
 use super::{
     ip, prefix_len, remove_netns_etc, rtnl, short, KernelPath, Local, MakeSocket, Netns, Substrate,
-    EXISTS, GONE,
+    EXISTS, GONE, ROUTER_MAC, SEGMENT_MTU,
 };
 
 impl Substrate for Netns {
@@ -21,6 +21,10 @@ impl Substrate for Netns {
     }
 
     fn ensure_vpc(&self, vpc: &VpcSpec) -> io::Result<()> {
+        if self.role() == Some(MachineRole::Compute) {
+            // Its subnets come with the hosts placed here (`ensure_host`).
+            return Ok(());
+        }
         let ns = self.vpc_ns(&vpc.id);
         Self::add_ns(&ns)?;
         for (key, value) in [
@@ -69,6 +73,18 @@ impl Substrate for Netns {
             self.sysctl(&ns, &format!("net/ipv4/conf/{br}/proxy_arp"), "1")?;
             self.sysctl(&ns, &format!("net/ipv4/neigh/{br}/proxy_delay"), "0")?;
         }
+        if let Some(me) = self
+            .machine
+            .as_ref()
+            .filter(|m| m.role == MachineRole::Gateway)
+        {
+            // The router's side of each subnet's segment across machines.
+            for s in vpc.subnets.iter().filter(|s| s.vni > 0) {
+                let br = format!("br-{}", short(&s.id));
+                ip(&["-n", &ns, "link", "set", &br, "address", ROUTER_MAC], &[])?;
+                self.ensure_segment_port(&ns, s, me)?;
+            }
+        }
         Ok(())
     }
 
@@ -82,10 +98,28 @@ impl Substrate for Netns {
     }
 
     fn ensure_host(&self, vpc: &VpcSpec, host: &HostSpec) -> io::Result<()> {
+        if !self.holds(host) {
+            return Ok(());
+        }
         let (vns, hns) = (self.vpc_ns(&vpc.id), self.host_ns(&host.port_id));
         let subnet = Self::subnet(vpc, &host.subnet_id)?;
+        if self.role() == Some(MachineRole::Compute) {
+            self.ensure_segment(vpc, subnet)?;
+        }
         let veth = format!("vh-{}", short(&host.port_id));
         Self::joined_ns(&hns, &vns, &veth)?;
+        if self.machine.is_some() {
+            // Its port's MAC (the other machines are told it) and the segment's MTU.
+            let mtu = SEGMENT_MTU.to_string();
+            if !host.mac.is_empty() {
+                ip(
+                    &["-n", &hns, "link", "set", "eth0", "address", &host.mac],
+                    &[],
+                )?;
+            }
+            ip(&["-n", &hns, "link", "set", "eth0", "mtu", &mtu], &[])?;
+            ip(&["-n", &vns, "link", "set", &veth, "mtu", &mtu], &[])?;
+        }
         let br = format!("br-{}", short(&subnet.id));
         ip(
             &["-n", &vns, "link", "set", &veth, "master", &br, "up"],
@@ -235,6 +269,29 @@ impl Substrate for Netns {
 
     fn kernel(&self) -> Option<&dyn KernelPath> {
         self.kernel.then_some(self as &dyn KernelPath)
+    }
+
+    fn role(&self) -> Option<MachineRole> {
+        Netns::role(self)
+    }
+
+    fn set_overlay(&self, state: &vpcep_model::State) -> io::Result<()> {
+        let Some(me) = &self.machine else {
+            return Ok(());
+        };
+        let mut want = super::overlay::neighbours(state, me);
+        let mut failed = Vec::new();
+        for vpc in state.vpcs.values() {
+            let entries = want.remove(&vpc.id).unwrap_or_default();
+            if let Err(e) = self.program_overlay(vpc, &entries) {
+                failed.push(format!("VPC {}: {e}", vpc.id));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(failed.join("; ")))
+        }
     }
 
     fn prune(&self, keep: &Snapshot) -> io::Result<()> {

@@ -56,7 +56,7 @@ async fn snat_host(store: &SqlStore, endpoint: &str) -> i64 {
 }
 
 /// Fails unless `held_runs` is exactly the runs of the numbers that the rows hold
-/// (addresses; endpoints' SNAT hosts), as computed here from the rows.
+/// (addresses; endpoints' SNAT hosts; subnets' VNIs), as computed here from the rows.
 async fn assert_runs_match_rows(store: &SqlStore) {
     let kept: Vec<(String, String, i64, i64)> = sqlx::query_as(&numbered(
         "SELECT kind, pool, lo, hi FROM held_runs ORDER BY kind, pool, lo",
@@ -67,7 +67,8 @@ async fn assert_runs_match_rows(store: &SqlStore) {
     let held: Vec<(String, String, i64)> = sqlx::query_as(&numbered(
         "SELECT 'address', subnet_id, ip_num FROM addresses \
          UNION ALL SELECT 'snat', snat_vpc_id, snat_host FROM endpoints \
-         WHERE snat_vpc_id IS NOT NULL AND snat_host IS NOT NULL ORDER BY 1, 2, 3",
+         WHERE snat_vpc_id IS NOT NULL AND snat_host IS NOT NULL \
+         UNION ALL SELECT 'vni', '', vni FROM subnets ORDER BY 1, 2, 3",
     ))
     .fetch_all(&store.pool)
     .await
@@ -411,9 +412,10 @@ async fn a_version_4_database_with_holes_allocates_as_before() {
         )
         .await
         .unwrap();
-    // Migration 5 only adds held_runs, 6 swaps an index and 7 adds tables: without them, and with
+    // Migration 5 only adds held_runs, 6 swaps an index, 7 and 8 add tables and columns:
+    // without them, and with
     // version 4 in meta, this is the database that version 4 left after the same requests.
-    sqlx::raw_sql("DROP TABLE gateway_endpoints; DROP TABLE gateway_nodes; DROP TABLE replicas; DROP TABLE held_runs; DROP INDEX endpoints_service_status; CREATE INDEX endpoints_service ON endpoints (service_id); UPDATE meta SET v = 4 WHERE k = 'schema';")
+    sqlx::raw_sql("DROP TABLE machines; DROP INDEX subnets_vni; ALTER TABLE subnets DROP COLUMN vni; ALTER TABLE ports DROP COLUMN machine; DROP TABLE gateway_endpoints; DROP TABLE gateway_nodes; DROP TABLE replicas; DROP TABLE held_runs; DROP INDEX endpoints_service_status; CREATE INDEX endpoints_service ON endpoints (service_id); UPDATE meta SET v = 4 WHERE k = 'schema';")
         .execute(&store.pool)
         .await
         .unwrap();
