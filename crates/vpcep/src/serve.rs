@@ -47,7 +47,9 @@ pub fn substrate(
             let netns = Netns::with_kernel_path(netns_prefix, forwarding == ForwardingMode::Auto)
                 .map_err(|e| anyhow::anyhow!("--substrate netns: {e}"))?;
             Arc::new(match machine {
-                Some(m) => netns.on_machine(m),
+                Some(m) => netns
+                    .on_machine(m)
+                    .map_err(|e| anyhow::anyhow!("--role: {e}"))?,
                 None => netns,
             })
         }

@@ -25,11 +25,13 @@ use vpcep_model::VpcSpec;
 
 use crate::kernel::{IpLine, Tolerate};
 
+mod ha;
 mod kernel_path;
 mod overlay;
 mod rtnl;
 mod topology;
 
+pub use ha::{pair, Pair, HA_VNI_BASE};
 pub use overlay::{neighbours, Machine, Neighbour, ROUTER_MAC, SEGMENT_MTU, VXLAN_PORT};
 pub use topology::{route_table_script, IDC_HOP, ROUTE_TABLE};
 
@@ -45,6 +47,8 @@ pub struct Netns {
     machine: Option<Machine>,
     /// What each VPC's VXLAN ports were last told lies behind other machines.
     overlay: Mutex<HashMap<String, std::collections::BTreeSet<Neighbour>>>,
+    /// The keepalived and conntrackd of each VPC router of a gateway pair.
+    keepers: Mutex<ha::KeepersOf>,
 }
 
 thread_local! {
@@ -180,15 +184,35 @@ impl Netns {
             ns_files: Mutex::default(),
             machine: None,
             overlay: Mutex::default(),
+            keepers: Mutex::default(),
         })
     }
 
     /// The substrate of one machine of a deployment across machines: a compute machine
     /// holds the hosts placed on it, a gateway machine the VPCs' routers; their subnets
     /// are VXLAN segments over the machines' underlay addresses.
-    pub fn on_machine(mut self, machine: Machine) -> Netns {
+    /// A gateway machine needs keepalived and conntrackd (a pair's routers), refused here
+    /// when they are missing, naming them.
+    pub fn on_machine(mut self, machine: Machine) -> io::Result<Netns> {
+        if machine.role == vpcep_model::MachineRole::Gateway {
+            let missing: Vec<&str> = ["keepalived", "conntrackd"]
+                .into_iter()
+                .filter(|tool| {
+                    !Command::new(tool)
+                        .arg("--version")
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                })
+                .collect();
+            if !missing.is_empty() {
+                return Err(io::Error::other(format!(
+                    "a gateway machine runs keepalived and conntrackd for its routers' pairs; missing: {}; install them with `apt-get install keepalived conntrackd`",
+                    missing.join(", ")
+                )));
+            }
+        }
         self.machine = Some(machine);
-        self
+        Ok(self)
     }
 
     /// The role of this machine, if it is one of several.

@@ -29,6 +29,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// One simulated machine.
 struct Machine {
     name: String,
+    /// `compute` or `gateway`.
+    role: String,
     /// Its namespace, holding `eth0` on the underlay.
     ns: String,
     underlay: String,
@@ -48,12 +50,34 @@ struct Machines {
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// The API, through the forwarder.
     base: String,
+    /// The control plane's API inside the underlay (what nodes follow).
+    url: String,
 }
 
 impl Drop for Machines {
     fn drop(&mut self) {
         if let Some(f) = self.forwarder.take() {
             f.abort();
+        }
+        // Everything running in the machines (their keepalived and conntrackd too), and
+        // the routers' HA files.
+        for name in self
+            .nodes
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+        {
+            self.kill_inside(&name);
+            let mine = format!("{}-", self.node(&name).prefix);
+            for d in std::fs::read_dir("/run/vpcep-ha")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if d.file_name().to_string_lossy().starts_with(&mine) {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
+            }
         }
         for c in self
             .children
@@ -127,25 +151,27 @@ impl Machines {
             eprintln!("skipped: {e}");
             return None;
         }
-        let machine = |name: &str, last: u8| Machine {
+        let machine = |name: &str, role: &str, last: u8| Machine {
             name: name.to_owned(),
+            role: role.to_owned(),
             ns: format!("{tag}-{name}"),
             underlay: format!("10.99.0.{last}"),
             prefix: format!("{tag}{name}"),
         };
         let mut m = Machines {
             bridge: format!("{tag}u"),
-            cp: machine("cp", 1),
+            cp: machine("cp", "control", 1),
             nodes: nodes
                 .iter()
                 .enumerate()
-                .map(|(i, (name, _))| machine(name, 11 + i as u8))
+                .map(|(i, (name, role))| machine(name, role, 11 + i as u8))
                 .collect(),
             children: Vec::new(),
             gateways: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
             forwarder: None,
             base: String::new(),
+            url: String::new(),
         };
         ip(&["link", "add", &m.bridge, "type", "bridge"]);
         ip(&["link", "set", &m.bridge, "up"]);
@@ -184,18 +210,9 @@ impl Machines {
             .unwrap();
         m.children.push(serve);
         let url = format!("http://{cp_addr}");
-        for ((name, role), mm) in nodes.iter().zip(&m.nodes) {
-            let node = in_machine(&mm.ns)
-                .args([env!("CARGO_BIN_EXE_vpcep"), "gateway"])
-                .args(["--control-plane", &url, "--token", TOKEN, "--node", name])
-                .args(["--role", role, "--underlay", &mm.underlay])
-                .args(["--substrate", "netns", "--netns-prefix", &mm.prefix])
-                .env("VPCEP_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            m.gateways.push((name.to_string(), node));
+        m.url = url;
+        for (name, _) in nodes {
+            m.spawn_node(name);
         }
         // The API, for this process, through connections made in the control plane's
         // machine.
@@ -249,6 +266,76 @@ impl Machines {
 
     fn account(&self, name: &str) -> Client {
         Client::new(self.base.clone(), admin_account(&self.data_dir(), name))
+    }
+
+    /// Starts machine `name`'s `vpcep gateway` (again).
+    fn spawn_node(&mut self, name: &str) {
+        let mm = self.node(name);
+        let node = in_machine(&mm.ns)
+            .args([env!("CARGO_BIN_EXE_vpcep"), "gateway"])
+            .args([
+                "--control-plane",
+                &self.url,
+                "--token",
+                TOKEN,
+                "--node",
+                name,
+            ])
+            .args(["--role", &mm.role, "--underlay", &mm.underlay])
+            .args(["--substrate", "netns", "--netns-prefix", &mm.prefix])
+            .env("VPCEP_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.gateways.retain(|(n, _)| n != name);
+        self.gateways.push((name.to_owned(), node));
+    }
+
+    /// Machine `name` goes dark, as when it loses power: every process in its
+    /// namespaces is killed (SIGKILL: its node, keepalived, conntrackd, servers) and its
+    /// underlay link goes down; what it made stays, as on a disk.
+    fn power_off(&mut self, name: &str) {
+        self.kill_inside(name);
+        let ns = self.node(name).ns.clone();
+        if let Some((_, child)) = self.gateways.iter_mut().find(|(n, _)| n == name) {
+            let _ = child.wait();
+        }
+        ip(&["-n", &ns, "link", "set", "eth0", "down"]);
+    }
+
+    /// SIGKILL to every process in machine `name`'s namespaces.
+    fn kill_inside(&self, name: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let mm = self.node(name);
+        let mut inodes: Vec<u64> = Netns::new(&mm.prefix)
+            .and_then(|n| n.namespaces())
+            .unwrap_or_default()
+            .iter()
+            .chain([&mm.ns])
+            .filter_map(|ns| std::fs::metadata(format!("/run/netns/{ns}")).ok())
+            .map(|m| m.ino())
+            .collect();
+        inodes.sort_unstable();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let inside = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| inodes.binary_search(&m.ino()).is_ok());
+            if inside && pid != std::process::id() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+
+    /// Machine `name` comes back: its link up, its node started again.
+    fn power_on(&mut self, name: &str) {
+        let ns = self.node(name).ns.clone();
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        self.spawn_node(name);
     }
 
     /// Machine `name` dies: its node stops at once and everything on it goes with it
@@ -451,4 +538,176 @@ async fn an_endpoint_joins_hosts_on_two_compute_machines_through_a_gateway_machi
     assert!(!Path::new("/run/netns")
         .join(host_ns_name(&m.node("c1").prefix, &s(&backend, "port_id")))
         .exists());
+}
+
+/// Echoes every TCP connection on port 9000, one thread each.
+const ECHO: &str = r#"
+import socket, threading
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen(64)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One session: N exchanges of 100 bytes, 50 ms apart; prints `done N`, or where it broke.
+const SESSION: &str = r#"
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+for i in range(n):
+    try:
+        s.sendall(b"x" * 100)
+        got = b""
+        while len(got) < 100:
+            d = s.recv(100 - len(got))
+            if not d:
+                print("closed at", i); sys.exit(1)
+            got += d
+    except Exception as e:
+        print("broken at", i, e); sys.exit(1)
+    time.sleep(0.05)
+print("done", n)
+"#;
+
+/// Starts `SESSION` in `ns` towards `target`: its output when it ends.
+fn session(ns: &str, host: &str, exchanges: u32) -> std::thread::JoinHandle<String> {
+    let (ns, host) = (ns.to_owned(), host.to_owned());
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "python3", "-c", SESSION, &host, "9000",
+            ])
+            .arg(exchanges.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+/// The state the router of `vpc` on gateway machine `g` is in (`master`, `backup`).
+fn ha_state(m: &Machines, g: &str, vpc: &str) -> String {
+    let ns = Netns::new(&m.node(g).prefix).unwrap().vpc_ns(vpc);
+    std::fs::read_to_string(format!("/run/vpcep-ha/{ns}/state"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one_rejoins_as_standby(
+) {
+    let Some(mut m) = Machines::start(&[
+        ("c1", "compute"),
+        ("c2", "compute"),
+        ("g1", "gateway"),
+        ("g2", "gateway"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let alice = m.account("alice");
+    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
+    let backend_ns = host_ns(&m, &backend);
+    m.spawn_py(&backend_ns, HTTP, &[]).await;
+    m.spawn_py(&backend_ns, ECHO, &[]).await;
+    let svc = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoint-services",
+            Some(
+                json!({"vpc_id": pvpc, "port_id": s(&backend, "port_id"), "server_type": "VM",
+                "approval_enabled": false,
+                "ports": [{"client_port": 8080, "server_port": 80, "protocol": "TCP"},
+                          {"client_port": 9000, "server_port": 9000, "protocol": "TCP"}]}),
+            ),
+        )
+        .await;
+    let svc = s(&svc, "id");
+    alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoint-services/{svc}"),
+            "available",
+        )
+        .await;
+    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
+    let client_ns = host_ns(&m, &client);
+    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
+    let ep = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": svc, "vpc_id": cvpc, "subnet_id": csub, "enable_dns": true})),
+        )
+        .await;
+    let ep = alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
+            "accepted",
+        )
+        .await;
+    let (ep_ip, name) = (
+        s(&ep, "ip"),
+        ep["dns_names"][0].as_str().unwrap().to_owned(),
+    );
+    let url = format!("http://{ep_ip}:8080/");
+    eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+    // The first of the pair forwards; the second stands by.
+    assert_eq!(ha_state(&m, "g1", &cvpc), "master");
+    assert_eq!(ha_state(&m, "g2", &cvpc), "backup");
+    let resolved = eventually(&client_ns, &["dig", "+short", "+time=1", "+tries=2", &name]).await;
+    assert_eq!(resolved.trim(), ep_ip);
+
+    // An established kernel-path session while the active gateway machine dies.
+    let held = session(&client_ns, &ep_ip, 120);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.power_off("g1");
+    let died = std::time::Instant::now();
+    loop {
+        let (ok, out) = run_in(&client_ns, &["curl", "-s", "--max-time", "1", &url]).await;
+        if ok && !out.is_empty() {
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(3),
+            "no new connection 3 s after the failure"
+        );
+    }
+    eprintln!(
+        "failover: a new connection {:?} after the active gateway machine died",
+        died.elapsed()
+    );
+    assert_eq!(ha_state(&m, "g2", &cvpc), "master");
+    let (_, resolved) = run_in(&client_ns, &["dig", "+short", "+time=1", "+tries=2", &name]).await;
+    assert_eq!(
+        resolved.trim(),
+        ep_ip,
+        "private DNS answers after the failover"
+    );
+    let out = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out, "done 120", "the session across the failover");
+
+    // The dead machine comes back as standby, and traffic goes on undisturbed.
+    let held = session(&client_ns, &ep_ip, 80);
+    m.power_on("g1");
+    let back = std::time::Instant::now();
+    while ha_state(&m, "g1", &cvpc) != "backup" {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "g1 did not rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out, "done 80", "a session while the machine rejoined");
+    assert_eq!(ha_state(&m, "g2", &cvpc), "master");
+    eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
 }

@@ -26,6 +26,9 @@ use super::{ip, ip_batch, short, Netns, EXISTS, GONE};
 pub const ROUTER_MAC: &str = "fa:16:3f:00:00:01";
 /// The UDP port of the tunnels (IANA's VXLAN port).
 pub const VXLAN_PORT: u16 = 4789;
+const VXLAN_PORT_STR: &str = "4789";
+/// The forwarding entry of frames to MACs not programmed or learned.
+const UNKNOWN_MAC: &str = "00:00:00:00:00:00";
 /// What VXLAN adds to a frame: the MTU of a segment is the underlay's less this.
 pub(super) const VXLAN_OVERHEAD: u32 = 50;
 /// The MTU of hosts on segments over a 1500-byte underlay.
@@ -67,26 +70,30 @@ impl Netns {
             return Ok(());
         }
         let (vx, br) = (port_name(&subnet.id), format!("br-{}", short(&subnet.id)));
-        ip(
-            &[
-                "link",
-                "add",
-                &vx,
-                "netns",
-                ns,
-                "type",
-                "vxlan",
-                "id",
-                &subnet.vni.to_string(),
-                "local",
-                &me.underlay.to_string(),
-                "dstport",
-                &VXLAN_PORT.to_string(),
-                "nolearning",
-                "proxy",
-            ],
-            EXISTS,
-        )?;
+        let vni = subnet.vni.to_string();
+        let local = me.underlay.to_string();
+        let mut add = vec![
+            "link",
+            "add",
+            &vx,
+            "netns",
+            ns,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dstport",
+            VXLAN_PORT_STR,
+            "proxy",
+        ];
+        // A compute machine learns where the router's MAC is (the master of a gateway
+        // pair announces itself); what is programmed stays as programmed.
+        if me.role != MachineRole::Compute {
+            add.push("nolearning");
+        }
+        ip(&add, EXISTS)?;
         ip(&["-n", ns, "link", "set", &vx, "master", &br, "up"], &[])
     }
 
@@ -127,10 +134,22 @@ impl Netns {
         }
         let want: BTreeSet<Neighbour> = want.iter().cloned().collect();
         let had = held.remove(&vpc.id).unwrap_or_default();
-        // Each destination of a MAC is added and taken out on its own.
+        // A MAC may be behind two machines (the routers of a gateway pair): each is one
+        // destination of its entry, added and taken out on its own.
+        // On a compute machine the routers' MAC is learned, from the gateway machines
+        // that the segment's unknown frames go to (the all-zero entry, one destination
+        // each): a unicast MAC has one destination only.
+        let compute = self.machine.as_ref().map(|m| m.role) == Some(MachineRole::Compute);
         let fdb = |set: &BTreeSet<Neighbour>| -> BTreeSet<(String, String, Ipv4Addr)> {
             set.iter()
-                .map(|n| (port_name(&n.subnet_id), n.mac.clone(), n.at))
+                .map(|n| {
+                    let mac = if compute && n.mac == ROUTER_MAC {
+                        UNKNOWN_MAC.to_owned()
+                    } else {
+                        n.mac.clone()
+                    };
+                    (port_name(&n.subnet_id), mac, n.at)
+                })
                 .collect()
         };
         let (fdb_want, fdb_had) = (fdb(&want), fdb(&had));
@@ -220,14 +239,15 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
             .find(|m| m.name == name)
             .map(|m| m.underlay)
     };
-    // The routers are on the first gateway machine by name.
+    // The routers are on the first gateway machine by name, and on the second too when
+    // there are two (a pair, `ha`): what is for a router goes to both.
     let mut gateways: Vec<_> = state
         .machines
         .iter()
         .filter(|m| m.role == MachineRole::Gateway)
         .collect();
     gateways.sort_by(|a, b| a.name.cmp(&b.name));
-    gateways.truncate(1);
+    gateways.truncate(2);
     let gateway = gateways.first().copied();
     let mut out: HashMap<String, Vec<Neighbour>> = HashMap::new();
     for h in state.hosts.values() {
@@ -265,9 +285,10 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
         };
         for v in state.vpcs.values() {
             for s in v.subnets.iter().filter(|s| s.vni > 0) {
+                let at_router = [Some(s.gateway_ip), s.resolver_ip()];
                 out.entry(v.id.clone())
                     .or_default()
-                    .push(router(&s.id, s.gateway_ip));
+                    .extend(at_router.into_iter().flatten().map(|ip| router(&s.id, ip)));
             }
         }
         for e in state.endpoints.values() {

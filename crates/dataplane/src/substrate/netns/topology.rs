@@ -83,12 +83,17 @@ impl Substrate for Netns {
                 let br = format!("br-{}", short(&s.id));
                 ip(&["-n", &ns, "link", "set", &br, "address", ROUTER_MAC], &[])?;
                 self.ensure_segment_port(&ns, s, me)?;
+                if super::ha::standby(&ns) {
+                    // The standby of a pair takes no frame (its bridges are down).
+                    ip(&["-n", &ns, "link", "set", &br, "down"], &[])?;
+                }
             }
         }
         Ok(())
     }
 
     fn remove_vpc(&self, vpc_id: &str) -> io::Result<()> {
+        self.forget_pair(vpc_id);
         let ns = self.vpc_ns(vpc_id);
         self.ns_files
             .lock()
@@ -280,11 +285,19 @@ impl Substrate for Netns {
             return Ok(());
         };
         let mut want = super::overlay::neighbours(state, me);
+        let pair = (me.role == MachineRole::Gateway)
+            .then(|| super::ha::pair(state, me))
+            .flatten();
         let mut failed = Vec::new();
         for vpc in state.vpcs.values() {
             let entries = want.remove(&vpc.id).unwrap_or_default();
             if let Err(e) = self.program_overlay(vpc, &entries) {
                 failed.push(format!("VPC {}: {e}", vpc.id));
+            }
+            if me.role == MachineRole::Gateway {
+                if let Err(e) = self.ensure_pair(vpc, pair.as_ref()) {
+                    failed.push(format!("VPC {} as one of a pair: {e}", vpc.id));
+                }
             }
         }
         if failed.is_empty() {
