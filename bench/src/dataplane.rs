@@ -302,7 +302,7 @@ pub(crate) async fn wait_status(c: &ApiClient, path: &str, want: &str) -> Result
 }
 
 /// Bulk throughput in Gbit/s with `streams` parallel streams.
-fn iperf(ns: &str, target: &str, secs: u64, streams: u32) -> Result<f64> {
+pub(crate) fn iperf(ns: &str, target: &str, secs: u64, streams: u32) -> Result<f64> {
     let out = in_ns(
         ns,
         &[
@@ -325,10 +325,10 @@ fn iperf(ns: &str, target: &str, secs: u64, streams: u32) -> Result<f64> {
         / 1e9)
 }
 
-struct Wrk {
-    rps: f64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
     p50_ms: f64,
-    p99_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 fn ms(s: &str) -> f64 {
@@ -343,7 +343,7 @@ fn ms(s: &str) -> f64 {
 }
 
 /// Short requests: `close` opens a new connection for every request.
-fn wrk(ns: &str, url: &str, secs: u64, close: bool) -> Result<Wrk> {
+pub(crate) fn wrk(ns: &str, url: &str, secs: u64, close: bool) -> Result<Wrk> {
     let d = format!("{secs}s");
     let mut args = vec!["wrk", "-t", "2", "-c", "32", "-d", d.as_str(), "--latency"];
     if close {

@@ -7,6 +7,7 @@ mod alloc;
 mod dataplane;
 mod dns;
 mod endpoints;
+mod machines;
 mod resolvers;
 mod scale;
 mod sessions;
@@ -389,6 +390,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// (root) Machines on one box: the endpoint across compute and gateway machines
+    /// (VXLAN) against one machine, and failovers of a gateway pair on each path.
+    Machines(machines::Opts),
     /// API throughput and latency of a release `vpcep serve` on SQLite.
     Api {
         /// Seconds per phase.
@@ -486,6 +490,7 @@ async fn main() -> Result<()> {
         Bench::Resolvers(opts) => resolvers::run(&bin, opts).await,
         Bench::Alloc(opts) => alloc::run(opts).await,
         Bench::Soak(opts) => soak::run(&bin, opts).await,
+        Bench::Machines(opts) => machines::run(&bin, opts).await,
         Bench::Echo { port } => soak::echo(port).await,
         Bench::Hold { targets, count } => sessions::hold(&targets, count),
         Bench::Sink { ports, max } => sessions::sink(&ports, max),

@@ -14,4 +14,5 @@ pub mod lock;
 pub mod objects;
 pub mod output;
 pub mod serve;
+pub mod testbed;
 pub mod tls;

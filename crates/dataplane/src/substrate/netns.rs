@@ -31,7 +31,7 @@ mod overlay;
 mod rtnl;
 mod topology;
 
-pub use ha::{pair, Pair, HA_VNI_BASE};
+pub use ha::{carriers, pair, Pair, HA_VNI_BASE};
 pub use overlay::{neighbours, Machine, Neighbour, ROUTER_MAC, SEGMENT_MTU, VXLAN_PORT};
 pub use topology::{route_table_script, IDC_HOP, ROUTE_TABLE};
 
@@ -210,6 +210,11 @@ impl Netns {
                     missing.join(", ")
                 )));
             }
+        }
+        if machine.role == vpcep_model::MachineRole::Gateway {
+            // A node that starts forwards nothing until keepalived says it leads: the
+            // routers it left stay standby (bridges down) as they are made again.
+            ha::all_standby(&self.prefix);
         }
         self.machine = Some(machine);
         Ok(self)

@@ -10,8 +10,9 @@ use vpcep_model::{check_subnet_cidr, parse_cidr, Reason, Rejection};
 
 use super::runs::{hold, release, take_lowest, Pool};
 
-/// VXLAN network identifiers are 24 bits.
-const MAX_VNI: i64 = (1 << 24) - 1;
+/// Subnets' VXLAN network identifiers: the lower half of the 24 bits (the upper half
+/// numbers the gateway pairs' HA links, by VPC).
+const MAX_VNI: i64 = (1 << 23) - 1;
 use super::{exists, from_json, json_text, new_id, not_found, now_micros, reject, SqlStore};
 use crate::secrets::random_bytes;
 use crate::{

@@ -24,10 +24,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use vpcep_model::{MachineRole, State, VpcSpec};
+use vpcep_model::{MachineRole, MachineSpec, State, VpcSpec};
 
 use super::overlay::Machine;
-use super::{ip, Netns, EXISTS, VXLAN_PORT};
+use super::{ip, Netns, EXISTS};
 
 /// The HA links' VNIs start here; subnets' VNIs stay below.
 pub const HA_VNI_BASE: u32 = 1 << 23;
@@ -44,16 +44,33 @@ pub struct Pair {
     pub peer: Ipv4Addr,
 }
 
-/// The gateway machines that carry the routers: the first two gateway machines by
-/// name (`None` with fewer than two: one machine forwards alone).
-pub fn pair(state: &State, me: &Machine) -> Option<Pair> {
-    let mut gateways: Vec<_> = state
+/// The gateway machines that carry the routers: the first gateway machine by name and,
+/// when there are more, a second one — the first by name in another zone, if there is
+/// one, so that a pair survives the loss of a zone.
+pub fn carriers(state: &State) -> Vec<&MachineSpec> {
+    let mut gateways: Vec<&MachineSpec> = state
         .machines
         .iter()
         .filter(|m| m.role == MachineRole::Gateway)
         .collect();
     gateways.sort_by(|a, b| a.name.cmp(&b.name));
-    let pair = gateways.get(..2)?;
+    let Some(first) = gateways.first().copied() else {
+        return Vec::new();
+    };
+    let second = gateways[1..]
+        .iter()
+        .find(|m| m.zone != first.zone)
+        .or(gateways.get(1))
+        .copied();
+    [Some(first), second].into_iter().flatten().collect()
+}
+
+/// This machine's place in the pair of [`carriers`] (`None`: not one of two).
+pub fn pair(state: &State, me: &Machine) -> Option<Pair> {
+    let pair = carriers(state);
+    if pair.len() < 2 {
+        return None;
+    }
     let index = pair.iter().position(|m| m.name == me.name)?;
     Some(Pair {
         index: index as u8,
@@ -86,6 +103,16 @@ pub(super) fn standby(ns: &str) -> bool {
     std::fs::read_to_string(dir_of(ns).join("state")).is_ok_and(|s| s.trim() != "master")
 }
 
+/// Marks every router of namespace prefix `prefix` standby (a node starting).
+pub(super) fn all_standby(prefix: &str) {
+    let mine = format!("{prefix}-");
+    for d in std::fs::read_dir(HA_DIR).into_iter().flatten().flatten() {
+        if d.file_name().to_string_lossy().starts_with(&mine) {
+            let _ = std::fs::write(d.path().join("state"), "starting\n");
+        }
+    }
+}
+
 /// Kills what a previous run left for `ns` (by pid file), and its files.
 fn clear_leftovers(ns: &str) {
     let dir = dir_of(ns);
@@ -112,7 +139,8 @@ impl Netns {
         let ns = self.vpc_ns(&vpc.id);
         let mut keepers = self.keepers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pair) = pair else {
-            if keepers.remove(&vpc.id).is_some() {
+            // Alone (again): it forwards, whatever a pair left.
+            if keepers.remove(&vpc.id).is_some() || dir_of(&ns).exists() {
                 clear_leftovers(&ns);
                 set_bridges(&ns, true)?;
             }
@@ -142,8 +170,8 @@ impl Netns {
             dir.join("conntrackd.conf"),
             conntrackd_conf(&dir, mine, peer),
         )?;
-        // Until keepalived says otherwise, this router is standby.
-        std::fs::write(dir.join("state"), "backup\n")?;
+        // Until keepalived says otherwise, this router forwards nothing.
+        std::fs::write(dir.join("state"), "starting\n")?;
         set_bridges(&ns, false)?;
         let conntrackd = spawn_in(
             &ns,
@@ -152,6 +180,7 @@ impl Netns {
                 "-C",
                 &dir.join("conntrackd.conf").display().to_string(),
             ],
+            &dir.join("conntrackd.log"),
         )?;
         let keepalived = spawn_in(
             &ns,
@@ -167,6 +196,7 @@ impl Netns {
                 "-r",
                 &dir.join("vrrp.pid").display().to_string(),
             ],
+            &dir.join("keepalived.log"),
         )?;
         std::fs::write(dir.join("conntrackd.pid"), conntrackd.id().to_string())?;
         keepers.insert(
@@ -195,27 +225,8 @@ impl Netns {
     /// The HA link of the router in `ns`: a VXLAN port to the peer machine, learning (it
     /// has one peer), with this machine's link address.
     fn ha_link(&self, ns: &str, vpc: &VpcSpec, me: &Machine, pair: &Pair) -> io::Result<()> {
-        let vni = (HA_VNI_BASE + vpc.seq).to_string();
-        ip(
-            &[
-                "link",
-                "add",
-                HA_DEV,
-                "netns",
-                ns,
-                "type",
-                "vxlan",
-                "id",
-                &vni,
-                "local",
-                &me.underlay.to_string(),
-                "remote",
-                &pair.peer.to_string(),
-                "dstport",
-                &VXLAN_PORT.to_string(),
-            ],
-            EXISTS,
-        )?;
+        let peer = pair.peer.to_string();
+        super::overlay::add_vxlan(ns, HA_DEV, HA_VNI_BASE + vpc.seq, me, &["remote", &peer])?;
         let (mine, _) = addresses(pair.index);
         ip(
             &[
@@ -265,14 +276,15 @@ fn set_bridges(ns: &str, up: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `args` inside namespace `ns`, its output to this process's standard error.
-fn spawn_in(ns: &str, args: &[&str]) -> io::Result<Child> {
+/// Runs `args` inside namespace `ns`, its output to the file `log`.
+fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> io::Result<Child> {
+    let log = std::fs::File::create(log)?;
     Command::new("ip")
         .args(["netns", "exec", ns])
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
         .map_err(|e| io::Error::other(format!("cannot run {}: {e}", args[0])))
 }
@@ -295,6 +307,12 @@ fn notify_script(dir: &std::path::Path) -> String {
          for b in $(ip -o link show type bridge | cut -d: -f2 | cut -d@ -f1); do\n\
          \x20 ip link set \"$b\" \"$want\"\n\
          done\n\
+         if [ \"$1\" = backup ]; then\n\
+         \x20 # A standby drops what it holds (a machine that comes back holds sessions as\n\
+         \x20 # they were when it died) and takes the master's whole table.\n\
+         \x20 conntrack -F >/dev/null 2>&1\n\
+         \x20 (for i in 1 2 3 4 5 6 7 8 9 10; do conntrackd -C {dir}/conntrackd.conf -n && break; sleep 0.3; done) >/dev/null 2>&1 &\n\
+         fi\n\
          if [ \"$1\" = master ]; then\n\
          \x20 for h in $(ip -o neigh show nud permanent | awk '$3 ~ /^vx-/ {{print $1}}'); do\n\
          \x20   echo vpcep > \"/dev/udp/$h/9\" 2>/dev/null\n\
@@ -343,3 +361,53 @@ fn conntrackd_conf(dir: &std::path::Path, mine: Ipv4Addr, peer: Ipv4Addr) -> Str
 
 /// The keepers of every router, by VPC id.
 pub(super) type KeepersOf = HashMap<String, Keepers>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(name: &str, role: MachineRole, zone: &str, last: u8) -> MachineSpec {
+        MachineSpec {
+            name: name.into(),
+            role,
+            zone: zone.into(),
+            underlay: Ipv4Addr::new(10, 0, 0, last),
+        }
+    }
+
+    fn names(state: &State) -> Vec<&str> {
+        carriers(state).iter().map(|m| m.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_pair_spans_two_zones_where_it_can() {
+        let mut state = State::default();
+        assert!(names(&state).is_empty());
+        state.machines = vec![
+            machine("c1", MachineRole::Compute, "az2", 1),
+            machine("g1", MachineRole::Gateway, "az1", 11),
+        ];
+        assert_eq!(names(&state), ["g1"]);
+        state
+            .machines
+            .push(machine("g2", MachineRole::Gateway, "az1", 12));
+        assert_eq!(names(&state), ["g1", "g2"]);
+        state
+            .machines
+            .push(machine("g3", MachineRole::Gateway, "az2", 13));
+        assert_eq!(names(&state), ["g1", "g3"], "the second in another zone");
+        let me = |name: &str, last: u8| Machine {
+            name: name.into(),
+            role: MachineRole::Gateway,
+            underlay: Ipv4Addr::new(10, 0, 0, last),
+        };
+        assert_eq!(
+            pair(&state, &me("g3", 13)),
+            Some(Pair {
+                index: 1,
+                peer: Ipv4Addr::new(10, 0, 0, 11)
+            })
+        );
+        assert_eq!(pair(&state, &me("g2", 12)), None, "not one of the pair");
+    }
+}

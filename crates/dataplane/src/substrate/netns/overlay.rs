@@ -70,30 +70,14 @@ impl Netns {
             return Ok(());
         }
         let (vx, br) = (port_name(&subnet.id), format!("br-{}", short(&subnet.id)));
-        let vni = subnet.vni.to_string();
-        let local = me.underlay.to_string();
-        let mut add = vec![
-            "link",
-            "add",
-            &vx,
-            "netns",
-            ns,
-            "type",
-            "vxlan",
-            "id",
-            &vni,
-            "local",
-            &local,
-            "dstport",
-            VXLAN_PORT_STR,
-            "proxy",
-        ];
         // A compute machine learns where the router's MAC is (the master of a gateway
         // pair announces itself); what is programmed stays as programmed.
-        if me.role != MachineRole::Compute {
-            add.push("nolearning");
-        }
-        ip(&add, EXISTS)?;
+        let learning: &[&str] = if me.role == MachineRole::Compute {
+            &[]
+        } else {
+            &["nolearning"]
+        };
+        add_vxlan(ns, &vx, subnet.vni, me, &[&["proxy"], learning].concat())?;
         ip(&["-n", ns, "link", "set", &vx, "master", &br, "up"], &[])
     }
 
@@ -188,6 +172,36 @@ impl Netns {
     }
 }
 
+/// Makes VXLAN port `name` with network identifier `vni` in namespace `ns`, its tunnels'
+/// socket in this machine's namespace (where it is made): `extra` are `ip`'s further
+/// vxlan options. Idempotent.
+pub(super) fn add_vxlan(
+    ns: &str,
+    name: &str,
+    vni: u32,
+    me: &Machine,
+    extra: &[&str],
+) -> io::Result<()> {
+    let (vni, local) = (vni.to_string(), me.underlay.to_string());
+    let mut args = vec![
+        "link",
+        "add",
+        name,
+        "netns",
+        ns,
+        "type",
+        "vxlan",
+        "id",
+        &vni,
+        "local",
+        &local,
+        "dstport",
+        VXLAN_PORT_STR,
+    ];
+    args.extend(extra);
+    ip(&args, EXISTS)
+}
+
 /// Runs `bridge -n NS -force -batch -` with `lines`; entries that are already gone when
 /// deleted are no failure.
 fn bridge_batch(ns: &str, lines: &[String]) -> io::Result<()> {
@@ -239,15 +253,9 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
             .find(|m| m.name == name)
             .map(|m| m.underlay)
     };
-    // The routers are on the first gateway machine by name, and on the second too when
-    // there are two (a pair, `ha`): what is for a router goes to both.
-    let mut gateways: Vec<_> = state
-        .machines
-        .iter()
-        .filter(|m| m.role == MachineRole::Gateway)
-        .collect();
-    gateways.sort_by(|a, b| a.name.cmp(&b.name));
-    gateways.truncate(2);
+    // The routers are on one gateway machine, or two (a pair, `ha`): frames for a
+    // router that its MAC is not learned for yet go to both.
+    let gateways = super::ha::carriers(state);
     let gateway = gateways.first().copied();
     let mut out: HashMap<String, Vec<Neighbour>> = HashMap::new();
     for h in state.hosts.values() {

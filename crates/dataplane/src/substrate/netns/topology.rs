@@ -46,6 +46,7 @@ impl Substrate for Netns {
                 r => r?,
             }
         }
+        let standby = self.role() == Some(MachineRole::Gateway) && super::ha::standby(&ns);
         let mut lines = Vec::new();
         for s in &vpc.subnets {
             let br = format!("br-{}", short(&s.id));
@@ -58,10 +59,15 @@ impl Substrate for Netns {
                 line: format!("address add {addr} dev {br}"),
                 tolerate: Tolerate::Exists,
             });
-            lines.push(IpLine {
-                line: format!("link set {br} up"),
-                tolerate: Tolerate::Nothing,
-            });
+            // The standby of a pair (and a router whose node is starting again) keeps its
+            // bridges down: one frame from it would teach the compute machines to send
+            // the router's traffic here.
+            if !standby {
+                lines.push(IpLine {
+                    line: format!("link set {br} up"),
+                    tolerate: Tolerate::Nothing,
+                });
+            }
         }
         self.ip_batch(&ns, &lines)?;
         // The bridges answer ARP for the kernel path's endpoint addresses, which are
@@ -83,10 +89,6 @@ impl Substrate for Netns {
                 let br = format!("br-{}", short(&s.id));
                 ip(&["-n", &ns, "link", "set", &br, "address", ROUTER_MAC], &[])?;
                 self.ensure_segment_port(&ns, s, me)?;
-                if super::ha::standby(&ns) {
-                    // The standby of a pair takes no frame (its bridges are down).
-                    ip(&["-n", &ns, "link", "set", &br, "down"], &[])?;
-                }
             }
         }
         Ok(())
