@@ -103,12 +103,19 @@ pub(super) fn standby(ns: &str) -> bool {
     std::fs::read_to_string(dir_of(ns).join("state")).is_ok_and(|s| s.trim() != "master")
 }
 
-/// Marks every router of namespace prefix `prefix` standby (a node starting).
+/// Makes every router of namespace prefix `prefix` standby, its bridges down, until its
+/// keepalived decides (a node starting: the routers its previous run left may still
+/// have their bridges up, and one frame from them would teach the compute machines to
+/// send the routers' traffic here).
 pub(super) fn all_standby(prefix: &str) {
     let mine = format!("{prefix}-");
     for d in std::fs::read_dir(HA_DIR).into_iter().flatten().flatten() {
-        if d.file_name().to_string_lossy().starts_with(&mine) {
+        let ns = d.file_name().to_string_lossy().into_owned();
+        if ns.starts_with(&mine) {
             let _ = std::fs::write(d.path().join("state"), "starting\n");
+            if std::path::Path::new("/run/netns").join(&ns).exists() {
+                let _ = set_bridges(&ns, false);
+            }
         }
     }
 }
