@@ -21,6 +21,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// The control plane and `machines` (name, role) on one underlay, or `None` (skip)
 /// without root.
 async fn start(machines: &[(&str, &str)]) -> Option<Testbed> {
+    start_with(machines, &[]).await
+}
+
+/// Like [`start`], every node given `node_args` too.
+async fn start_with(machines: &[(&str, &str)], node_args: &[&str]) -> Option<Testbed> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tag = format!("m{}x{n}", std::process::id() % 100_000);
     if let Err(e) = Netns::new(&format!("{tag}cp")) {
@@ -32,9 +37,14 @@ async fn start(machines: &[(&str, &str)]) -> Option<Testbed> {
         return None;
     }
     Some(
-        Testbed::start(Path::new(env!("CARGO_BIN_EXE_vpcep")), &tag, machines, &[])
-            .await
-            .unwrap(),
+        Testbed::start(
+            Path::new(env!("CARGO_BIN_EXE_vpcep")),
+            &tag,
+            machines,
+            node_args,
+        )
+        .await
+        .unwrap(),
     )
 }
 
@@ -368,4 +378,76 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
         .unwrap();
     assert_eq!(out, "done 60", "a session across the second failover");
     assert_eq!(m.ha_state("g1", &cvpc), "master");
+}
+
+/// On the userspace path too, a machine that comes back stays out of the way: the
+/// compute machines keep sending the router's traffic to the master, and new sessions
+/// keep working while it stands by. (That its routers' bridges go down before its node
+/// does anything is the unit test `ha::tests::a_starting_node_takes_its_routers_bridges_down`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_userspace_path_a_rejoining_gateway_machine_takes_no_traffic_from_the_master() {
+    let pair = [
+        ("c1", "compute"),
+        ("c2", "compute"),
+        ("g1", "gateway"),
+        ("g2", "gateway"),
+    ];
+    let Some(mut m) = start_with(&pair, &["--forwarding", "userspace"]).await else {
+        return;
+    };
+    let alice = account(&m, "alice");
+    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
+    let backend_ns = m.host_ns(&backend);
+    spawn_py(&mut m, &backend_ns, HTTP, &[]).await;
+    let svc = service(&alice, &pvpc, &backend, &[(8080, 80)]).await;
+    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
+    let client_ns = m.host_ns(&client);
+    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
+    let ep = alice
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": svc, "vpc_id": cvpc, "subnet_id": csub})),
+        )
+        .await;
+    let ep = alice
+        .wait(
+            &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
+            "accepted",
+        )
+        .await;
+    let url = format!("http://{}:8080/", s(&ep, "ip"));
+    eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+
+    m.power_off("g1").unwrap();
+    eventually(&client_ns, &["curl", "-s", "--max-time", "1", &url]).await;
+    m.power_on("g1").unwrap();
+    let back = std::time::Instant::now();
+    while m.ha_state("g1", &cvpc) != "backup" {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "g1 did not rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.ha_state("g2", &cvpc), "master");
+    // The compute machine still sends the router's traffic to the master, and a new
+    // session through the endpoint works, again and again.
+    let segment = Netns::new(&m.machine("c1").prefix).unwrap().vpc_ns(&cvpc);
+    let standby = format!("dst {} ", m.machine("g1").underlay);
+    for _ in 0..10 {
+        let fdb = Command::new("bridge")
+            .args(["-n", &segment, "fdb", "show"])
+            .output()
+            .unwrap();
+        let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+        assert!(
+            !fdb.lines()
+                .any(|l| l.starts_with("fa:16:3f:00:00:01") && l.contains(&standby)),
+            "the router's MAC is learned behind the standby: {fdb}"
+        );
+        let (ok, out) = run_in(&client_ns, &["curl", "-s", "--max-time", "2", &url]).await;
+        assert!(ok && !out.is_empty(), "a new session while g1 stands by");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -386,6 +386,43 @@ mod tests {
         carriers(state).iter().map(|m| m.name.as_str()).collect()
     }
 
+    /// The bridges a previous run left up go down before the node does anything else
+    /// (root; skipped without, unless `VPCEP_REQUIRE_NETNS` is set).
+    #[test]
+    fn a_starting_node_takes_its_routers_bridges_down() {
+        let prefix = format!("ha{}", std::process::id() % 100_000);
+        let ns = format!("{prefix}-v-router");
+        if let Err(e) = ip(&["netns", "add", &ns], EXISTS) {
+            assert!(
+                std::env::var_os("VPCEP_REQUIRE_NETNS").is_none(),
+                "VPCEP_REQUIRE_NETNS is set, but: {e}"
+            );
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let up = || {
+            let out = Command::new("ip")
+                .args(["-n", &ns, "-o", "link", "show", "br-test"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains(",UP")
+        };
+        let made = ip(
+            &["-n", &ns, "link", "add", "br-test", "type", "bridge"],
+            &[],
+        )
+        .and_then(|()| ip(&["-n", &ns, "link", "set", "br-test", "up"], &[]))
+        .and_then(|()| std::fs::create_dir_all(dir_of(&ns)));
+        let was_up = made.is_ok() && up();
+        all_standby(&prefix);
+        let (down, state) = (!up(), std::fs::read_to_string(dir_of(&ns).join("state")));
+        let _ = std::fs::remove_dir_all(dir_of(&ns));
+        let _ = ip(&["netns", "del", &ns], &[]);
+        made.unwrap();
+        assert!(was_up && down, "the bridge stayed up");
+        assert_eq!(state.unwrap().trim(), "starting");
+    }
+
     #[test]
     fn a_pair_spans_two_zones_where_it_can() {
         let mut state = State::default();
