@@ -43,9 +43,14 @@ pub enum Database {
 }
 
 impl Database {
-    /// `postgres://…` (or `postgresql://…`) is PostgreSQL; anything else is not a
-    /// database URL this vpcep knows.
-    pub fn from_url(url: &str, key_dir: PathBuf) -> std::result::Result<Database, String> {
+    /// The store of `--database URL` and `--data-dir DIR`: SQLite in `dir` without a URL;
+    /// PostgreSQL for `postgres://…` (or `postgresql://…`), the master key in `dir`;
+    /// any other URL is refused.
+    pub fn new(url: Option<&str>, dir: PathBuf) -> std::result::Result<Database, String> {
+        let Some(url) = url else {
+            return Ok(Database::Sqlite { dir });
+        };
+        let key_dir = dir;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Database::Postgres {
                 url: url.to_owned(),

@@ -229,13 +229,8 @@ struct DataDir {
 
 impl DataDir {
     fn database(&self) -> anyhow::Result<vpcep_store::Database> {
-        match &self.database {
-            None => Ok(vpcep_store::Database::Sqlite {
-                dir: self.data_dir.clone(),
-            }),
-            Some(url) => vpcep_store::Database::from_url(url, self.data_dir.clone())
-                .map_err(|e| vpcep::cli::UsageError(e).into()),
-        }
+        vpcep_store::Database::new(self.database.as_deref(), self.data_dir.clone())
+            .map_err(|e| vpcep::cli::UsageError(e).into())
     }
 }
 

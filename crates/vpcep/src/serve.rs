@@ -268,12 +268,7 @@ impl Config {
 
     /// Where the store is.
     pub fn database(&self) -> anyhow::Result<Database> {
-        match &self.database {
-            None => Ok(Database::Sqlite {
-                dir: self.data_dir.clone(),
-            }),
-            Some(url) => Database::from_url(url, self.data_dir.clone()).map_err(anyhow::Error::msg),
-        }
+        Database::new(self.database.as_deref(), self.data_dir.clone()).map_err(anyhow::Error::msg)
     }
 
     pub fn validate(&self) -> Result<(), String> {

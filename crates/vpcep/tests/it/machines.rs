@@ -103,6 +103,23 @@ async fn service(c: &Client, vpc: &str, backend: &Value, ports: &[(u16, u16)]) -
     id
 }
 
+/// An endpoint of service `svc` in subnet `sub` of VPC `vpc` (with the service's private
+/// name if `dns`), once accepted.
+async fn endpoint(c: &Client, svc: &str, vpc: &str, sub: &str, dns: bool) -> Value {
+    let ep = c
+        .ok(
+            "POST",
+            "/v1/{p}/vpc-endpoints",
+            Some(json!({"endpoint_service_id": svc, "vpc_id": vpc, "subnet_id": sub, "enable_dns": dns})),
+        )
+        .await;
+    c.wait(
+        &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
+        "accepted",
+    )
+    .await
+}
+
 fn s(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap().to_owned()
 }
@@ -147,19 +164,7 @@ async fn an_endpoint_joins_hosts_on_two_compute_machines_through_a_gateway_machi
         .await["host"]
         .clone();
     let client2_ns = m.host_ns(&client2);
-    let ep = alice
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": svc, "vpc_id": cvpc, "subnet_id": csub})),
-        )
-        .await;
-    let ep = alice
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
-            "accepted",
-        )
-        .await;
+    let ep = endpoint(&alice, &svc, &cvpc, &csub, false).await;
     let ep_ip = s(&ep, "ip");
 
     // client (c1) → its subnet's segment → the consumer VPC's router (g1) → the provider
@@ -293,19 +298,7 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
     let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
     let client_ns = m.host_ns(&client);
     eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
-    let ep = alice
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": svc, "vpc_id": cvpc, "subnet_id": csub, "enable_dns": true})),
-        )
-        .await;
-    let ep = alice
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
-            "accepted",
-        )
-        .await;
+    let ep = endpoint(&alice, &svc, &cvpc, &csub, true).await;
     let (ep_ip, name) = (
         s(&ep, "ip"),
         ep["dns_names"][0].as_str().unwrap().to_owned(),
@@ -403,19 +396,7 @@ async fn on_the_userspace_path_a_rejoining_gateway_machine_takes_no_traffic_from
     let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
     let client_ns = m.host_ns(&client);
     eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
-    let ep = alice
-        .ok(
-            "POST",
-            "/v1/{p}/vpc-endpoints",
-            Some(json!({"endpoint_service_id": svc, "vpc_id": cvpc, "subnet_id": csub})),
-        )
-        .await;
-    let ep = alice
-        .wait(
-            &format!("/v1/{{p}}/vpc-endpoints/{}", s(&ep, "id")),
-            "accepted",
-        )
-        .await;
+    let ep = endpoint(&alice, &svc, &cvpc, &csub, false).await;
     let url = format!("http://{}:8080/", s(&ep, "ip"));
     eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
 

@@ -282,51 +282,23 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER vpcs_written BEFORE INSERT ON vpcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER vpcs_changed BEFORE UPDATE ON vpcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER vpcs_gone AFTER DELETE ON vpcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('');
-
-CREATE TRIGGER subnets_written BEFORE INSERT ON subnets
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER subnets_changed BEFORE UPDATE ON subnets
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER subnets_gone AFTER DELETE ON subnets
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('vpc_id');
-
-CREATE TRIGGER ports_written BEFORE INSERT ON ports
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER ports_changed BEFORE UPDATE ON ports
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER ports_gone AFTER DELETE ON ports
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('vpc_id');
-
-CREATE TRIGGER route_tables_written BEFORE INSERT ON route_tables
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER route_tables_changed BEFORE UPDATE ON route_tables
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER route_tables_gone AFTER DELETE ON route_tables
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('vpc_id');
-
-CREATE TRIGGER idcs_written BEFORE INSERT ON idcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER idcs_changed BEFORE UPDATE ON idcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER idcs_gone AFTER DELETE ON idcs
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('vpc_id');
-
-CREATE TRIGGER services_written BEFORE INSERT ON services
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER services_changed BEFORE UPDATE ON services
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER services_gone AFTER DELETE ON services
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('');
-
-CREATE TRIGGER endpoints_written BEFORE INSERT ON endpoints
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_written();
-CREATE TRIGGER endpoints_changed BEFORE UPDATE ON endpoints
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed();
-CREATE TRIGGER endpoints_gone AFTER DELETE ON endpoints
-    FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone('');
+-- Every table the desired state is built from gets the three, named as SQLite's are:
+-- {table}_written, {table}_changed, {table}_gone (with the column naming the VPC a
+-- deleted row belonged to, or none).
+DO $$
+DECLARE
+    t RECORD;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES ('vpcs', ''), ('subnets', 'vpc_id'), ('ports', 'vpc_id'),
+                                   ('route_tables', 'vpc_id'), ('idcs', 'vpc_id'),
+                                   ('services', ''), ('endpoints', '')) AS r(name, parent)
+    LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT ON %I FOR EACH ROW EXECUTE FUNCTION vpcep_row_written()',
+                       t.name || '_written', t.name);
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION vpcep_row_changed()',
+                       t.name || '_changed', t.name);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I FOR EACH ROW EXECUTE FUNCTION vpcep_row_gone(%L)',
+                       t.name || '_gone', t.name, t.parent);
+    END LOOP;
+END
+$$;
