@@ -4,7 +4,8 @@
 //! machine that is everything; then failovers of a gateway pair, each the active
 //! machine powered off (SIGKILL of all it runs, its link down) and brought back as
 //! standby: the time until a new connection through the endpoint works, and the
-//! sessions lost, on the kernel path and on the userspace path.
+//! sessions lost, on the kernel path and on the userspace path; then rounds in which the
+//! master stays down and a spare takes its place.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -29,6 +30,9 @@ pub(crate) struct Opts {
     /// Sessions held through each failover.
     #[arg(long, default_value_t = 50)]
     sessions: usize,
+    /// Rounds in which the master dies and stays down, and a spare takes its place.
+    #[arg(long, default_value_t = 10)]
+    rehomes: usize,
 }
 
 /// Holds N sessions; on `check` sends a byte on each and prints how many echoed it
@@ -106,6 +110,23 @@ impl Holder {
     }
 }
 
+impl Holder {
+    /// Re-opens the sessions that ended, and waits until the machine that will take over
+    /// tracks them all (its conntrackd was sent them): how many are open.
+    fn reopen_all(&mut self, t: &Testbed, vpc: &str) -> Result<usize> {
+        let open = self.ask("reopen")?;
+        let t0 = Instant::now();
+        let standby = ["g1", "g2", "g3"]
+            .into_iter()
+            .find(|g| t.ha_state(g, vpc) == "standby")
+            .context("no standby")?;
+        while tracked(t, standby, vpc) < open && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(open)
+    }
+}
+
 impl Drop for Holder {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -128,10 +149,10 @@ async fn layout(
     bin: &Path,
     tag: &str,
     machines: &[(&str, &str)],
-    node_args: &[&str],
+    (node_args, serve_args): (&[&str], &[&str]),
     placed: Option<(&str, &str)>,
 ) -> Result<Layout> {
-    let mut t = Testbed::start(bin, tag, machines, node_args).await?;
+    let mut t = Testbed::start(bin, tag, machines, node_args, serve_args).await?;
     let acct = t.admin(&["account", "create", "bench"])?;
     let c = client(&t.base, &acct);
     let (pvpc, psub) = network_of(&c, "10.1.0.0/16", "10.1.0.0/24").await?;
@@ -277,7 +298,7 @@ async fn failovers(l: &mut Layout, n: usize, sessions: usize) -> Result<Vec<(f64
         }
         l.testbed.power_on(active)?;
         let back = Instant::now();
-        while l.testbed.ha_state(active, &l.vpc) != "backup" {
+        while l.testbed.ha_state(active, &l.vpc) != "standby" {
             if back.elapsed() > Duration::from_secs(30) {
                 bail!("{active} did not rejoin as standby");
             }
@@ -286,6 +307,88 @@ async fn failovers(l: &mut Layout, n: usize, sessions: usize) -> Result<Vec<(f64
         // Its conntrackd catches up (a full resync from the master) before it may have
         // to take over.
         tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    Ok(out)
+}
+
+/// The established kernel-path sessions to port 9000 that the router of `vpc` on
+/// gateway machine `name` tracks.
+fn tracked(t: &Testbed, name: &str, vpc: &str) -> usize {
+    let Ok(netns) = vpcep_dataplane::Netns::new(&t.machine(name).prefix) else {
+        return 0;
+    };
+    crate::dataplane::in_ns(
+        &netns.vpc_ns(vpc),
+        &["conntrack", "-L", "-p", "tcp", "--dport", "9000"],
+    )
+    .map(|out| out.lines().filter(|l| l.contains("ESTABLISHED")).count())
+    .unwrap_or(0)
+}
+
+/// `n` times: the master of the pair goes dark and stays down; the control plane
+/// (`--machine-down-after 3`) gives its slot to the spare, which joins as standby and
+/// is sent the sessions; then the dead machine comes back as the next spare. The next
+/// round kills the master again, so every round's sessions cross a failover onto a
+/// machine that joined the pair in the round before. Per round: (seconds until the
+/// survivor is master, seconds until the spare is standby with every session, sessions
+/// lost).
+async fn rehomes(l: &mut Layout, n: usize, sessions: usize) -> Result<Vec<(f64, f64, usize)>> {
+    let mut holder = Holder::start(&l.client_ns, &l.endpoint, sessions)?;
+    let gateways = ["g1", "g2", "g3"];
+    let mut out = Vec::new();
+    for i in 0..n {
+        let vpc = l.vpc.clone();
+        let state = |t: &Testbed, g: &str| t.ha_state(g, &vpc);
+        let Some(active) = gateways
+            .into_iter()
+            .find(|g| state(&l.testbed, g) == "master")
+        else {
+            bail!("no master among the gateway machines");
+        };
+        let Some(spare) = gateways
+            .into_iter()
+            .find(|g| state(&l.testbed, g) == "spare")
+        else {
+            bail!("no spare among the gateway machines");
+        };
+        let peer = gateways
+            .into_iter()
+            .find(|g| *g != active && *g != spare)
+            .unwrap_or_default();
+        let before = holder.reopen_all(&l.testbed, &l.vpc)?;
+        let died = Instant::now();
+        l.testbed.power_off(active)?;
+        let mut takeover = f64::NAN;
+        let mut redundant = f64::NAN;
+        while died.elapsed() < Duration::from_secs(30) {
+            if takeover.is_nan() && state(&l.testbed, peer) == "master" {
+                takeover = died.elapsed().as_secs_f64();
+            }
+            if state(&l.testbed, spare) == "standby" && tracked(&l.testbed, spare, &l.vpc) >= before
+            {
+                redundant = died.elapsed().as_secs_f64();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = holder.ask("check")?;
+        let lost = before.saturating_sub(after);
+        eprintln!(
+            "re-homing {}: {active} off; {peer} master after {takeover:.3} s; {spare} standby with the sessions after {redundant:.3} s; {lost} of {before} sessions lost",
+            i + 1
+        );
+        if redundant.is_nan() {
+            bail!("{spare} did not take {active}'s place");
+        }
+        out.push((takeover, redundant, lost));
+        l.testbed.power_on(active)?;
+        let back = Instant::now();
+        while state(&l.testbed, active) != "spare" {
+            if back.elapsed() > Duration::from_secs(30) {
+                bail!("{active} did not come back as a spare");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     Ok(out)
 }
@@ -312,14 +415,14 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
     println!("# vpcep-bench machines: one box, machines as namespaces on one underlay bridge\n");
     // Side by side: one machine that is everything, then client and backend on two
     // compute machines with the router on a gateway machine.
-    let one = layout(bin, &tag("o"), &[("m1", "")], &[], None).await?;
+    let one = layout(bin, &tag("o"), &[("m1", "")], (&[], &[]), None).await?;
     let (one_bulk, one_rps, one_p99) = rates(&one, o.secs)?;
     drop(one);
     let across = layout(
         bin,
         &tag("a"),
         &[("c1", "compute"), ("c2", "compute"), ("g1", "gateway")],
-        &[],
+        (&[], &[]),
         Some(("c2", "c1")),
     )
     .await?;
@@ -352,7 +455,7 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
                 ("g1", "gateway"),
                 ("g2", "gateway"),
             ],
-            args,
+            (args, &[]),
             Some(("c2", "c1")),
         )
         .await?;
@@ -381,5 +484,44 @@ pub(crate) async fn run(bin: &Path, o: Opts) -> Result<()> {
             lost.iter().max().copied().unwrap_or(0)
         );
     }
+
+    println!("\n| kernel path, a spare (`--machine-down-after 3`) | rounds | survivor master after, s (p50 / max) | spare standby with every session after, s (p50 / max) | sessions lost per round (of {}), mean / max |", o.sessions);
+    println!("|---|---:|---:|---:|---:|");
+    let mut l = layout(
+        bin,
+        &tag("r"),
+        &[
+            ("c1", "compute"),
+            ("c2", "compute"),
+            ("g1", "gateway"),
+            ("g2", "gateway"),
+            ("g3", "gateway"),
+        ],
+        (&[], &["--machine-down-after", "3"]),
+        Some(("c2", "c1")),
+    )
+    .await?;
+    let runs = rehomes(&mut l, o.rehomes, o.sessions).await?;
+    let sorted = |f: fn(&(f64, f64, usize)) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let two = |v: &[f64]| {
+        format!(
+            "{:.3} / {:.3}",
+            percentile(v, 0.5),
+            v.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    let lost: Vec<usize> = runs.iter().map(|r| r.2).collect();
+    println!(
+        "| the master dies and stays down | {} | {} | {} | {:.1} / {} |",
+        runs.len(),
+        two(&sorted(|r| r.0)),
+        two(&sorted(|r| r.1)),
+        lost.iter().sum::<usize>() as f64 / lost.len().max(1) as f64,
+        lost.iter().max().copied().unwrap_or(0)
+    );
     Ok(())
 }

@@ -331,15 +331,7 @@ impl Node {
         let changes = held.changes(&delta);
         // A compute machine of several holds hosts only.
         let compute = self.substrate.role() == Some(vpcep_model::MachineRole::Compute);
-        let overlay_touched = self.substrate.role().is_some()
-            && (first
-                || !delta.hosts.is_empty()
-                || !delta.hosts_gone.is_empty()
-                || !delta.vpcs.is_empty()
-                || !delta.vpcs_gone.is_empty()
-                || !delta.endpoints.is_empty()
-                || !delta.endpoints_gone.is_empty()
-                || delta.machines.is_some());
+        let overlay = overlay_vpcs(self.substrate.role().is_some(), first, &held, &delta);
         for change in &changes {
             let sub = self.substrate.clone();
             if compute
@@ -480,9 +472,11 @@ impl Node {
         drop(vpcs);
         let mut state = held;
         state.absorb(delta);
-        if overlay_touched {
-            let (sub, view) = (self.substrate.clone(), state.clone());
-            log(blocking(move || sub.set_overlay(&view)).await, "overlay");
+        if let Some(vpcs) = overlay {
+            if let Some(plan) = self.substrate.plan_overlay(&state, vpcs.as_ref()) {
+                let sub = self.substrate.clone();
+                log(blocking(move || sub.set_overlay(plan)).await, "overlay");
+            }
         }
         if let Some(dns) = &self.dns {
             if first {
@@ -828,6 +822,29 @@ impl Node {
         }
     }
 
+    /// Starts again, every `every`, what keeps the routers of a gateway pair where it
+    /// died (keepalived, conntrackd), until `shutdown` turns true.
+    pub async fn supervise_every(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let sub = self.substrate.clone();
+            log(
+                blocking(move || sub.supervise()).await,
+                "supervising the routers' keepers",
+            );
+        }
+    }
+
     /// Prometheus text of this node: both paths, one family per metric.
     pub fn render_metrics(&self) -> String {
         let mut out = self.gateway.render_metrics(&self.kernel_samples());
@@ -935,8 +952,90 @@ async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> R
     }
 }
 
+/// The VPCs whose tunnels to other machines `delta` may change, on a machine of several
+/// (`None`: nothing to do there): every VPC at first and when the machines changed
+/// (`Some(None)`), else those whose subnets, hosts or endpoints changed.
+fn overlay_vpcs(
+    on_machine: bool,
+    first: bool,
+    held: &State,
+    delta: &SnapshotDelta,
+) -> Option<Option<BTreeSet<String>>> {
+    if !on_machine {
+        return None;
+    }
+    if first || delta.machines.is_some() {
+        return Some(None);
+    }
+    let mut vpcs: BTreeSet<String> = delta.vpcs.iter().map(|v| v.id.clone()).collect();
+    vpcs.extend(delta.vpcs_gone.iter().cloned());
+    vpcs.extend(delta.hosts.iter().map(|h| h.vpc_id.clone()));
+    vpcs.extend(
+        delta
+            .hosts_gone
+            .iter()
+            .filter_map(|id| held.hosts.get(id))
+            .map(|h| h.vpc_id.clone()),
+    );
+    vpcs.extend(delta.endpoints.iter().map(|e| e.consumer_vpc.clone()));
+    vpcs.extend(
+        delta
+            .endpoints_gone
+            .iter()
+            .filter_map(|id| held.endpoints.get(id))
+            .map(|e| e.consumer_vpc.clone()),
+    );
+    (!vpcs.is_empty()).then_some(Some(vpcs))
+}
+
 fn log(r: Result<(), String>, what: &str) {
     if let Err(e) = r {
         tracing::warn!(error = %e, "{what} failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlay_is_planned_for_the_vpcs_a_delta_touches() {
+        let host = |id: &str, vpc: &str| vpcep_model::HostSpec {
+            port_id: id.into(),
+            vpc_id: vpc.into(),
+            subnet_id: "s".into(),
+            ip: Ipv4Addr::new(192, 168, 1, 10),
+            mac: String::new(),
+            machine: None,
+        };
+        let mut held = State::default();
+        held.hosts.insert("h1".into(), host("h1", "v1"));
+        let delta = SnapshotDelta {
+            hosts: vec![host("h2", "v2")],
+            hosts_gone: vec!["h1".into()],
+            ..SnapshotDelta::default()
+        };
+        assert_eq!(
+            overlay_vpcs(false, true, &held, &delta),
+            None,
+            "one machine"
+        );
+        assert_eq!(
+            overlay_vpcs(true, true, &held, &delta),
+            Some(None),
+            "at first"
+        );
+        let touched = overlay_vpcs(true, false, &held, &delta).unwrap().unwrap();
+        assert_eq!(touched, BTreeSet::from(["v1".to_owned(), "v2".to_owned()]));
+        let machines = SnapshotDelta {
+            machines: Some(Vec::new()),
+            ..SnapshotDelta::default()
+        };
+        assert_eq!(overlay_vpcs(true, false, &held, &machines), Some(None));
+        assert_eq!(
+            overlay_vpcs(true, false, &held, &SnapshotDelta::default()),
+            None,
+            "nothing touched"
+        );
     }
 }

@@ -136,9 +136,33 @@ pub trait Substrate: Send + Sync + 'static {
     fn role(&self) -> Option<vpcep_model::MachineRole> {
         None
     }
-    /// Makes the subnets' tunnels to the other machines carry what `state` places there.
-    fn set_overlay(&self, state: &vpcep_model::State) -> io::Result<()> {
-        let _ = state;
+    /// What the subnets' tunnels to the other machines must carry for the VPCs `vpcs`
+    /// (every VPC for `None`), computed from `state` without blocking; `None`: this is
+    /// not a machine of several.
+    fn plan_overlay(
+        &self,
+        state: &vpcep_model::State,
+        vpcs: Option<&std::collections::BTreeSet<String>>,
+    ) -> Option<OverlayPlan> {
+        let _ = (state, vpcs);
+        None
+    }
+    /// Programs what [`Substrate::plan_overlay`] planned.
+    fn set_overlay(&self, plan: OverlayPlan) -> io::Result<()> {
+        let _ = plan;
         Ok(())
     }
+    /// Starts again what keeps the routers of a gateway pair (keepalived, conntrackd)
+    /// where it died. Cheap when nothing did: the node calls it every second.
+    fn supervise(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a machine of several programs for some VPCs: each one's entries behind other
+/// machines and, on a gateway machine, what it is to their routers.
+#[derive(Debug)]
+pub struct OverlayPlan {
+    pub vpcs: Vec<(VpcSpec, Vec<netns::Neighbour>)>,
+    pub place: Option<netns::Place>,
 }

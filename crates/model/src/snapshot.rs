@@ -48,6 +48,15 @@ pub struct MachineSpec {
     /// Where the other machines reach it (the VXLAN tunnels' endpoints).
     #[cfg_attr(feature = "schema", schema(value_type = String))]
     pub underlay: Ipv4Addr,
+    /// A gateway machine's place in the pair that carries the routers: 0 (the first,
+    /// which leads at start) or 1; `None`: a spare, or not a gateway machine. Chosen by
+    /// the control plane, and kept by a machine until it is declared down and another
+    /// takes its place.
+    #[serde(default)]
+    pub slot: Option<u8>,
+    /// Declared down by the control plane: silent for longer than it allows.
+    #[serde(default)]
+    pub down: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -233,4 +233,8 @@ store_trait! {
     fn register_machine(&self, name: String, role: vpcep_model::MachineRole, zone: String, underlay: std::net::Ipv4Addr) -> ();
     /// Every registered machine, by name.
     fn machines(&self) -> Vec<Machine>;
+    /// The controller's care of the machines: those silent for longer than
+    /// `down_after_secs` are declared down (when `declare`), and the gateway pair's
+    /// slots pass from machines that are down to spares. Returns what changed.
+    fn tend_machines(&self, down_after_secs: u64, declare: bool) -> MachinesTended;
 }

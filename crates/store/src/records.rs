@@ -480,6 +480,24 @@ pub struct Machine {
     /// When it last reported (Unix microseconds), and how long ago that is.
     pub seen_at: i64,
     pub seen_secs_ago: f64,
+    /// Declared down by the controller: silent longer than `--machine-down-after`.
+    pub down: bool,
+    /// Its slot in the gateway pair (0 or 1); `None`: a spare, or a compute machine.
+    pub slot: Option<i64>,
     /// Hosts placed on it.
     pub hosts: i64,
+}
+
+/// What the controller changed of the machines: those it declared down, and the slots
+/// of the gateway pair that moved (`None`: the machine lost its slot), in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachinesTended {
+    pub down: Vec<String>,
+    pub slots: Vec<(String, Option<i64>)>,
+}
+
+impl MachinesTended {
+    pub fn is_empty(&self) -> bool {
+        self.down.is_empty() && self.slots.is_empty()
+    }
 }

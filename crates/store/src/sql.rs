@@ -14,6 +14,7 @@ mod desired;
 mod dns;
 mod endpoints;
 mod idcs;
+mod machines;
 pub(crate) mod migrate;
 mod runs;
 mod services;

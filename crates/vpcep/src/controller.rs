@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use vpcep_dataplane::Node;
@@ -90,6 +90,8 @@ pub struct Wiring {
     /// The gateway nodes' reports are in the store (replicas of one database), not in
     /// `plane`.
     pub shared_reports: bool,
+    /// How long a machine may be silent before it is declared down.
+    pub machine_down_after: Duration,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -120,8 +122,34 @@ async fn feed(store: &dyn Store, node: &Node) -> vpcep_store::Result<()> {
     Ok(())
 }
 
+/// The machines of a deployment across machines: declared down when silent, and the
+/// gateway pair's slots moved to spares (see `Store::tend_machines`). Nobody is declared
+/// down before this controller has led for `machine_down_after`: a controller that has
+/// just taken over (or started) has not yet heard the machines' reports.
+async fn tend(w: &Wiring, leading_since: Instant) -> vpcep_store::Result<()> {
+    let declare = leading_since.elapsed() >= w.machine_down_after;
+    let t = w
+        .store
+        .tend_machines(w.machine_down_after.as_secs(), declare)
+        .await?;
+    for name in &t.down {
+        tracing::warn!(machine = %name, silent_secs = w.machine_down_after.as_secs(), "machine declared down");
+    }
+    for (name, slot) in &t.slots {
+        match slot {
+            Some(s) => {
+                tracing::info!(machine = %name, slot = s, "machine takes a slot of the gateway pair")
+            }
+            None => {
+                tracing::info!(machine = %name, "machine gives up its slot of the gateway pair")
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     if let Some(node) = &w.local {
         feed(w.store.as_ref(), node).await?;
     }
@@ -157,7 +185,15 @@ async fn pass(w: &Wiring) -> vpcep_store::Result<usize> {
 /// Runs until `shutdown` turns true: after every commit, every node report, and once a
 /// second (for commits of other processes, e.g. `vpcep admin`).
 pub async fn run(mut w: Wiring) {
+    let leading_since = Instant::now();
+    let mut tended: Option<Instant> = None;
     loop {
+        if tended.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tended = Some(Instant::now());
+            if let Err(e) = tend(&w, leading_since).await {
+                tracing::warn!(error = %e, "tending the machines failed; retrying");
+            }
+        }
         match pass(&w).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(moved = n, "controller pass"),

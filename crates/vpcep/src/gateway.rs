@@ -21,6 +21,9 @@ use vpcep_dataplane::Node;
 /// How long one snapshot request may wait for a change (the server caps it at 60 s). A
 /// node reports at least this often, which keeps its report fresh.
 const POLL_SECS: u64 = 20;
+/// A machine of several reports at least this often: the control plane declares a
+/// machine down when it stops (`vpcep serve --machine-down-after`).
+const MACHINE_POLL_SECS: u64 = 2;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -45,6 +48,8 @@ pub struct GatewayConfig {
 struct Link {
     /// Said with every report: what machine this node is.
     machine: Option<vpcep_api::MachineReport>,
+    /// How long a request for changes waits (so how often the node reports).
+    wait: u64,
     /// The control plane's URLs; `current` indexes the one followed.
     bases: Vec<String>,
     current: std::sync::atomic::AtomicUsize,
@@ -71,6 +76,7 @@ impl Link {
         }
         Ok(Link {
             machine: None,
+            wait: POLL_SECS,
             bases,
             current: Default::default(),
             token,
@@ -96,13 +102,14 @@ impl Link {
 
     async fn get(&self, what: &str, after: i64) -> Result<reqwest::Response> {
         let url = format!(
-            "{}/internal/v1/{what}?after={after}&wait={POLL_SECS}",
-            self.base()
+            "{}/internal/v1/{what}?after={after}&wait={}",
+            self.base(),
+            self.wait
         );
         self.http
             .get(&url)
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(POLL_SECS + 15))
+            .timeout(Duration::from_secs(self.wait + 15))
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base()))
@@ -244,8 +251,15 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
         node.clone()
             .resync_every(cfg.kernel_resync, shutdown.clone()),
     );
+    let supervise = tokio::spawn(
+        node.clone()
+            .supervise_every(Duration::from_secs(1), shutdown.clone()),
+    );
     let mut link = Link::new(&cfg.control_plane, cfg.token.clone(), http)?;
     link.machine = cfg.machine.clone();
+    if link.machine.is_some() {
+        link.wait = MACHINE_POLL_SECS;
+    }
     let mut after = -1i64;
     let (mut told, mut lost) = (Told::default(), false);
     let mut backoff = Duration::from_millis(200);
@@ -315,6 +329,7 @@ pub async fn run(cfg: GatewayConfig, mut shutdown: watch::Receiver<bool>) -> Res
         }
     }
     let _ = resync.await;
+    let _ = supervise.await;
     node.gateway().stop_all().await;
     Ok(())
 }

@@ -272,6 +272,12 @@ struct ServeArgs {
     /// port).
     #[arg(long, env = "VPCEP_REPLICA_NAME")]
     replica_name: Option<String>,
+    /// Seconds a machine (`vpcep gateway --role`, which reports every 2 s) may be silent
+    /// before it is declared down and its place in the gateway pair passes to a spare
+    /// gateway machine. Longer than a node restart takes: a re-homed router starts over
+    /// on the spare.
+    #[arg(long, env = "VPCEP_MACHINE_DOWN_AFTER", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    machine_down_after: u64,
     /// Secret that gateway nodes present (needed with --dataplane remote).
     #[arg(long, env = "VPCEP_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<String>,
@@ -647,6 +653,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         node_token: a.node_token,
         object_store: a.object_store,
         kernel_resync: std::time::Duration::from_secs(a.node.kernel_resync),
+        machine_down_after: std::time::Duration::from_secs(a.machine_down_after),
         api: vpcep::serve::ApiEdge {
             header_timeout: std::time::Duration::from_secs(a.api_header_timeout),
             max_connections: a.api_max_connections,
@@ -1131,7 +1138,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match output {
                     Output::Json => print_json(&serde_json::to_value(&list)?),
                     Output::Table => print_table(
-                        &["NAME", "ROLE", "ZONE", "UNDERLAY", "HOSTS", "LAST REPORT"],
+                        &[
+                            "NAME",
+                            "ROLE",
+                            "ZONE",
+                            "UNDERLAY",
+                            "STATUS",
+                            "PAIR",
+                            "HOSTS",
+                            "LAST REPORT",
+                        ],
                         &list
                             .iter()
                             .map(|m| {
@@ -1140,6 +1156,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                     m.role.clone(),
                                     m.zone.clone(),
                                     m.underlay.clone(),
+                                    if m.down { "down" } else { "up" }.to_owned(),
+                                    match (m.slot, m.role.as_str()) {
+                                        (Some(s), _) => format!("slot {s}"),
+                                        (None, "gateway") => "spare".to_owned(),
+                                        (None, _) => "-".to_owned(),
+                                    },
                                     m.hosts.to_string(),
                                     format!("{:.0} s ago", m.seen_secs_ago),
                                 ]

@@ -151,6 +151,9 @@ pub struct Config {
     pub object_store: Option<SocketAddr>,
     /// How often the kernel path is checked for drift (changes made by hand).
     pub kernel_resync: std::time::Duration,
+    /// How long a machine may go without reporting before the controller declares it
+    /// down and gives its place in the gateway pair to a spare.
+    pub machine_down_after: std::time::Duration,
     /// The API's connections and requests: timeouts, caps, the body limit, the rate.
     pub api: ApiEdge,
     /// Where `/metrics` is served (`None`: nowhere). Never on the API's port: it names
@@ -221,6 +224,8 @@ pub fn descriptor_split(nofile: u64, api: Option<u64>) -> Result<(u64, u64), Str
 
 /// How often a node checks its kernel path for drift, by default.
 pub const DEFAULT_KERNEL_RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
+/// `--machine-down-after`'s default: ten of a machine's reports missed.
+pub const DEFAULT_MACHINE_DOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardingMode {
@@ -258,6 +263,7 @@ impl Config {
             dns: DnsSettings::default(),
             object_store: None,
             kernel_resync: DEFAULT_KERNEL_RESYNC,
+            machine_down_after: DEFAULT_MACHINE_DOWN_AFTER,
             api: ApiEdge::default(),
             // A port of its own, chosen by the kernel, so that servers side by side
             // (tests, demos) never collide; `vpcep serve` defaults to 127.0.0.1:9877.
@@ -535,6 +541,7 @@ impl Server {
         let wiring = {
             let (store, local, sql) = (store.clone(), self.node.clone(), self.store.clone());
             let shared_reports = role.shared_reports;
+            let machine_down_after = self.config.machine_down_after;
             move |shutdown| controller::Wiring {
                 store: store.clone(),
                 plane: plane.clone(),
@@ -542,6 +549,7 @@ impl Server {
                 revision: sql.subscribe(),
                 reports: reports.subscribe(),
                 shared_reports,
+                machine_down_after,
                 shutdown,
             }
         };

@@ -68,6 +68,9 @@ pub struct Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.diagnose();
+        }
         if let Some(f) = self.forwarder.take() {
             f.abort();
         }
@@ -94,7 +97,14 @@ impl Drop for Testbed {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for m in self.machines.iter().chain([&self.cp]) {
+        for (i, m) in self.machines.iter().chain([&self.cp]).enumerate() {
+            // Its underlay port first: a machine's namespace may outlive its name while
+            // the kernel still closes its sockets to machines that died (orphaned TCP
+            // connections retrying their FIN), and the port with it.
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}p{i}", self.bridge)])
+                .stderr(Stdio::null())
+                .status();
             // What its node made, until nothing comes back (a last apply may still run).
             if let Ok(netns) = Netns::new(&m.prefix) {
                 for _ in 0..20 {
@@ -179,12 +189,14 @@ impl Testbed {
     /// The control plane and `machines` (name, role; an empty role makes the one machine
     /// that is everything) on one underlay, all named after `tag` (unique per testbed,
     /// at most 10 characters). `bin` is the `vpcep` binary; `node_args` go to every
-    /// `vpcep gateway`. Ready when every machine with a role has registered.
+    /// `vpcep gateway`, `serve_args` to the control plane's `vpcep serve`. Ready when
+    /// every machine with a role has registered.
     pub async fn start(
         bin: &Path,
         tag: &str,
         machines: &[(&str, &str)],
         node_args: &[&str],
+        serve_args: &[&str],
     ) -> Result<Testbed> {
         Netns::new(&format!("{tag}cp"))?;
         let machine = |name: &str, role: &str, last: u8| Machine {
@@ -232,6 +244,7 @@ impl Testbed {
             .args(["--listen", &cp_addr.to_string(), "--metrics-listen", "off"])
             .args(["--dataplane", "remote", "--node-token", TOKEN])
             .args(["--substrate", "netns", "--netns-prefix", &t.cp.prefix])
+            .args(serve_args)
             .arg("--data-dir")
             .arg(t.data_dir())
             .env("VPCEP_LOG", "warn")
@@ -392,8 +405,38 @@ impl Testbed {
         Ok(())
     }
 
-    /// The state of the router of `vpc` on gateway machine `name` (`master`, `backup`,
-    /// empty when it is not one of a pair).
+    /// Prints what a failed test needs to be understood: the machines as the control
+    /// plane sees them, and every router's HA state with the end of its keepalived log.
+    pub fn diagnose(&self) {
+        eprintln!("--- testbed {}: machines", self.bridge);
+        if let Ok(list) = self.admin(&["node", "list", "--output", "json"]) {
+            eprintln!("{list}");
+        }
+        for m in &self.machines {
+            let mine = format!("{}-", m.prefix);
+            for d in std::fs::read_dir("/run/vpcep-ha")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = d.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(&mine) {
+                    continue;
+                }
+                let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap_or_default();
+                let log = read("keepalived.log");
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                eprintln!(
+                    "--- {name}: state {:?}\n{}",
+                    read("state").trim(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+
+    /// The state of the router of `vpc` on gateway machine `name`: `master`, `standby`,
+    /// `starting`, `spare`, or empty when it is alone.
     pub fn ha_state(&self, name: &str, vpc: &str) -> String {
         let ns = match Netns::new(&self.machine(name).prefix) {
             Ok(n) => n.vpc_ns(vpc),

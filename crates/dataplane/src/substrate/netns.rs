@@ -25,13 +25,15 @@ use vpcep_model::VpcSpec;
 
 use crate::kernel::{IpLine, Tolerate};
 
+mod gate;
 mod ha;
 mod kernel_path;
 mod overlay;
 mod rtnl;
 mod topology;
 
-pub use ha::{carriers, pair, Pair, HA_VNI_BASE};
+pub use gate::GATE_VNI;
+pub use ha::{carriers, place, Pair, Place, HA_VNI_BASE};
 pub use overlay::{neighbours, Machine, Neighbour, ROUTER_MAC, SEGMENT_MTU, VXLAN_PORT};
 pub use topology::{route_table_script, IDC_HOP, ROUTE_TABLE};
 
@@ -49,6 +51,8 @@ pub struct Netns {
     overlay: Mutex<HashMap<String, std::collections::BTreeSet<Neighbour>>>,
     /// The keepalived and conntrackd of each VPC router of a gateway pair.
     keepers: Mutex<ha::KeepersOf>,
+    /// The machine's own keepalived, which opens or closes its routers' gate.
+    gate: Mutex<Option<gate::Gate>>,
 }
 
 thread_local! {
@@ -185,6 +189,7 @@ impl Netns {
             machine: None,
             overlay: Mutex::default(),
             keepers: Mutex::default(),
+            gate: Mutex::default(),
         })
     }
 

@@ -4,13 +4,11 @@
 //! desired state: these writes do not advance the revision.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
 use sqlx::Row;
-use vpcep_model::{MachineRole, Rejection};
 
 use super::{now_micros, numbered, Engine, SqlStore};
-use crate::{Machine, Outcome, Replica, Result};
+use crate::{Outcome, Replica, Result};
 
 /// A replica's word that it leads counts this long after it said it (five heartbeats).
 const LEADER_FRESH_MICROS: i64 = 10_000_000;
@@ -172,92 +170,5 @@ impl SqlStore {
             }
         }
         Ok(out.into_iter().collect())
-    }
-}
-
-impl SqlStore {
-    /// Machine `name` says what it is. A new machine, or one whose role, zone or
-    /// underlay changed, is a change of the desired state (every node learns where its
-    /// peers are); otherwise only when it was seen is written. A machine may not change
-    /// its role while hosts are placed on it.
-    pub(crate) async fn register_machine(
-        &self,
-        name: String,
-        role: MachineRole,
-        zone: String,
-        underlay: Ipv4Addr,
-    ) -> Result<()> {
-        let now = now_micros();
-        let held: Option<(String, String, String)> =
-            sqlx::query_as("SELECT role, zone, underlay FROM machines WHERE name = $1")
-                .bind(&name)
-                .fetch_optional(&self.pool)
-                .await?;
-        let same = held.as_ref().is_some_and(|(r, z, u)| {
-            r == role.as_str() && *z == zone && *u == underlay.to_string()
-        });
-        if same {
-            sqlx::query("UPDATE machines SET seen_at = $1 WHERE name = $2")
-                .bind(now)
-                .bind(&name)
-                .execute(&self.pool)
-                .await?;
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
-        if role != MachineRole::Compute {
-            let hosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ports WHERE machine = $1")
-                .bind(&name)
-                .fetch_one(&mut *tx)
-                .await?;
-            if hosts > 0 {
-                return Err(Rejection::bad(format!(
-                    "machine {name} holds {hosts} hosts: it stays a compute machine until they are deleted"
-                ))
-                .into());
-            }
-        }
-        // Written as the revision this transaction commits as.
-        sqlx::query(
-            "INSERT INTO machines (name, role, zone, underlay, registered_at, seen_at, rev) \
-             VALUES ($1, $2, $3, $4, $5, $5, (SELECT v + 1 FROM meta WHERE k = 'revision')) \
-             ON CONFLICT (name) DO UPDATE SET role = excluded.role, zone = excluded.zone, \
-             underlay = excluded.underlay, seen_at = excluded.seen_at, rev = excluded.rev",
-        )
-        .bind(&name)
-        .bind(role.as_str())
-        .bind(&zone)
-        .bind(underlay.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        self.commit(tx).await
-    }
-
-    /// Every registered machine, by name, with its hosts.
-    pub(crate) async fn machines(&self) -> Result<Vec<Machine>> {
-        let rows = sqlx::query(
-            "SELECT m.name, m.role, m.zone, m.underlay, m.registered_at, m.seen_at, \
-             (SELECT COUNT(*) FROM ports p WHERE p.machine = m.name) AS hosts \
-             FROM machines m ORDER BY m.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let now = now_micros();
-        rows.iter()
-            .map(|r| {
-                let seen_at: i64 = r.try_get("seen_at")?;
-                Ok(Machine {
-                    name: r.try_get("name")?,
-                    role: r.try_get("role")?,
-                    zone: r.try_get("zone")?,
-                    underlay: r.try_get("underlay")?,
-                    registered_at: r.try_get("registered_at")?,
-                    seen_at,
-                    seen_secs_ago: (now - seen_at).max(0) as f64 / 1e6,
-                    hosts: r.try_get("hosts")?,
-                })
-            })
-            .collect()
     }
 }

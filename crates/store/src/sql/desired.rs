@@ -108,17 +108,20 @@ async fn hosts(c: &mut AnyConnection, after: i64) -> Result<Vec<HostSpec>> {
 
 /// Every registered machine, by name.
 async fn machines(c: &mut AnyConnection) -> Result<Vec<MachineSpec>> {
-    let rows: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT name, role, zone, underlay FROM machines ORDER BY name")
+    type MachineRow = (String, String, String, String, Option<i64>, i64);
+    let rows: Vec<MachineRow> =
+        sqlx::query_as("SELECT name, role, zone, underlay, slot, down FROM machines ORDER BY name")
             .fetch_all(c)
             .await?;
     rows.into_iter()
-        .map(|(name, role, zone, underlay)| {
+        .map(|(name, role, zone, underlay, slot, down)| {
             Ok(MachineSpec {
                 role: MachineRole::parse(&role).map_err(|e| StoreError::Corrupt(e.msg))?,
                 underlay: ip(&underlay)?,
                 name,
                 zone,
+                slot: slot.map(|s| s as u8),
+                down: down != 0,
             })
         })
         .collect()

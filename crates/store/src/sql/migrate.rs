@@ -32,6 +32,7 @@ const SQLITE: &[(&str, Option<RowWork>)] = &[
     ),
     (include_str!("../migrations/0007_replicas.sql"), None),
     (include_str!("../migrations/0008_machines.sql"), None),
+    (include_str!("../migrations/0009_gateway_pair.sql"), None),
 ];
 
 /// PostgreSQL's scripts, by the version each brings the database to.
@@ -39,6 +40,7 @@ const POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("../postgres/migrations/0006_schema.sql")),
     (7, include_str!("../migrations/0007_replicas.sql")),
     (8, include_str!("../migrations/0008_machines.sql")),
+    (9, include_str!("../migrations/0009_gateway_pair.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -21,11 +21,15 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// The control plane and `machines` (name, role) on one underlay, or `None` (skip)
 /// without root.
 async fn start(machines: &[(&str, &str)]) -> Option<Testbed> {
-    start_with(machines, &[]).await
+    start_with(machines, &[], &[]).await
 }
 
-/// Like [`start`], every node given `node_args` too.
-async fn start_with(machines: &[(&str, &str)], node_args: &[&str]) -> Option<Testbed> {
+/// Like [`start`], every node given `node_args` too, the control plane `serve_args`.
+async fn start_with(
+    machines: &[(&str, &str)],
+    node_args: &[&str],
+    serve_args: &[&str],
+) -> Option<Testbed> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tag = format!("m{}x{n}", std::process::id() % 100_000);
     if let Err(e) = Netns::new(&format!("{tag}cp")) {
@@ -42,6 +46,7 @@ async fn start_with(machines: &[(&str, &str)], node_args: &[&str]) -> Option<Tes
             &tag,
             machines,
             node_args,
+            serve_args,
         )
         .await
         .unwrap(),
@@ -305,9 +310,14 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
     );
     let url = format!("http://{ep_ip}:8080/");
     eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
-    // The first of the pair forwards; the second stands by.
-    assert_eq!(m.ha_state("g1", &cvpc), "master");
-    assert_eq!(m.ha_state("g2", &cvpc), "backup");
+    // The first of the pair forwards; the second stands by. The routers an endpoint joins
+    // are master on the same machine (the machine's gate decides for all of them).
+    until("g1 master, g2 standby", 10, || {
+        m.ha_state("g1", &cvpc) == "master" && m.ha_state("g2", &cvpc) == "standby"
+    })
+    .await;
+    assert_eq!(m.ha_state("g1", &pvpc), "master");
+    assert_eq!(m.ha_state("g2", &pvpc), "standby");
     let resolved = eventually(&client_ns, &["dig", "+short", "+time=1", "+tries=2", &name]).await;
     assert_eq!(resolved.trim(), ep_ip);
 
@@ -331,6 +341,7 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
         died.elapsed()
     );
     assert_eq!(m.ha_state("g2", &cvpc), "master");
+    assert_eq!(m.ha_state("g2", &pvpc), "master");
     let (_, resolved) = run_in(&client_ns, &["dig", "+short", "+time=1", "+tries=2", &name]).await;
     assert_eq!(
         resolved.trim(),
@@ -346,7 +357,7 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
     let held = session(&client_ns, &ep_ip, 80);
     m.power_on("g1").unwrap();
     let back = std::time::Instant::now();
-    while m.ha_state("g1", &cvpc) != "backup" {
+    while m.ha_state("g1", &cvpc) != "standby" {
         assert!(
             back.elapsed() < Duration::from_secs(20),
             "g1 did not rejoin"
@@ -373,6 +384,199 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
     assert_eq!(m.ha_state("g1", &cvpc), "master");
 }
 
+/// Waits up to `secs` for `ok`, failing with `what`.
+async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let began = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            began.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each machine's (status, pair) as `vpcep admin node list` shows them: ("up"|"down",
+/// slot or -1).
+fn pairing(m: &Testbed) -> Vec<(String, bool, i64)> {
+    let list = m.admin(&["node", "list", "--output", "json"]).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "gateway")
+        .map(|n| {
+            (
+                s(n, "name"),
+                n["down"].as_bool().unwrap(),
+                n["slot"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// The kernel-path sessions to port 9000 that router `vpc` on machine `name` tracks.
+fn tracked(m: &Testbed, name: &str, vpc: &str) -> usize {
+    let ns = Netns::new(&m.machine(name).prefix).unwrap().vpc_ns(vpc);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--dport",
+            "9000",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ESTABLISHED"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spare_which_takes_the_sessions_over(
+) {
+    let Some(mut m) = start_with(
+        &[
+            ("c1", "compute"),
+            ("c2", "compute"),
+            ("g1", "gateway"),
+            ("g2", "gateway"),
+            ("g3", "gateway"),
+        ],
+        &[],
+        &["--machine-down-after", "3"],
+    )
+    .await
+    else {
+        return;
+    };
+    let alice = account(&m, "alice");
+    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
+    let backend_ns = m.host_ns(&backend);
+    spawn_py(&mut m, &backend_ns, HTTP, &[]).await;
+    spawn_py(&mut m, &backend_ns, ECHO, &[]).await;
+    let svc = service(&alice, &pvpc, &backend, &[(8080, 80), (9000, 9000)]).await;
+    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
+    let client_ns = m.host_ns(&client);
+    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
+    let ep = endpoint(&alice, &svc, &cvpc, &csub, false).await;
+    let ep_ip = s(&ep, "ip");
+    let url = format!("http://{ep_ip}:8080/");
+    eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+    let gateways = |list: &[(&str, bool, i64)]| -> Vec<(String, bool, i64)> {
+        list.iter()
+            .map(|(n, d, s)| (n.to_string(), *d, *s))
+            .collect()
+    };
+    assert_eq!(
+        pairing(&m),
+        gateways(&[("g1", false, 0), ("g2", false, 1), ("g3", false, -1)])
+    );
+    until("g1 master, g2 standby", 10, || {
+        m.ha_state("g1", &cvpc) == "master" && m.ha_state("g2", &cvpc) == "standby"
+    })
+    .await;
+    assert_eq!(
+        m.ha_state("g3", &cvpc),
+        "spare",
+        "a spare's routers stand ready"
+    );
+
+    // g1 dies and stays down: g2 takes over at once; 3 s later the control plane gives
+    // g1's slot to g3, which joins as standby and is sent the sessions.
+    let held = session(&client_ns, &ep_ip, 400);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.power_off("g1").unwrap();
+    let died = std::time::Instant::now();
+    until("g3 in g1's slot", 15, || {
+        pairing(&m) == gateways(&[("g1", true, -1), ("g2", false, 1), ("g3", false, 0)])
+    })
+    .await;
+    let rehomed = died.elapsed();
+    until("g3 standby", 10, || m.ha_state("g3", &cvpc) == "standby").await;
+    assert_eq!(
+        m.ha_state("g2", &cvpc),
+        "master",
+        "the survivor kept forwarding"
+    );
+    until("the session on g3", 10, || tracked(&m, "g3", &cvpc) > 0).await;
+    eprintln!(
+        "re-homed: g3 took g1's slot {rehomed:?} after g1 died, standby with the sessions {:?} after",
+        died.elapsed()
+    );
+
+    // The standby's keepalived dies: its node starts it again, and it is sent the
+    // sessions again.
+    let pidfile = format!(
+        "/run/vpcep-ha/{}/keepalived.pid",
+        Netns::new(&m.machine("g3").prefix).unwrap().vpc_ns(&cvpc)
+    );
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    until("g3's keepalived started again", 10, || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.trim().is_empty() && p.trim() != pid)
+            && m.ha_state("g3", &cvpc) == "standby"
+    })
+    .await;
+    until("the session on g3 again", 10, || {
+        tracked(&m, "g3", &cvpc) > 0
+    })
+    .await;
+
+    // g2 dies too: g3 forwards, and the session started before both failures lives on.
+    m.power_off("g2").unwrap();
+    let out = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out, "done 400",
+        "a session across two failovers and a re-homing"
+    );
+    assert_eq!(m.ha_state("g3", &cvpc), "master");
+    eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+
+    // g1 comes back: now the spare, it takes the slot of g2 (down by then) and stands by.
+    m.power_on("g1").unwrap();
+    until("g1 in g2's slot", 20, || {
+        pairing(&m) == gateways(&[("g1", false, 1), ("g2", true, -1), ("g3", false, 0)])
+    })
+    .await;
+    until("g1 standby", 10, || m.ha_state("g1", &cvpc) == "standby").await;
+    assert_eq!(m.ha_state("g3", &cvpc), "master");
+    let (ok, _) = run_in(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+    assert!(ok, "the endpoint works while g1 joins");
+
+    // The master machine's own keepalived dies: its node closes the gate, and every
+    // router moves to g1 together (the consumer's and the provider's on one machine).
+    let gate_pid = std::fs::read_to_string(format!(
+        "/run/vpcep-ha/{}-ha/keepalived.pid",
+        m.machine("g3").prefix
+    ))
+    .unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", gate_pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    until("every router master on g1", 10, || {
+        [&cvpc, &pvpc]
+            .iter()
+            .all(|v| m.ha_state("g1", v) == "master" && m.ha_state("g3", v) == "standby")
+    })
+    .await;
+    let seen = eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
+    assert!(seen.starts_with("198.19."), "{seen}");
+}
+
 /// On the userspace path too, a machine that comes back stays out of the way: the
 /// compute machines keep sending the router's traffic to the master, and new sessions
 /// keep working while it stands by. (That its routers' bridges go down before its node
@@ -385,7 +589,7 @@ async fn on_the_userspace_path_a_rejoining_gateway_machine_takes_no_traffic_from
         ("g1", "gateway"),
         ("g2", "gateway"),
     ];
-    let Some(mut m) = start_with(&pair, &["--forwarding", "userspace"]).await else {
+    let Some(mut m) = start_with(&pair, &["--forwarding", "userspace"], &[]).await else {
         return;
     };
     let alice = account(&m, "alice");
@@ -404,7 +608,7 @@ async fn on_the_userspace_path_a_rejoining_gateway_machine_takes_no_traffic_from
     eventually(&client_ns, &["curl", "-s", "--max-time", "1", &url]).await;
     m.power_on("g1").unwrap();
     let back = std::time::Instant::now();
-    while m.ha_state("g1", &cvpc) != "backup" {
+    while m.ha_state("g1", &cvpc) != "standby" {
         assert!(
             back.elapsed() < Duration::from_secs(20),
             "g1 did not rejoin"

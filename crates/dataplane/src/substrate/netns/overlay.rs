@@ -241,11 +241,16 @@ fn bridge_batch(ns: &str, lines: &[String]) -> io::Result<()> {
     }
 }
 
-/// What every VPC's subnets must know behind other machines, as seen from machine `me`:
-/// the hosts placed elsewhere and, on a compute machine, the router's addresses and the
-/// endpoints' addresses, which are on the gateway machine. The gateway machine is the
-/// first gateway machine by name.
-pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, Vec<Neighbour>> {
+/// What the subnets of VPCs `vpcs` (every VPC for `None`) must know behind other
+/// machines, as seen from machine `me`: the hosts placed elsewhere and, on a compute
+/// machine, the routers' addresses and the endpoints' addresses, which are on the
+/// gateway machines that carry the routers (`ha::carriers`).
+pub fn neighbours(
+    state: &vpcep_model::State,
+    me: &Machine,
+    vpcs: Option<&BTreeSet<String>>,
+) -> HashMap<String, Vec<Neighbour>> {
+    let wanted = |vpc: &str| vpcs.is_none_or(|v| v.contains(vpc));
     let underlay = |name: &str| {
         state
             .machines
@@ -253,17 +258,27 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
             .find(|m| m.name == name)
             .map(|m| m.underlay)
     };
-    // The routers are on one gateway machine, or two (a pair, `ha`): frames for a
-    // router that its MAC is not learned for yet go to both.
+    // Frames for a router whose MAC is not learned yet go to both of the pair.
     let gateways = super::ha::carriers(state);
     let gateway = gateways.first().copied();
+    // A compute machine has the ports of the subnets it holds hosts of, and only those;
+    // a gateway machine has every subnet's.
+    let held: Option<BTreeSet<&str>> = (me.role == MachineRole::Compute).then(|| {
+        state
+            .hosts
+            .values()
+            .filter(|h| h.machine.as_deref() == Some(me.name.as_str()) && wanted(&h.vpc_id))
+            .map(|h| h.subnet_id.as_str())
+            .collect()
+    });
+    let here = |subnet: &str| held.as_ref().is_none_or(|h| h.contains(subnet));
     let mut out: HashMap<String, Vec<Neighbour>> = HashMap::new();
-    for h in state.hosts.values() {
+    for h in state.hosts.values().filter(|h| wanted(&h.vpc_id)) {
         let Some(vni_subnet) = state
             .vpcs
             .get(&h.vpc_id)
             .and_then(|v| v.subnets.iter().find(|s| s.id == h.subnet_id))
-            .filter(|s| s.vni > 0)
+            .filter(|s| s.vni > 0 && here(&s.id))
         else {
             continue;
         };
@@ -284,6 +299,10 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
     if me.role != MachineRole::Compute {
         return out;
     }
+    let listed: Vec<&VpcSpec> = match vpcs {
+        None => state.vpcs.values().collect(),
+        Some(ids) => ids.iter().filter_map(|id| state.vpcs.get(id)).collect(),
+    };
     for gw in gateways {
         let router = |subnet_id: &str, ip: Ipv4Addr| Neighbour {
             subnet_id: subnet_id.to_owned(),
@@ -291,19 +310,20 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
             mac: ROUTER_MAC.to_owned(),
             at: gw.underlay,
         };
-        for v in state.vpcs.values() {
-            for s in v.subnets.iter().filter(|s| s.vni > 0) {
+        for v in &listed {
+            for s in v.subnets.iter().filter(|s| s.vni > 0 && here(&s.id)) {
                 let at_router = [Some(s.gateway_ip), s.resolver_ip()];
                 out.entry(v.id.clone())
                     .or_default()
                     .extend(at_router.into_iter().flatten().map(|ip| router(&s.id, ip)));
             }
         }
-        for e in state.endpoints.values() {
-            let in_segment = state
-                .vpcs
-                .get(&e.consumer_vpc)
-                .is_some_and(|v| v.subnets.iter().any(|s| s.id == e.subnet_id && s.vni > 0));
+        for e in state.endpoints.values().filter(|e| wanted(&e.consumer_vpc)) {
+            let in_segment = here(&e.subnet_id)
+                && state
+                    .vpcs
+                    .get(&e.consumer_vpc)
+                    .is_some_and(|v| v.subnets.iter().any(|s| s.id == e.subnet_id && s.vni > 0));
             if in_segment {
                 out.entry(e.consumer_vpc.clone())
                     .or_default()
@@ -312,4 +332,120 @@ pub fn neighbours(state: &vpcep_model::State, me: &Machine) -> HashMap<String, V
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpcep_model::{HostSpec, MachineSpec, State};
+
+    fn machine(name: &str, role: MachineRole, last: u8, slot: Option<u8>) -> MachineSpec {
+        MachineSpec {
+            name: name.into(),
+            role,
+            zone: String::new(),
+            underlay: Ipv4Addr::new(10, 0, 0, last),
+            slot,
+            down: false,
+        }
+    }
+
+    fn host(id: &str, vpc: &str, subnet: &str, last: u8, on: &str) -> HostSpec {
+        HostSpec {
+            port_id: id.into(),
+            vpc_id: vpc.into(),
+            subnet_id: subnet.into(),
+            ip: Ipv4Addr::new(192, 168, 1, last),
+            mac: format!("fa:16:3e:00:00:{last:02x}"),
+            machine: Some(on.into()),
+        }
+    }
+
+    /// Two VPCs, the first with subnets `a` and `b`; hosts on c1 and c2; g1 and g2 the pair.
+    fn state() -> State {
+        let subnet = |id: &str, vni: u32, third: u8| SubnetSpec {
+            id: id.into(),
+            cidr: format!("192.168.{third}.0/24"),
+            gateway_ip: Ipv4Addr::new(192, 168, third, 1),
+            vni,
+        };
+        let mut s = State::default();
+        for (id, seq, subnets) in [
+            ("v1", 1, vec![subnet("a", 1, 1), subnet("b", 2, 2)]),
+            ("v2", 2, vec![subnet("c", 3, 1)]),
+        ] {
+            s.vpcs.insert(
+                id.into(),
+                VpcSpec {
+                    id: id.into(),
+                    seq,
+                    subnets,
+                },
+            );
+        }
+        for h in [
+            host("h1", "v1", "a", 11, "c1"),
+            host("h2", "v1", "a", 12, "c2"),
+            host("h3", "v1", "b", 13, "c2"),
+            host("h4", "v2", "c", 14, "c2"),
+        ] {
+            s.hosts.insert(h.port_id.clone(), h);
+        }
+        s.machines = vec![
+            machine("c1", MachineRole::Compute, 1, None),
+            machine("c2", MachineRole::Compute, 2, None),
+            machine("g1", MachineRole::Gateway, 21, Some(0)),
+            machine("g2", MachineRole::Gateway, 22, Some(1)),
+            machine("g3", MachineRole::Gateway, 23, None),
+        ];
+        s
+    }
+
+    fn me(name: &str, role: MachineRole, last: u8) -> Machine {
+        Machine {
+            name: name.into(),
+            role,
+            underlay: Ipv4Addr::new(10, 0, 0, last),
+        }
+    }
+
+    #[test]
+    fn a_compute_machine_is_told_only_of_the_subnets_it_holds_hosts_of() {
+        let s = state();
+        let c1 = neighbours(&s, &me("c1", MachineRole::Compute, 1), None);
+        assert!(!c1.contains_key("v2"), "c1 holds nothing of v2");
+        let v1 = &c1["v1"];
+        assert!(
+            v1.iter().all(|n| n.subnet_id == "a"),
+            "no port of b on c1: {v1:?}"
+        );
+        let hosts: Vec<Ipv4Addr> = v1
+            .iter()
+            .filter(|n| n.mac != ROUTER_MAC)
+            .map(|n| n.ip)
+            .collect();
+        assert_eq!(hosts, [Ipv4Addr::new(192, 168, 1, 12)], "h2, behind c2");
+        // The router's address (and resolver) behind both machines of the pair.
+        let routers: BTreeSet<Ipv4Addr> = v1
+            .iter()
+            .filter(|n| n.mac == ROUTER_MAC && n.ip == Ipv4Addr::new(192, 168, 1, 1))
+            .map(|n| n.at)
+            .collect();
+        assert_eq!(
+            routers,
+            BTreeSet::from([Ipv4Addr::new(10, 0, 0, 21), Ipv4Addr::new(10, 0, 0, 22)])
+        );
+    }
+
+    #[test]
+    fn a_gateway_machine_is_told_of_every_host_and_only_the_vpcs_asked_for() {
+        let s = state();
+        let g3 = me("g3", MachineRole::Gateway, 23);
+        let all = neighbours(&s, &g3, None);
+        assert_eq!(all["v1"].len(), 3);
+        assert_eq!(all["v2"].len(), 1);
+        assert!(all.values().flatten().all(|n| n.mac != ROUTER_MAC));
+        let only = neighbours(&s, &g3, Some(&BTreeSet::from(["v2".to_owned()])));
+        assert_eq!(only.keys().collect::<Vec<_>>(), ["v2"]);
+    }
 }

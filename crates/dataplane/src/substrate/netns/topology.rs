@@ -96,6 +96,10 @@ impl Substrate for Netns {
 
     fn remove_vpc(&self, vpc_id: &str) -> io::Result<()> {
         self.forget_pair(vpc_id);
+        self.overlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(vpc_id);
         let ns = self.vpc_ns(vpc_id);
         self.ns_files
             .lock()
@@ -282,22 +286,40 @@ impl Substrate for Netns {
         Netns::role(self)
     }
 
-    fn set_overlay(&self, state: &vpcep_model::State) -> io::Result<()> {
-        let Some(me) = &self.machine else {
-            return Ok(());
+    fn plan_overlay(
+        &self,
+        state: &vpcep_model::State,
+        vpcs: Option<&std::collections::BTreeSet<String>>,
+    ) -> Option<crate::substrate::OverlayPlan> {
+        let me = self.machine.as_ref()?;
+        let mut want = super::overlay::neighbours(state, me, vpcs);
+        let listed: Vec<&VpcSpec> = match vpcs {
+            None => state.vpcs.values().collect(),
+            Some(ids) => ids.iter().filter_map(|id| state.vpcs.get(id)).collect(),
         };
-        let mut want = super::overlay::neighbours(state, me);
-        let pair = (me.role == MachineRole::Gateway)
-            .then(|| super::ha::pair(state, me))
-            .flatten();
+        Some(crate::substrate::OverlayPlan {
+            vpcs: listed
+                .into_iter()
+                .map(|v| (v.clone(), want.remove(&v.id).unwrap_or_default()))
+                .collect(),
+            place: (me.role == MachineRole::Gateway).then(|| super::ha::place(state, me)),
+        })
+    }
+
+    fn set_overlay(&self, plan: crate::substrate::OverlayPlan) -> io::Result<()> {
         let mut failed = Vec::new();
-        for vpc in state.vpcs.values() {
-            let entries = want.remove(&vpc.id).unwrap_or_default();
-            if let Err(e) = self.program_overlay(vpc, &entries) {
+        // The gate first: the routers' instances track it from their start.
+        if let Some(place) = &plan.place {
+            if let Err(e) = self.ensure_gate(place) {
+                failed.push(format!("the machine's gate: {e}"));
+            }
+        }
+        for (vpc, entries) in &plan.vpcs {
+            if let Err(e) = self.program_overlay(vpc, entries) {
                 failed.push(format!("VPC {}: {e}", vpc.id));
             }
-            if me.role == MachineRole::Gateway {
-                if let Err(e) = self.ensure_pair(vpc, pair.as_ref()) {
+            if let Some(place) = &plan.place {
+                if let Err(e) = self.ensure_pair(vpc, place) {
                     failed.push(format!("VPC {} as one of a pair: {e}", vpc.id));
                 }
             }
@@ -309,6 +331,11 @@ impl Substrate for Netns {
         }
     }
 
+    fn supervise(&self) -> io::Result<()> {
+        let gate = self.supervise_gate();
+        self.supervise_keepers().and(gate)
+    }
+
     fn prune(&self, keep: &Snapshot) -> io::Result<()> {
         let wanted: std::collections::HashSet<String> = keep
             .vpcs
@@ -316,6 +343,8 @@ impl Substrate for Netns {
             .map(|v| self.vpc_ns(&v.id))
             .chain(keep.hosts.iter().map(|h| self.host_ns(&h.port_id)))
             .chain(keep.idcs.iter().map(|i| self.idc_ns(&i.id)))
+            // The gate's, which the overlay keeps (or removes) itself.
+            .chain([super::gate::gate_ns(&self.prefix)])
             .collect();
         for ns in self.namespaces()? {
             if !wanted.contains(&ns) {

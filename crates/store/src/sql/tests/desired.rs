@@ -204,3 +204,99 @@ async fn changes_since_a_revision_reach_the_whole_snapshot() {
         .unwrap()
         .is_none());
 }
+
+/// The controller's care of the machines, on the engine under test: the pair chosen and
+/// kept, a silent machine declared down and its slot passed to a spare, each step a
+/// change of the desired state that a follower receives.
+#[tokio::test]
+async fn a_silent_machine_is_declared_down_and_its_slot_passes_to_a_spare() {
+    use vpcep_model::MachineRole;
+    let (_dir, store, _) = setup().await;
+    let mut held = State::default();
+    follow(&store, &mut held).await;
+    for (name, role, last) in [
+        ("c1", MachineRole::Compute, 1),
+        ("g1", MachineRole::Gateway, 11),
+        ("g2", MachineRole::Gateway, 12),
+        ("g3", MachineRole::Gateway, 13),
+    ] {
+        let underlay = std::net::Ipv4Addr::new(10, 0, 0, last);
+        store
+            .register_machine(name.into(), role, String::new(), underlay)
+            .await
+            .unwrap();
+    }
+    let slots = |held: &State| -> Vec<(String, Option<u8>, bool)> {
+        held.machines
+            .iter()
+            .map(|m| (m.name.clone(), m.slot, m.down))
+            .collect()
+    };
+    let want = |list: &[(&str, Option<u8>, bool)]| -> Vec<(String, Option<u8>, bool)> {
+        list.iter()
+            .map(|(n, s, d)| (n.to_string(), *s, *d))
+            .collect()
+    };
+    let t = store.tend_machines(30, true).await.unwrap();
+    assert!(t.down.is_empty());
+    follow(&store, &mut held).await;
+    assert_eq!(
+        slots(&held),
+        want(&[
+            ("c1", None, false),
+            ("g1", Some(0), false),
+            ("g2", Some(1), false),
+            ("g3", None, false)
+        ])
+    );
+    let revision = store.revision().await.unwrap();
+    assert!(store.tend_machines(30, true).await.unwrap().is_empty());
+    assert_eq!(
+        store.revision().await.unwrap(),
+        revision,
+        "nothing to do, no write"
+    );
+
+    // g1 has been silent for a minute: down, and g3 takes its slot; g2 keeps its own.
+    sqlx::query("UPDATE machines SET seen_at = seen_at - 60000000 WHERE name = 'g1'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        store.tend_machines(30, false).await.unwrap().is_empty(),
+        "not declared before the controller could have heard it"
+    );
+    let t = store.tend_machines(30, true).await.unwrap();
+    assert_eq!(t.down, ["g1"]);
+    assert_eq!(
+        t.slots,
+        [("g1".to_owned(), None), ("g3".to_owned(), Some(0))]
+    );
+    follow(&store, &mut held).await;
+    assert_eq!(
+        slots(&held),
+        want(&[
+            ("c1", None, false),
+            ("g1", None, true),
+            ("g2", Some(1), false),
+            ("g3", Some(0), false)
+        ])
+    );
+    let listed = store.machines().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|m| m.name == "g1" && m.down && m.slot.is_none()));
+
+    // g1 reports again: up, a spare.
+    store
+        .register_machine(
+            "g1".into(),
+            MachineRole::Gateway,
+            String::new(),
+            std::net::Ipv4Addr::new(10, 0, 0, 11),
+        )
+        .await
+        .unwrap();
+    follow(&store, &mut held).await;
+    assert_eq!(slots(&held)[1], ("g1".to_owned(), None, false));
+}
