@@ -129,6 +129,45 @@ fn s(v: &Value, k: &str) -> String {
     v[k].as_str().unwrap().to_owned()
 }
 
+/// What the pair tests run across machines: a backend on c2 (HTTP on 80, an echo on
+/// 9000) behind a service, a client on c1, and its endpoint.
+struct Across {
+    pvpc: String,
+    cvpc: String,
+    client_ns: String,
+    ep: Value,
+}
+
+/// Builds [`Across`] for `c` on `m`, the endpoint with its private name if `dns`.
+async fn across(m: &mut Testbed, c: &Client, dns: bool) -> Across {
+    let (pvpc, _, backend) = vpc_with_host(c, "192.168.1.40", "c2", "backend").await;
+    let backend_ns = m.host_ns(&backend);
+    spawn_py(m, &backend_ns, HTTP, &[]).await;
+    spawn_py(m, &backend_ns, ECHO, &[]).await;
+    let svc = service(c, &pvpc, &backend, &[(8080, 80), (9000, 9000)]).await;
+    let (cvpc, csub, client) = vpc_with_host(c, "192.168.1.50", "c1", "client").await;
+    let client_ns = m.host_ns(&client);
+    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
+    let ep = endpoint(c, &svc, &cvpc, &csub, dns).await;
+    Across {
+        pvpc,
+        cvpc,
+        client_ns,
+        ep,
+    }
+}
+
+/// SIGKILLs the process whose pid is in `pidfile`.
+fn kill_by_pidfile(pidfile: &str) -> String {
+    let pid = std::fs::read_to_string(pidfile).unwrap().trim().to_owned();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    pid
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_joins_hosts_on_two_compute_machines_through_a_gateway_machine_and_a_dead_compute_machine_takes_only_its_hosts(
 ) {
@@ -295,15 +334,12 @@ async fn a_gateway_pair_fails_over_keeping_kernel_path_sessions_and_the_dead_one
         return;
     };
     let alice = account(&m, "alice");
-    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
-    let backend_ns = m.host_ns(&backend);
-    spawn_py(&mut m, &backend_ns, HTTP, &[]).await;
-    spawn_py(&mut m, &backend_ns, ECHO, &[]).await;
-    let svc = service(&alice, &pvpc, &backend, &[(8080, 80), (9000, 9000)]).await;
-    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
-    let client_ns = m.host_ns(&client);
-    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
-    let ep = endpoint(&alice, &svc, &cvpc, &csub, true).await;
+    let Across {
+        pvpc,
+        cvpc,
+        client_ns,
+        ep,
+    } = across(&mut m, &alice, true).await;
     let (ep_ip, name) = (
         s(&ep, "ip"),
         ep["dns_names"][0].as_str().unwrap().to_owned(),
@@ -456,15 +492,12 @@ async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spar
         return;
     };
     let alice = account(&m, "alice");
-    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
-    let backend_ns = m.host_ns(&backend);
-    spawn_py(&mut m, &backend_ns, HTTP, &[]).await;
-    spawn_py(&mut m, &backend_ns, ECHO, &[]).await;
-    let svc = service(&alice, &pvpc, &backend, &[(8080, 80), (9000, 9000)]).await;
-    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
-    let client_ns = m.host_ns(&client);
-    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
-    let ep = endpoint(&alice, &svc, &cvpc, &csub, false).await;
+    let Across {
+        pvpc,
+        cvpc,
+        client_ns,
+        ep,
+    } = across(&mut m, &alice, false).await;
     let ep_ip = s(&ep, "ip");
     let url = format!("http://{ep_ip}:8080/");
     eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
@@ -516,12 +549,7 @@ async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spar
         "/run/vpcep-ha/{}/keepalived.pid",
         Netns::new(&m.machine("g3").prefix).unwrap().vpc_ns(&cvpc)
     );
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let pid = kill_by_pidfile(&pidfile);
     until("g3's keepalived started again", 10, || {
         std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.trim().is_empty() && p.trim() != pid)
             && m.ha_state("g3", &cvpc) == "standby"
@@ -556,23 +584,24 @@ async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spar
     assert!(ok, "the endpoint works while g1 joins");
 
     // The master machine's own keepalived dies: its node closes the gate, and every
-    // router moves to g1 together (the consumer's and the provider's on one machine).
-    let gate_pid = std::fs::read_to_string(format!(
+    // router moves to g1 together (the consumer's and the provider's on one machine),
+    // with the session g1 was sent over its new HA link.
+    let held = session(&client_ns, &ep_ip, 120);
+    until("the session on g1", 10, || tracked(&m, "g1", &cvpc) > 0).await;
+    kill_by_pidfile(&format!(
         "/run/vpcep-ha/{}-ha/keepalived.pid",
         m.machine("g3").prefix
-    ))
-    .unwrap();
-    assert!(Command::new("kill")
-        .args(["-KILL", gate_pid.trim()])
-        .status()
-        .unwrap()
-        .success());
+    ));
     until("every router master on g1", 10, || {
         [&cvpc, &pvpc]
             .iter()
             .all(|v| m.ha_state("g1", v) == "master" && m.ha_state("g3", v) == "standby")
     })
     .await;
+    let out = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out, "done 120", "a session across the gate's death");
     let seen = eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
     assert!(seen.starts_with("198.19."), "{seen}");
 }
@@ -593,14 +622,12 @@ async fn on_the_userspace_path_a_rejoining_gateway_machine_takes_no_traffic_from
         return;
     };
     let alice = account(&m, "alice");
-    let (pvpc, _, backend) = vpc_with_host(&alice, "192.168.1.40", "c2", "backend").await;
-    let backend_ns = m.host_ns(&backend);
-    spawn_py(&mut m, &backend_ns, HTTP, &[]).await;
-    let svc = service(&alice, &pvpc, &backend, &[(8080, 80)]).await;
-    let (cvpc, csub, client) = vpc_with_host(&alice, "192.168.1.50", "c1", "client").await;
-    let client_ns = m.host_ns(&client);
-    eventually(&client_ns, &["ip", "-o", "addr", "show", "eth0"]).await;
-    let ep = endpoint(&alice, &svc, &cvpc, &csub, false).await;
+    let Across {
+        cvpc,
+        client_ns,
+        ep,
+        ..
+    } = across(&mut m, &alice, false).await;
     let url = format!("http://{}:8080/", s(&ep, "ip"));
     eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
 

@@ -21,10 +21,11 @@ use std::path::PathBuf;
 use std::process::Child;
 
 use super::ha::{
-    dir_of, kill_leftovers, link_addresses, retarget, spawn_in, write_script, Pair, Place,
+    dir_of, kill_leftovers, link_addresses, make_link, retarget, spawn_keepalived, write_script,
+    Pair, Place,
 };
 use super::overlay::Machine;
-use super::{ip, Netns, EXISTS, GONE};
+use super::{ip, Netns, GONE};
 
 /// The VNI of the machines' own HA link (the routers' are below).
 pub const GATE_VNI: u32 = (1 << 24) - 1;
@@ -112,28 +113,8 @@ impl Netns {
         kill_leftovers(&ns);
         close_gate(&self.prefix)?;
         Self::add_ns(&ns)?;
-        let peer = pair.peer.to_string();
-        super::overlay::add_vxlan(
-            &ns,
-            GATE_DEV,
-            GATE_VNI,
-            me,
-            &["remote", &peer, "nolearning"],
-        )?;
+        make_link(&ns, GATE_DEV, GATE_VNI, me, pair)?;
         let (mine, peer) = link_addresses(193, pair.index);
-        ip(
-            &[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{mine}/24"),
-                "dev",
-                GATE_DEV,
-            ],
-            EXISTS,
-        )?;
-        ip(&["-n", &ns, "link", "set", GATE_DEV, "up"], &[])?;
         let dir = dir_of(&ns);
         let notify = dir.join("notify.sh");
         write_script(&notify, &notify_script(&dir))?;
@@ -157,22 +138,7 @@ impl Netns {
             ),
         )?;
         std::fs::write(dir.join("state"), "starting\n")?;
-        let keepalived = spawn_in(
-            &ns,
-            &[
-                "keepalived",
-                "--dont-fork",
-                "--log-console",
-                "--vrrp",
-                "-f",
-                &dir.join("keepalived.conf").display().to_string(),
-                "-p",
-                &dir.join("keepalived.pid").display().to_string(),
-                "-r",
-                &dir.join("vrrp.pid").display().to_string(),
-            ],
-            &dir.join("keepalived.log"),
-        )?;
+        let keepalived = spawn_keepalived(&ns, &dir)?;
         Ok(Gate {
             pair: pair.clone(),
             keepalived,

@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use vpcep_model::{MachineRole, MachineSpec, State, VpcSpec};
 
 use super::overlay::Machine;
-use super::{ip, Netns, EXISTS};
+use super::{ip, Netns, EXISTS, GONE};
 
 /// The HA links' VNIs start here; subnets' VNIs stay below.
 pub const HA_VNI_BASE: u32 = 1 << 23;
@@ -245,7 +245,7 @@ impl Netns {
     ) -> io::Result<Keepers> {
         let ns = self.vpc_ns(vpc_id);
         clear_leftovers(&ns);
-        self.ha_link(&ns, seq, me, pair)?;
+        make_link(&ns, HA_DEV, HA_VNI_BASE + seq, me, pair)?;
         let dir = dir_of(&ns);
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(HA_DIR, std::fs::Permissions::from_mode(0o700))?;
@@ -278,22 +278,7 @@ impl Netns {
             ],
             &dir.join("conntrackd.log"),
         )?;
-        let keepalived = spawn_in(
-            &ns,
-            &[
-                "keepalived",
-                "--dont-fork",
-                "--log-console",
-                "--vrrp",
-                "-f",
-                &dir.join("keepalived.conf").display().to_string(),
-                "-p",
-                &dir.join("keepalived.pid").display().to_string(),
-                "-r",
-                &dir.join("vrrp.pid").display().to_string(),
-            ],
-            &dir.join("keepalived.log"),
-        )?;
+        let keepalived = spawn_keepalived(&ns, &dir)?;
         std::fs::write(dir.join("conntrackd.pid"), conntrackd.id().to_string())?;
         Ok(Keepers {
             pair: pair.clone(),
@@ -346,38 +331,57 @@ impl Netns {
             .remove(vpc_id);
         clear_leftovers(&self.vpc_ns(vpc_id));
     }
-
-    /// The HA link of the router in `ns`: a VXLAN port whose one destination is the peer
-    /// machine (nothing learned: everything goes to the peer, whichever it is now), with
-    /// this machine's link address.
-    fn ha_link(&self, ns: &str, seq: u32, me: &Machine, pair: &Pair) -> io::Result<()> {
-        let peer = pair.peer.to_string();
-        super::overlay::add_vxlan(
-            ns,
-            HA_DEV,
-            HA_VNI_BASE + seq,
-            me,
-            &["remote", &peer, "nolearning"],
-        )?;
-        let (mine, _) = link_addresses(192, pair.index);
-        ip(
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{mine}/24"),
-                "dev",
-                HA_DEV,
-            ],
-            EXISTS,
-        )?;
-        ip(&["-n", ns, "link", "set", HA_DEV, "up"], &[])
-    }
 }
 
-/// Turns the HA link `dev` in `ns` to a new peer machine: its one destination, and the
-/// link neighbour the old peer answered for, so that the next advert asks anew.
+/// Makes HA link `dev` in `ns` afresh: a VXLAN port (VNI `vni`) whose one destination is
+/// the peer machine, nothing learned, with the address and MAC of this machine's slot and
+/// the peer's as a permanent neighbour (169.254.192.0/24 for a router's link, .193 for
+/// the machine's). Addresses and MACs follow the slot, so a machine that takes a slot, or
+/// comes back to its own, is the same neighbour to the survivor as the one before it.
+pub(super) fn make_link(
+    ns: &str,
+    dev: &str,
+    vni: u32,
+    me: &Machine,
+    pair: &Pair,
+) -> io::Result<()> {
+    ip(&["-n", ns, "link", "del", dev], GONE)?;
+    let peer = pair.peer.to_string();
+    super::overlay::add_vxlan(ns, dev, vni, me, &["remote", &peer, "nolearning"])?;
+    let third = if dev == HA_DEV { 192 } else { 193 };
+    let (mine, theirs) = link_addresses(third, pair.index);
+    let (my_mac, their_mac) = (link_mac(pair.index), link_mac(1 - pair.index));
+    ip(&["-n", ns, "link", "set", dev, "address", &my_mac], &[])?;
+    ip(
+        &["-n", ns, "addr", "add", &format!("{mine}/24"), "dev", dev],
+        EXISTS,
+    )?;
+    ip(&["-n", ns, "link", "set", dev, "up"], &[])?;
+    ip(
+        &[
+            "-n",
+            ns,
+            "neigh",
+            "replace",
+            &theirs.to_string(),
+            "lladdr",
+            &their_mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ],
+        &[],
+    )
+}
+
+/// The MAC of slot `index` on an HA link (each link is a segment of its own).
+fn link_mac(index: u8) -> String {
+    format!("02:76:70:68:00:{:02x}", index + 1)
+}
+
+/// Turns the HA link `dev` in `ns` to a new peer machine: its one destination. The peer's
+/// address and MAC are its slot's, which did not change.
 pub(super) fn retarget(ns: &str, dev: &str, peer: Ipv4Addr) -> io::Result<()> {
     let peer = peer.to_string();
     ip(
@@ -385,8 +389,7 @@ pub(super) fn retarget(ns: &str, dev: &str, peer: Ipv4Addr) -> io::Result<()> {
             "-n", ns, "link", "set", dev, "type", "vxlan", "remote", &peer,
         ],
         &[],
-    )?;
-    ip(&["-n", ns, "neigh", "flush", "dev", dev], &[])
+    )
 }
 
 /// The addresses of an HA link in 169.254.`third`.0/24: (this machine's, the peer's).
@@ -432,6 +435,27 @@ pub(super) fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> io::Re
         .stderr(log)
         .spawn()
         .map_err(|e| io::Error::other(format!("cannot run {}: {e}", args[0])))
+}
+
+/// Starts keepalived (VRRP only) in namespace `ns` on `dir/keepalived.conf`, its pid
+/// files and log in `dir`.
+pub(super) fn spawn_keepalived(ns: &str, dir: &std::path::Path) -> io::Result<Child> {
+    spawn_in(
+        ns,
+        &[
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--vrrp",
+            "-f",
+            &dir.join("keepalived.conf").display().to_string(),
+            "-p",
+            &dir.join("keepalived.pid").display().to_string(),
+            "-r",
+            &dir.join("vrrp.pid").display().to_string(),
+        ],
+        &dir.join("keepalived.log"),
+    )
 }
 
 pub(super) fn write_script(path: &std::path::Path, body: &str) -> io::Result<()> {
@@ -524,10 +548,16 @@ fn conntrackd_conf(dir: &std::path::Path, mine: Ipv4Addr, peer: Ipv4Addr) -> Str
 pub(super) type KeepersOf = HashMap<String, Keepers>;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn machine(name: &str, role: MachineRole, slot: Option<u8>, last: u8) -> MachineSpec {
+    /// A machine at 10.0.0.`last`, in slot `slot` of the pair.
+    pub(in crate::substrate::netns) fn machine(
+        name: &str,
+        role: MachineRole,
+        slot: Option<u8>,
+        last: u8,
+    ) -> MachineSpec {
         MachineSpec {
             name: name.into(),
             role,

@@ -336,19 +336,9 @@ pub fn neighbours(
 
 #[cfg(test)]
 mod tests {
+    use super::super::ha::tests::machine;
     use super::*;
-    use vpcep_model::{HostSpec, MachineSpec, State};
-
-    fn machine(name: &str, role: MachineRole, last: u8, slot: Option<u8>) -> MachineSpec {
-        MachineSpec {
-            name: name.into(),
-            role,
-            zone: String::new(),
-            underlay: Ipv4Addr::new(10, 0, 0, last),
-            slot,
-            down: false,
-        }
-    }
+    use vpcep_model::{HostSpec, State};
 
     fn host(id: &str, vpc: &str, subnet: &str, last: u8, on: &str) -> HostSpec {
         HostSpec {
@@ -392,11 +382,11 @@ mod tests {
             s.hosts.insert(h.port_id.clone(), h);
         }
         s.machines = vec![
-            machine("c1", MachineRole::Compute, 1, None),
-            machine("c2", MachineRole::Compute, 2, None),
-            machine("g1", MachineRole::Gateway, 21, Some(0)),
-            machine("g2", MachineRole::Gateway, 22, Some(1)),
-            machine("g3", MachineRole::Gateway, 23, None),
+            machine("c1", MachineRole::Compute, None, 1),
+            machine("c2", MachineRole::Compute, None, 2),
+            machine("g1", MachineRole::Gateway, Some(0), 21),
+            machine("g2", MachineRole::Gateway, Some(1), 22),
+            machine("g3", MachineRole::Gateway, None, 23),
         ];
         s
     }
