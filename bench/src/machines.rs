@@ -389,6 +389,9 @@ async fn rehomes(l: &mut Layout, n: usize, sessions: usize) -> Result<Vec<(f64, 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The pair settles (the machine that joined is past its start-up delay) before
+        // the next round, as between the failovers above.
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     Ok(out)
 }

@@ -162,8 +162,9 @@ fn clear_leftovers(ns: &str) {
     let _ = std::fs::remove_dir_all(dir_of(ns));
 }
 
-/// Kills what a previous run left for `ns`, by pid file. A pid is killed only if its
-/// command line still names the files of `ns`: pids are reused.
+/// Kills what a previous run left for `ns`, by pid file, and removes the pid files. A
+/// pid is killed only if its command line still names the files of `ns`: pids are
+/// reused.
 pub(super) fn kill_leftovers(ns: &str) {
     let dir = dir_of(ns);
     let mine = format!("{}/", dir.display());
@@ -182,6 +183,9 @@ pub(super) fn kill_leftovers(ns: &str) {
                 .stderr(Stdio::null())
                 .status();
         }
+        // Gone with it: keepalived refuses to start while its pid file names a live
+        // process, and a dead one's pid may be another's by now.
+        let _ = std::fs::remove_file(dir.join(pidfile));
     }
 }
 
