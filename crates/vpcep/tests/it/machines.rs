@@ -586,8 +586,11 @@ async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spar
     // The master machine's own keepalived dies: its node closes the gate, and every
     // router moves to g1 together (the consumer's and the provider's on one machine),
     // with the session g1 was sent over its new HA link.
-    let held = session(&client_ns, &ep_ip, 120);
+    let held = session(&client_ns, &ep_ip, 200);
     until("the session on g1", 10, || tracked(&m, "g1", &cvpc) > 0).await;
+    // The pair settles: g1's own instance is past its start-up delay (2 s on slot 1);
+    // before that, g3's restarted one (1 s on slot 0) would lead again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     kill_by_pidfile(&format!(
         "/run/vpcep-ha/{}-ha/keepalived.pid",
         m.machine("g3").prefix
@@ -601,7 +604,7 @@ async fn a_gateway_machine_that_stays_down_gives_its_place_in_the_pair_to_a_spar
     let out = tokio::task::spawn_blocking(move || held.join().unwrap())
         .await
         .unwrap();
-    assert_eq!(out, "done 120", "a session across the gate's death");
+    assert_eq!(out, "done 200", "a session across the gate's death");
     let seen = eventually(&client_ns, &["curl", "-s", "--max-time", "3", &url]).await;
     assert!(seen.starts_with("198.19."), "{seen}");
 }
