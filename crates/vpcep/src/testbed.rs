@@ -74,8 +74,20 @@ impl Drop for Testbed {
         if let Some(f) = self.forwarder.take() {
             f.abort();
         }
-        // Everything running in the machines (keepalived and conntrackd too), and the
-        // routers' HA files.
+        // Everything running in the machines (keepalived and conntrackd too), then the
+        // routers' HA files: once every node is gone, none can write them again (a
+        // node that outlives its keepalived by a moment closes its gate).
+        for m in &self.machines {
+            kill_inside(m);
+        }
+        for c in self
+            .children
+            .iter_mut()
+            .chain(self.nodes.iter_mut().map(|(_, c)| c))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for m in &self.machines {
             kill_inside(m);
             let mine = format!("{}-", m.prefix);
@@ -88,14 +100,6 @@ impl Drop for Testbed {
                     let _ = std::fs::remove_dir_all(d.path());
                 }
             }
-        }
-        for c in self
-            .children
-            .iter_mut()
-            .chain(self.nodes.iter_mut().map(|(_, c)| c))
-        {
-            let _ = c.kill();
-            let _ = c.wait();
         }
         for (i, m) in self.machines.iter().chain([&self.cp]).enumerate() {
             // Its underlay port first: a machine's namespace may outlive its name while
