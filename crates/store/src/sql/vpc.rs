@@ -30,6 +30,36 @@ fn check_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a new name and description, either of which may be left as it is.
+fn check_renaming(name: &Option<String>, description: &Option<String>) -> Result<()> {
+    if let Some(n) = name {
+        check_name("name", n)?;
+    }
+    if let Some(d) = description {
+        vpcep_model::validate_description("description", d)?;
+    }
+    Ok(())
+}
+
+/// Gives row `id` of `table` (`vpcs`, `subnets`) a new name and description, either of
+/// which may stay as it is.
+async fn rename(
+    c: &mut AnyConnection,
+    table: &str,
+    id: &str,
+    name: &Option<String>,
+    description: &Option<String>,
+) -> Result<()> {
+    sqlx::query(&numbered(&format!("UPDATE {table} SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?")))
+        .bind(name)
+        .bind(description)
+        .bind(now_micros())
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
 fn vpc_row(r: &AnyRow) -> Result<Vpc> {
     Ok(Vpc {
         id: r.try_get("id")?,
@@ -354,19 +384,12 @@ impl SqlStore {
         name: Option<String>,
         description: Option<String>,
     ) -> Result<Vpc> {
-        if let Some(n) = &name {
-            check_name("name", n)?;
-        }
-        if let Some(d) = &description {
-            vpcep_model::validate_description("description", d)?;
-        }
+        check_renaming(&name, &description)?;
         let mut tx = self.begin().await?;
         find_vpc(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("VPC"))?;
-        sqlx::query(&numbered("UPDATE vpcs SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?"))
-            .bind(&name).bind(&description).bind(now_micros()).bind(&id)
-            .execute(&mut *tx).await?;
+        rename(&mut tx, "vpcs", &id, &name, &description).await?;
         let vpc = find_vpc(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("VPC"))?;
@@ -524,19 +547,12 @@ impl SqlStore {
         name: Option<String>,
         description: Option<String>,
     ) -> Result<Subnet> {
-        if let Some(n) = &name {
-            check_name("name", n)?;
-        }
-        if let Some(d) = &description {
-            vpcep_model::validate_description("description", d)?;
-        }
+        check_renaming(&name, &description)?;
         let mut tx = self.begin().await?;
         find_subnet(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("subnet"))?;
-        sqlx::query(&numbered("UPDATE subnets SET name = COALESCE(?, name), description = COALESCE(?, description), updated_at = ? WHERE id = ?"))
-            .bind(&name).bind(&description).bind(now_micros()).bind(&id)
-            .execute(&mut *tx).await?;
+        rename(&mut tx, "subnets", &id, &name, &description).await?;
         let s = find_subnet(&mut tx, &caller, &id)
             .await?
             .ok_or_else(|| not_found("subnet"))?;
@@ -809,12 +825,7 @@ impl SqlStore {
         id: String,
         u: RouteTableUpdate,
     ) -> Result<RouteTable> {
-        if let Some(n) = &u.name {
-            check_name("name", n)?;
-        }
-        if let Some(d) = &u.description {
-            vpcep_model::validate_description("description", d)?;
-        }
+        check_renaming(&u.name, &u.description)?;
         check_routes(&u.add)?;
         check_routes(&u.modify)?;
         let mut tx = self.begin().await?;
