@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use vpcep_model::{overlaps_system_range, parse_cidr, Reason};
 
-use super::vpc::{find_vpc, overlaps};
+use super::vpc::{overlaps, vpc_of};
 use super::{new_id, not_found, now_micros, reject, SqlStore};
 use crate::{Caller, Idc, NewIdc, Result};
 
@@ -48,9 +48,7 @@ impl SqlStore {
             );
         }
         let mut tx = self.begin().await?;
-        let vpc = find_vpc(&mut tx, &caller, &n.vpc_id)
-            .await?
-            .ok_or_else(|| not_found("VPC"))?;
+        let vpc = vpc_of(&mut tx, &caller, &n.vpc_id).await?;
         let own = parse_cidr("cidr", &vpc.cidr)?;
         if overlaps(&own, &net) {
             return reject(

@@ -153,6 +153,41 @@ pub(super) async fn find_vpc(
     row.as_ref().map(vpc_row).transpose()
 }
 
+/// The caller's rows of `table`, oldest first; with `value`, only those whose `column`
+/// is `value`.
+async fn project_rows(
+    conn: &mut AnyConnection,
+    table: &str,
+    column: &str,
+    caller: &Caller,
+    value: &Option<String>,
+) -> Result<Vec<AnyRow>> {
+    Ok(sqlx::query(&numbered(&format!("SELECT * FROM {table} WHERE project_id = ? AND (? IS NULL OR {column} = ?) ORDER BY created_at, id")))
+        .bind(&caller.project_id)
+        .bind(value)
+        .bind(value)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The caller's VPC `id`; another project's, or none, is 404 alike.
+pub(super) async fn vpc_of(conn: &mut AnyConnection, caller: &Caller, id: &str) -> Result<Vpc> {
+    find_vpc(conn, caller, id)
+        .await?
+        .ok_or_else(|| not_found("VPC"))
+}
+
+/// The caller's subnet `id`; another project's, or none, is 404 alike.
+pub(super) async fn subnet_of(
+    conn: &mut AnyConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Subnet> {
+    find_subnet(conn, caller, id)
+        .await?
+        .ok_or_else(|| not_found("subnet"))
+}
+
 pub(super) async fn find_subnet(
     conn: &mut AnyConnection,
     caller: &Caller,
@@ -364,17 +399,13 @@ impl SqlStore {
 
     pub(crate) async fn list_vpcs(&self, caller: Caller, id: Option<String>) -> Result<Vec<Vpc>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query(&numbered("SELECT * FROM vpcs WHERE project_id = ? AND (? IS NULL OR id = ?) ORDER BY created_at, id"))
-            .bind(&caller.project_id).bind(&id).bind(&id)
-            .fetch_all(&mut *c).await?;
+        let rows = project_rows(&mut c, "vpcs", "id", &caller, &id).await?;
         rows.iter().map(vpc_row).collect()
     }
 
     pub(crate) async fn get_vpc(&self, caller: Caller, id: String) -> Result<Vpc> {
         let mut c = self.read().await?;
-        find_vpc(&mut c, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("VPC"))
+        vpc_of(&mut c, &caller, &id).await
     }
 
     pub(crate) async fn update_vpc(
@@ -386,22 +417,16 @@ impl SqlStore {
     ) -> Result<Vpc> {
         check_renaming(&name, &description)?;
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("VPC"))?;
+        vpc_of(&mut tx, &caller, &id).await?;
         rename(&mut tx, "vpcs", &id, &name, &description).await?;
-        let vpc = find_vpc(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("VPC"))?;
+        let vpc = vpc_of(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(vpc)
     }
 
     pub(crate) async fn delete_vpc(&self, caller: Caller, id: String) -> Result<()> {
         let mut tx = self.begin().await?;
-        find_vpc(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("VPC"))?;
+        vpc_of(&mut tx, &caller, &id).await?;
         for (sql, what) in [
             ("SELECT 1 FROM subnets WHERE vpc_id = ?", "subnets"),
             (
@@ -527,17 +552,13 @@ impl SqlStore {
         vpc_id: Option<String>,
     ) -> Result<Vec<Subnet>> {
         let mut c = self.read().await?;
-        let rows = sqlx::query(&numbered("SELECT * FROM subnets WHERE project_id = ? AND (? IS NULL OR vpc_id = ?) ORDER BY created_at, id"))
-            .bind(&caller.project_id).bind(&vpc_id).bind(&vpc_id)
-            .fetch_all(&mut *c).await?;
+        let rows = project_rows(&mut c, "subnets", "vpc_id", &caller, &vpc_id).await?;
         rows.iter().map(subnet_row).collect()
     }
 
     pub(crate) async fn get_subnet(&self, caller: Caller, id: String) -> Result<Subnet> {
         let mut c = self.read().await?;
-        find_subnet(&mut c, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("subnet"))
+        subnet_of(&mut c, &caller, &id).await
     }
 
     pub(crate) async fn update_subnet(
@@ -549,13 +570,9 @@ impl SqlStore {
     ) -> Result<Subnet> {
         check_renaming(&name, &description)?;
         let mut tx = self.begin().await?;
-        find_subnet(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("subnet"))?;
+        subnet_of(&mut tx, &caller, &id).await?;
         rename(&mut tx, "subnets", &id, &name, &description).await?;
-        let s = find_subnet(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("subnet"))?;
+        let s = subnet_of(&mut tx, &caller, &id).await?;
         self.commit(tx).await?;
         Ok(s)
     }
@@ -567,9 +584,7 @@ impl SqlStore {
         id: String,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let s = find_subnet(&mut tx, &caller, &id)
-            .await?
-            .ok_or_else(|| not_found("subnet"))?;
+        let s = subnet_of(&mut tx, &caller, &id).await?;
         if s.vpc_id != vpc_id {
             return Err(not_found("subnet"));
         }
